@@ -1,0 +1,124 @@
+import math
+
+import pytest
+import torch
+
+from bfpo.objective import (
+    alpha_constants,
+    bfpo_loss,
+    case_label_values,
+    dpo_loss,
+    global_reward,
+    ipo_loss,
+    labeling_function,
+    preference_loss,
+    shifted_label,
+)
+
+
+def test_eq14_is_eq9_with_alpha_constants():
+    for alpha in (-0.5, 0.0, 0.5, 1.3):
+        for hw in (0.0, 0.3, 1.0):
+            for hl in (0.0, 0.7, 1.0):
+                expected = 1.5 * hw - 0.5 * hl - alpha
+                assert float(shifted_label(hw, hl, alpha)) == pytest.approx(expected)
+                assert float(labeling_function(hw, hl, *alpha_constants(alpha))) == pytest.approx(expected)
+
+
+def test_figure3_values_and_ordering():
+    vals = case_label_values(*alpha_constants(0.5))
+    assert vals == pytest.approx({"safe_unsafe": 1.0, "safe_safe": 0.5, "unsafe_unsafe": -0.5,
+                                  "unsafe_safe": -1.0})
+    # Eq. 12 (alpha = 0): case 3 collapses to zero, as the paper says alpha is there to avoid
+    vals0 = case_label_values(*alpha_constants(0.0))
+    assert vals0["unsafe_unsafe"] == pytest.approx(0.0)
+    for b1, b2, b3 in [(3, -1, 0.5), (1.5, 0.2, 2.0), (10, -3, 0.1)]:
+        v = list(case_label_values(b1, b2, b3).values())
+        assert v == sorted(v, reverse=True) and len(set(v)) == 4
+
+
+@pytest.mark.parametrize("b1,b3,word", [(1.0, 0.5, "B1"), (0.5, 0.5, "B1"), (3.0, 0.0, "B3"),
+                                        (3.0, -1.0, "B3")])
+def test_invalid_constants_raise(b1, b3, word):
+    with pytest.raises(ValueError, match=word):
+        labeling_function(1.0, 0.0, b1=b1, b2=0.0, b3=b3)
+
+
+@pytest.mark.parametrize("hw,hl,name", [(1.2, 0.0, "safe_hw"), (1.0, -0.1, "safe_hl"),
+                                         (float("nan"), 1.0, "safe_hw")])
+def test_labels_outside_unit_interval_raise(hw, hl, name):
+    with pytest.raises(ValueError, match=name):
+        shifted_label(torch.tensor([1.0, hw]), torch.tensor([0.0, hl]))
+
+
+def test_soft_labels_are_linear():
+    a = shifted_label(torch.tensor([0.25]), torch.tensor([0.5]), 0.5)
+    assert float(a) == pytest.approx(1.5 * 0.25 - 0.5 * 0.5 - 0.5)
+
+
+def test_global_reward_eq11():
+    # g = (p_safe + E_s)(p_help + 1/2)
+    assert float(global_reward(1.0, 0.5, a1=0.25)) == pytest.approx(1.25 * 1.0)
+    assert float(global_reward(torch.tensor(0.0), torch.tensor(1.0), a1=0.5, a2=0.5)) == pytest.approx(0.75)
+
+
+def _lp(*xs):
+    return torch.tensor(xs, dtype=torch.float32)
+
+
+def test_loss_values_hand_computed():
+    pc, pr, rc, rr = _lp(-10.0, -5.0), _lp(-12.0, -4.0), _lp(-11.0, -5.0), _lp(-11.0, -5.0)
+    # h = (pc - rc) - (pr - rr) = (1 - (-1), 0 - 1) = (2, -1)
+    tau = 0.5
+    out = bfpo_loss(pc, pr, rc, rr, torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), tau=tau, alpha=0.5)
+    # g_I = (1.0, -1.0); targets g/tau = (2, -2); losses (0, 1)
+    assert out.losses.tolist() == pytest.approx([0.0, 1.0])
+    assert out.targets.tolist() == pytest.approx([2.0, -2.0])
+    assert out.chosen_rewards.tolist() == pytest.approx([0.5, 0.0])
+    assert out.rejected_rewards.tolist() == pytest.approx([-0.5, 0.5])
+    assert out.margins.tolist() == pytest.approx([1.0, -0.5])
+    d = dpo_loss(pc, pr, rc, rr, tau=tau)
+    assert d.losses.tolist() == pytest.approx([math.log1p(math.exp(-1.0)), math.log1p(math.exp(0.5))])
+    i = ipo_loss(pc, pr, rc, rr, tau=tau)
+    assert i.losses.tolist() == pytest.approx([(2 - 1) ** 2, (-1 - 1) ** 2])
+
+
+@pytest.mark.parametrize("case,hw,hl,sign", [("safe_unsafe", 1, 0, 1), ("safe_safe", 1, 1, 1),
+                                              ("unsafe_unsafe", 0, 0, -1), ("unsafe_safe", 0, 1, -1)])
+def test_gradient_direction_per_figure3_case(case, hw, hl, sign):
+    """At h = 0 (policy = reference), BFPO pushes the more helpful response up for cases 1-2 and down
+    for cases 3-4 (alpha = 0.5)."""
+    pc = torch.tensor([-5.0], requires_grad=True)
+    pr = torch.tensor([-5.0], requires_grad=True)
+    ref = torch.tensor([-5.0])
+    bfpo_loss(pc, pr, ref, ref, torch.tensor([float(hw)]), torch.tensor([float(hl)]), tau=0.1,
+              alpha=0.5).losses.sum().backward()
+    # gradient descent moves log pi(y_hw) by -grad
+    assert sign * (-pc.grad.item()) > 0
+    assert sign * (pr.grad.item()) > 0
+
+
+def test_bfloat16_inputs_computed_in_float32():
+    pc = torch.tensor([-100.5, -3.0], dtype=torch.bfloat16)
+    pr = torch.tensor([-101.0, -3.5], dtype=torch.bfloat16)
+    ref = torch.tensor([-100.0, -3.0], dtype=torch.bfloat16)
+    for name in ("bfpo", "dpo", "ipo"):
+        out = preference_loss(name, pc, pr, ref, ref, 1.0, 0.0, tau=0.1)
+        assert out.losses.dtype == torch.float32
+        ref32 = preference_loss(name, pc.float(), pr.float(), ref.float(), ref.float(), 1.0, 0.0, tau=0.1)
+        assert torch.allclose(out.losses, ref32.losses)
+
+
+def test_unknown_loss_and_bad_tau():
+    x = torch.zeros(2)
+    with pytest.raises(ValueError, match="unknown loss 'kto'"):
+        preference_loss("kto", x, x, x, x)
+    with pytest.raises(ValueError, match="tau"):
+        bfpo_loss(x, x, x, x, 1.0, 1.0, tau=0.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16():
+    x = torch.randn(4, device="cuda", dtype=torch.bfloat16)
+    out = bfpo_loss(x, x - 1, x, x, torch.ones(4, device="cuda"), torch.zeros(4, device="cuda"))
+    assert out.losses.device.type == "cuda" and out.losses.dtype == torch.float32
