@@ -1,0 +1,454 @@
+"""Adapters from real preference-dataset schemas to :class:`~bfpo.data.records.PairRecord`.
+
+BFPO (section 4.2) trains on two datasets: a *safety* set with helpfulness rankings plus binary safety
+labels (PKU-SafeRLHF) and a *helpfulness* set whose responses are all treated as safe (UltraFeedback).
+Each adapter maps one row of one schema to a record whose ``chosen`` is the MORE HELPFUL response y_hw
+(Eq. 14 needs I_safe(y_hw) and I_safe(y_hl)); :func:`load_pairs` reads a local file or a hub dataset,
+detects the schema, validates every row and either raises on the first bad row or drops bad rows and
+reports counts per reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from bfpo.data.records import DataValidationError, PairRecord, validate_record
+
+logger = logging.getLogger(__name__)
+
+SCHEMAS = ("auto", "pku_saferlhf", "ultrafeedback", "pairs", "generic")
+ON_ERROR = ("raise", "drop")
+LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+CANONICAL_FIELDS = ("prompt", "chosen", "rejected", "safe_chosen", "safe_rejected", "source", "kind")
+
+#: Columns both PKU-SafeRLHF releases share (the 2023 release has exactly these).
+PKU_COLUMNS = ("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe",
+               "better_response_id", "safer_response_id")
+#: Per-response columns of the v1.0 (2024) release, mapped to chosen/rejected in the metadata.
+PKU_V1_RESPONSE_COLUMNS = ("source", "harm_category", "severity_level")
+ULTRAFEEDBACK_COLUMNS = ("chosen", "rejected")
+
+_TRUE = {"true", "t"}
+_FALSE = {"false", "f"}
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _require(row: Mapping[str, Any], column: str, where: str) -> Any:
+    if column not in row:
+        raise DataValidationError(f"{where}: missing field '{column}' (row has: {', '.join(map(str, row))})")
+    return row[column]
+
+
+def _maybe_json(value: Any) -> Any:
+    """Decode a JSON list/dict that a CSV file stored as text; anything else is returned unchanged."""
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _as_label(value: Any, where: str, name: str) -> float:
+    """A safety label as float in [0, 1]; accepts bools, numbers and CSV's 'True'/'False' text."""
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _TRUE:
+            return 1.0
+        if low in _FALSE:
+            return 0.0
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise DataValidationError(f"{where}: field '{name}' must be a bool or a number in [0, 1], "
+                                  f"got {value!r}") from None
+    if not 0.0 <= x <= 1.0:  # also rejects NaN
+        raise DataValidationError(f"{where}: field '{name}' must be in [0, 1], got {value!r}")
+    return x
+
+
+def _as_response_id(value: Any, where: str, name: str) -> int:
+    try:
+        idx = int(str(value).strip()) if not isinstance(value, bool) else -1
+    except (TypeError, ValueError):
+        idx = -1
+    if idx not in (0, 1):
+        raise DataValidationError(f"{where}: field '{name}' must be 0 or 1, got {value!r}")
+    return idx
+
+
+def _as_prompt(value: Any) -> Any:
+    """Text prompts stay text; a JSON-encoded message list (CSV) becomes a list."""
+    decoded = _maybe_json(value)
+    return decoded if isinstance(decoded, list) else value
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m
+                                           for m in value)
+
+
+# ----------------------------------------------------------------------------------------- adapters
+def from_pku_saferlhf(row: Mapping[str, Any], where: str) -> PairRecord:
+    """One PKU-SafeRLHF row (2023 release or the v1.0 release of 2024) as a safety pair.
+
+    ``chosen`` is ``response_{better_response_id}`` (the more helpful one, y_hw), the labels come from
+    ``is_response_{i}_safe``. ``metadata['safer']`` says which of chosen/rejected is the safer response
+    (used by the DPO-S and mix baselines); v1.0's prompt/response sources, harm categories and severity
+    levels are kept under ``chosen_*`` / ``rejected_*`` keys.
+    """
+    for column in PKU_COLUMNS:
+        _require(row, column, where)
+    better = _as_response_id(row["better_response_id"], where, "better_response_id")
+    safer = _as_response_id(row["safer_response_id"], where, "safer_response_id")
+    worse = 1 - better
+    labels = [_as_label(row[f"is_response_{i}_safe"], where, f"is_response_{i}_safe") for i in (0, 1)]
+    metadata: Dict[str, Any] = {"safer": "chosen" if safer == better else "rejected"}
+    v1_columns = [f"response_{i}_{name}" for name in PKU_V1_RESPONSE_COLUMNS for i in (0, 1)]
+    if "prompt_source" in row or any(c in row for c in v1_columns):
+        metadata["release"] = "v1.0"
+        if "prompt_source" in row:
+            metadata["prompt_source"] = row["prompt_source"]
+        for name in PKU_V1_RESPONSE_COLUMNS:
+            for role, idx in (("chosen", better), ("rejected", worse)):
+                column = f"response_{idx}_{name}"
+                if column in row:
+                    metadata[f"{role}_{name}"] = _maybe_json(row[column])
+    else:
+        metadata["release"] = "v0"
+    return PairRecord(prompt=_as_prompt(row["prompt"]), chosen=row[f"response_{better}"],
+                      rejected=row[f"response_{worse}"], safe_chosen=labels[better],
+                      safe_rejected=labels[worse], source="pku_saferlhf", kind="safety", metadata=metadata)
+
+
+def _split_conversation(value: Any, where: str, name: str) -> Tuple[list, str]:
+    """(turns before the final assistant turn, final assistant content) of an UltraFeedback column."""
+    msgs = _maybe_json(value)
+    if isinstance(msgs, str):
+        return [], msgs
+    if not _is_messages(msgs) or not msgs:
+        raise DataValidationError(f"{where}: field '{name}' must be text or a list of {{role, content}} "
+                                  f"messages, got {type(msgs).__name__}")
+    if msgs[-1]["role"] != "assistant":
+        raise DataValidationError(f"{where}: field '{name}' must end with an assistant turn, "
+                                  f"got role {msgs[-1]['role']!r}")
+    return [{"role": m["role"], "content": m["content"]} for m in msgs[:-1]], msgs[-1]["content"]
+
+
+def from_ultrafeedback(row: Mapping[str, Any], where: str) -> PairRecord:
+    """One HuggingFaceH4/ultrafeedback_binarized row as a helpfulness pair, both responses safe.
+
+    Section 4.2: "we treat all responses as safe since they undergo human filtering", so both labels are
+    1.0. The prompt is the conversation before the final assistant turn of ``chosen`` (falling back to
+    the ``prompt`` text when the columns hold plain text).
+    """
+    for column in ULTRAFEEDBACK_COLUMNS:
+        _require(row, column, where)
+    context_c, chosen = _split_conversation(row["chosen"], where, "chosen")
+    context_r, rejected = _split_conversation(row["rejected"], where, "rejected")
+    if context_c and context_r and context_c != context_r:
+        raise DataValidationError(f"{where}: fields 'chosen' and 'rejected' continue different conversations")
+    prompt: Any = context_c or context_r
+    if not prompt:
+        prompt = _as_prompt(_require(row, "prompt", where))
+    metadata = {k: row[k] for k in ("prompt_id", "score_chosen", "score_rejected") if k in row}
+    return PairRecord(prompt=prompt, chosen=chosen, rejected=rejected, safe_chosen=1.0, safe_rejected=1.0,
+                      source="ultrafeedback", kind="helpful", metadata=metadata)
+
+
+def from_pairs(row: Mapping[str, Any], where: str) -> PairRecord:
+    """A row already in the canonical PairRecord fields (what ``bfpo redteam`` writes as jsonl).
+
+    Unknown columns go to ``metadata``; CSV text ('True', JSON message lists, JSON metadata) is decoded.
+    """
+    d = dict(row)
+    if "prompt" in d:
+        d["prompt"] = _as_prompt(d["prompt"])
+    for name in ("safe_chosen", "safe_rejected"):
+        if name in d:
+            d[name] = _as_label(d[name], where, name)
+    if "metadata" in d:
+        meta = _maybe_json(d["metadata"])
+        if meta is None or meta == "":
+            meta = {}
+        if not isinstance(meta, dict):
+            raise DataValidationError(f"{where}: field 'metadata' must be a mapping, got {type(meta).__name__}")
+        d["metadata"] = dict(meta)
+    for name in ("source", "kind"):
+        if name in d and d[name] is None:
+            del d[name]
+    return PairRecord.from_dict(d, where)
+
+
+def from_generic(row: Mapping[str, Any], where: str, column_map: Mapping[str, str]) -> PairRecord:
+    """A row of any schema, through ``column_map`` (canonical field -> column name).
+
+    Fields the map does not name are read from the column of the same name when present. Safety labels
+    default to 1.0 only when the map does not name them (a named but missing column is an error). The
+    kind is the mapped ``kind`` column, else 'safety' when a safety label column is named, else 'helpful'.
+    Unmapped columns are kept in ``metadata``.
+    """
+    bad = sorted(set(column_map) - set(CANONICAL_FIELDS))
+    if bad:
+        raise ValueError(f"column_map names unknown field(s) {bad}; valid fields: {', '.join(CANONICAL_FIELDS)}")
+    values: Dict[str, Any] = {}
+    for name in ("prompt", "chosen", "rejected"):
+        values[name] = _require(row, column_map.get(name, name), where)
+    values["prompt"] = _as_prompt(values["prompt"])
+    for name in ("safe_chosen", "safe_rejected"):
+        if name in column_map:
+            values[name] = _as_label(_require(row, column_map[name], where), where, name)
+        elif name in row and row[name] is not None:
+            values[name] = _as_label(row[name], where, name)
+        else:
+            values[name] = 1.0
+    if "kind" in column_map:
+        values["kind"] = _require(row, column_map["kind"], where)
+    else:
+        values["kind"] = "safety" if ("safe_chosen" in column_map or "safe_rejected" in column_map) else "helpful"
+    values["source"] = str(row.get(column_map["source"], "")) if "source" in column_map else "generic"
+    used = {column_map.get(n, n) for n in CANONICAL_FIELDS}
+    metadata = {k: v for k, v in row.items() if k not in used}
+    return PairRecord(metadata=metadata, **values)
+
+
+# ----------------------------------------------------------------------------------------- reading
+def _read_json(path: Path) -> List[Dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise DataValidationError(f"{path}: not valid JSON ({e})") from None
+    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) != 1:
+            raise DataValidationError(f"{path}: column lists have different lengths {sorted(lengths)}")
+        keys = list(data)
+        return [dict(zip(keys, values)) for values in zip(*data.values())]
+    if not isinstance(data, list):
+        raise DataValidationError(f"{path}: expected a list of row objects or a mapping of column lists")
+    return data
+
+
+def _read_jsonl(path: Path) -> List[Any]:
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError as e:
+                raise DataValidationError(f"{path} line {lineno}: not valid JSON ({e})") from None
+    return rows
+
+
+def _read_csv(path: Path) -> List[Dict[str, Any]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return [dict(r) for r in csv.DictReader(f)]
+
+
+def _read_parquet(path: Path) -> List[Dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+_READERS: Dict[str, Callable[[Path], List[Any]]] = {
+    ".json": _read_json, ".jsonl": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet,
+}
+
+
+def _read_hub(source: str, split: Optional[str]) -> Iterable[Dict[str, Any]]:
+    """Rows of a hub dataset (``datasets.load_dataset``); ``split`` is required when there are several."""
+    import datasets
+
+    ds = datasets.load_dataset(source, split=split)
+    if isinstance(ds, datasets.DatasetDict):
+        raise ValueError(f"{source}: dataset has splits {', '.join(ds)}; pass split=")
+    return ds
+
+
+def _looks_local(source: str) -> bool:
+    return Path(source).suffix.lower() in LOCAL_SUFFIXES or source.startswith((".", "/", "~"))
+
+
+def detect_schema(columns: Sequence[str], first_row: Optional[Mapping[str, Any]] = None,
+                  where: str = "data") -> str:
+    """The schema name of a set of columns; :class:`DataValidationError` listing them when unknown."""
+    cols = set(columns)
+    if set(PKU_COLUMNS) <= cols:
+        return "pku_saferlhf"
+    if {"chosen", "rejected"} <= cols:
+        chosen = _maybe_json(first_row.get("chosen")) if first_row else None
+        if {"score_chosen", "score_rejected"} & cols or "prompt_id" in cols or _is_messages(chosen):
+            return "ultrafeedback"
+        if "prompt" in cols:
+            return "pairs"
+    raise DataValidationError(
+        f"{where}: cannot detect the schema from columns [{', '.join(sorted(map(str, cols)))}]; expected "
+        f"PKU-SafeRLHF ({', '.join(PKU_COLUMNS)}), UltraFeedback (prompt, chosen/rejected message lists, "
+        "score_chosen, score_rejected) or canonical pairs (prompt, chosen, rejected); pass schema= or "
+        "schema='generic' with column_map=")
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pairs_with_report` read: rows seen, records kept, drops per reason."""
+
+    source: str
+    schema: str
+    n_rows: int = 0
+    n_loaded: int = 0
+    dropped: Dict[str, int] = field(default_factory=dict)
+    examples: List[str] = field(default_factory=list)
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def summary(self) -> str:
+        reasons = "; ".join(f"{n} x {r}" for r, n in sorted(self.dropped.items(), key=lambda kv: -kv[1]))
+        return (f"{self.source} ({self.schema}): {self.n_loaded} records from {self.n_rows} rows"
+                + (f", dropped {self.n_dropped}: {reasons}" if self.dropped else ""))
+
+
+_GOT = re.compile(r",? got .*$", re.S)
+
+
+def _reason(message: str, where: str) -> str:
+    """A drop reason without the row location and the offending value, so that rows group by cause."""
+    text = message[len(where) + 2:] if message.startswith(where + ": ") else message
+    text = re.sub(r" \(row has: .*\)$", "", text, flags=re.S)
+    return _GOT.sub("", text).strip()
+
+
+def _adapter(schema: str, column_map: Optional[Mapping[str, str]]) -> Callable[[Mapping[str, Any], str], PairRecord]:
+    if schema == "pku_saferlhf":
+        return from_pku_saferlhf
+    if schema == "ultrafeedback":
+        return from_ultrafeedback
+    if schema == "pairs":
+        return from_pairs
+    if column_map is None:
+        raise ValueError("schema='generic' needs column_map (canonical field -> column name)")
+    return lambda row, where: from_generic(row, where, column_map)
+
+
+def _iter_rows(source: str, split: Optional[str]) -> Tuple[str, Iterable[Any]]:
+    if _looks_local(source):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"data file not found: {path}")
+        reader = _READERS.get(path.suffix.lower())
+        if reader is None:
+            raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)}")
+        return path.name, reader(path)
+    return source, _read_hub(source, split)
+
+
+def load_pairs_with_report(source: str, schema: str = "auto", split: Optional[str] = None,
+                           column_map: Optional[Mapping[str, str]] = None, kind: Optional[str] = None,
+                           limit: Optional[int] = None, on_error: str = "raise", seed: int = 0,
+                           shuffle: bool = False) -> Tuple[List[PairRecord], LoadReport]:
+    """:func:`load_pairs` plus a :class:`LoadReport` with the number of rows dropped per reason."""
+    if schema not in SCHEMAS:
+        raise ValueError(f"unknown schema {schema!r}; valid schemas: {', '.join(SCHEMAS)}")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"unknown on_error {on_error!r}; valid values: {', '.join(ON_ERROR)}")
+    if kind is not None and kind not in ("safety", "helpful"):
+        raise ValueError(f"kind must be 'safety' or 'helpful', got {kind!r}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    name, rows = _iter_rows(source, split)
+    order: Optional[List[int]] = None
+    if shuffle:
+        order = list(range(len(rows)))  # type: ignore[arg-type]
+        random.Random(seed).shuffle(order)
+    if schema == "auto":
+        if column_map is not None:
+            schema = "generic"
+        else:
+            first = _first_row(rows)
+            schema = detect_schema(list(first) if first else [], first, where=name)
+    adapt = _adapter(schema, column_map)
+    report = LoadReport(source=str(source), schema=schema)
+    records: List[PairRecord] = []
+    reasons: Counter = Counter()
+    for i, row in _indexed(rows, order):
+        if limit is not None and len(records) >= limit:
+            break
+        report.n_rows += 1
+        where = f"{name} row {i}"
+        try:
+            if not isinstance(row, Mapping):
+                raise DataValidationError(f"{where}: row must be an object, got {type(row).__name__}")
+            rec = adapt(row, where)
+            if kind is not None:
+                rec.kind = kind
+            rec.metadata.setdefault("origin", where)
+            records.append(validate_record(rec, where))
+        except DataValidationError as e:
+            if on_error == "raise":
+                raise
+            reasons[_reason(str(e), where)] += 1
+            if len(report.examples) < 5:
+                report.examples.append(str(e))
+    report.n_loaded = len(records)
+    report.dropped = dict(reasons)
+    if reasons:
+        logger.warning("dropped %d invalid row(s) of %s: %s", report.n_dropped, source,
+                       "; ".join(f"{n} x {r}" for r, n in reasons.most_common()))
+    return records, report
+
+
+def _first_row(rows: Iterable[Any]) -> Optional[Mapping[str, Any]]:
+    if hasattr(rows, "column_names"):  # a datasets.Dataset: columns without materialising a row
+        return {c: None for c in rows.column_names} if len(rows) == 0 else rows[0]  # type: ignore[attr-defined]
+    for row in rows:
+        return row if isinstance(row, Mapping) else None
+    return None
+
+
+def _indexed(rows: Iterable[Any], order: Optional[Iterable[int]]) -> Iterator[Tuple[int, Any]]:
+    if order is None:
+        yield from enumerate(rows)
+    else:
+        for i in order:
+            yield i, rows[i]  # type: ignore[index]
+
+
+def load_pairs(source: str, schema: str = "auto", split: Optional[str] = None,
+               column_map: Optional[Mapping[str, str]] = None, kind: Optional[str] = None,
+               limit: Optional[int] = None, on_error: str = "raise", seed: int = 0,
+               shuffle: bool = False) -> List[PairRecord]:
+    """Load validated preference pairs from a local file or a hub dataset.
+
+    Args:
+        source: a local ``.json``/``.jsonl``/``.csv``/``.parquet`` file, or a hub dataset name read with
+            ``datasets.load_dataset(source, split=split)``.
+        schema: one of ``auto``, ``pku_saferlhf``, ``ultrafeedback``, ``pairs``, ``generic``; ``auto``
+            detects it from the columns (``generic`` when ``column_map`` is given).
+        split: the hub split (e.g. ``train_prefs`` for UltraFeedback); ignored for local files.
+        column_map: canonical field -> column name, for ``generic``.
+        kind: override the records' kind ('safety' or 'helpful').
+        limit: keep the first ``limit`` valid rows (of the shuffled order when ``shuffle``).
+        on_error: ``raise`` the first :class:`DataValidationError`, or ``drop`` bad rows (a warning logs
+            the counts per reason; :func:`load_pairs_with_report` returns them).
+        seed: seed of the row shuffle.
+        shuffle: shuffle the rows (deterministically, by ``seed``) before ``limit`` is applied.
+
+    Every record is checked with :func:`validate_record` and named ``"<file> row <i>"`` in errors and in
+    ``metadata['origin']``.
+    """
+    return load_pairs_with_report(source, schema=schema, split=split, column_map=column_map, kind=kind,
+                                  limit=limit, on_error=on_error, seed=seed, shuffle=shuffle)[0]
