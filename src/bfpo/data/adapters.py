@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from bfpo.data.records import DataValidationError, PairRecord, validate_record
+from bfpo.data.records import DataValidationError, PairRecord, _label, validate_record
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +65,7 @@ def _as_label(value: Any, where: str, name: str) -> float:
             return 1.0
         if low in _FALSE:
             return 0.0
-    if isinstance(value, bool):
-        return float(value)
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise DataValidationError(f"{where}: field '{name}' must be a bool or a number in [0, 1], "
-                                  f"got {value!r}") from None
-    if not 0.0 <= x <= 1.0:  # also rejects NaN
-        raise DataValidationError(f"{where}: field '{name}' must be in [0, 1], got {value!r}")
-    return x
+    return _label(value, where, name)
 
 
 def _as_response_id(value: Any, where: str, name: str) -> int:
