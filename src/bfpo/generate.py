@@ -3,9 +3,9 @@
 The Hugging Face path is the default and always available. The vLLM path (``backend="vllm"``) is used
 only when the caller asks for it and ``import vllm`` succeeds; it is never chosen silently.
 
-Prompts are plain strings or chat messages. They are rendered with the tokenizer's chat template
-(``add_generation_prompt=True``) through :func:`format_prompt`; a tokenizer without a template gets a
-plain ``Role: content`` transcript ending in ``Assistant:``.
+Prompts are plain strings or chat messages. They are rendered by :func:`bfpo.data.tokenize.format_prompt`
+(the tokenizer's chat template with ``add_generation_prompt=True``, else plain text). Templated text
+already holds its special tokens; plain text gets the tokenizer's own (e.g. BOS).
 """
 
 from __future__ import annotations
@@ -18,34 +18,10 @@ Messages = List[Dict[str, str]]
 Prompt = Union[str, Messages]
 
 
-def _to_messages(prompt: Prompt, system_prompt: Optional[str] = None) -> Messages:
-    if isinstance(prompt, str):
-        messages: Messages = [{"role": "user", "content": prompt}]
-    elif isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m
-                                          for m in prompt):
-        messages = [dict(m) for m in prompt]
-    else:
-        raise ValueError(f"a prompt must be text or a list of {{'role', 'content'}} messages, got {prompt!r:.80}")
-    if system_prompt and not any(m["role"] == "system" for m in messages):
-        messages = [{"role": "system", "content": system_prompt}] + messages
-    return messages
-
-
-def _format_prompt(prompt: Prompt, tokenizer, system_prompt: Optional[str] = None) -> str:
-    """Render one prompt for generation (local fallback for ``bfpo.data.tokenize.format_prompt``)."""
-    messages = _to_messages(prompt, system_prompt)
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-    return "\n".join(lines) + "\nAssistant:"
-
-
 def format_prompt(prompt: Prompt, tokenizer, system_prompt: Optional[str] = None) -> str:
-    """Render a prompt with the shared formatter of :mod:`bfpo.data.tokenize` when it exists, else locally."""
-    try:
-        from bfpo.data.tokenize import format_prompt as shared
-    except ImportError:
-        return _format_prompt(prompt, tokenizer, system_prompt)
+    """Render a prompt for generation: the shared :func:`bfpo.data.tokenize.format_prompt`."""
+    from bfpo.data.tokenize import format_prompt as shared
+
     return shared(prompt, tokenizer, system_prompt=system_prompt)
 
 
@@ -113,6 +89,21 @@ def load_model(model_dir_or_name: str, dtype: str = "auto", device: Optional[str
     return model, tok
 
 
+def load_classifier(model_dir: str, device: Optional[str] = None) -> Tuple[Any, Any]:
+    """Load ``(AutoModelForSequenceClassification, tokenizer)`` in eval mode, with a pad token."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    kwargs = {"use_safetensors": True} if _has_safetensors(model_dir) else {}
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    model.to(device or default_device()).eval()
+    return model, tok
+
+
 def _autocast(device_type: str, bf16: bool):
     import torch
 
@@ -152,7 +143,8 @@ def generate_from_texts(model, tokenizer, texts: Sequence[str], max_new_tokens: 
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc=desc, disable=not progress, total=len(starts)):
         idx = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                        add_special_tokens=not getattr(tokenizer, "chat_template", None))
         enc = {k: v.to(device) for k, v in enc.items()}
         with torch.no_grad(), _autocast(device.type, bf16):
             seqs = model.generate(**enc, **gen_kwargs)

@@ -294,13 +294,9 @@ class ClassifierJudge(Judge):
         if model is None:
             if model_dir is None:
                 raise ValueError("ClassifierJudge needs model_dir")
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+            from bfpo.generate import load_classifier
 
-            from bfpo.generate import default_device
-
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-            model.to(device or default_device()).eval()
+            model, tokenizer = load_classifier(model_dir, device)
         self.model, self.tokenizer = model, tokenizer
         self.batch_size, self.threshold, self.max_length = batch_size, threshold, max_length
         self.harmful_labels = {h.lower() for h in harmful_labels}

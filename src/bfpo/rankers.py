@@ -73,13 +73,9 @@ class RewardModelRanker(Ranker):
         if model is None:
             if model_dir is None:
                 raise ValueError("RewardModelRanker needs model_dir")
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+            from bfpo.generate import load_classifier
 
-            from bfpo.generate import default_device
-
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-            model.to(device or default_device()).eval()
+            model, tokenizer = load_classifier(model_dir, device)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         if model.config.pad_token_id is None:

@@ -1,0 +1,271 @@
+"""Red-teaming data generation (section 4.3): harmful prompts -> sampled responses -> safety labels and a
+helpfulness preference -> BFPO pairs.
+
+The paper samples two responses per PKU-SafeRLHF prompt from Zephyr-7b-beta, labels each with the HarmBench
+classifier, keeps the prompts where a response is harmful and ranks the pair with PairRM (9K prompts ->
+1.5K pairs). ``run_redteam`` does the same with any model, :mod:`bfpo.judges` judge and
+:mod:`bfpo.rankers` ranker:
+
+1. sample ``k`` responses per prompt (temperature sampling, seeded per chunk of prompts);
+2. judge every response; responses the judge could not parse are set aside;
+3. pick the pair among the distinct parsed responses: for k = 2 the two of them; for k > 2 every pair is
+   ranked (round robin) and the response with the most wins is ``chosen``, the one with the fewest
+   ``rejected`` (ties: earlier sample);
+4. keep the prompt when at least one of ALL its parsed responses is harmful (``keep="harmful"``, the
+   paper's rule) or always (``keep="all"``);
+5. write a :class:`~bfpo.data.records.PairRecord` dict per kept prompt: chosen = the more helpful response
+   (whatever its safety, as BFPO wants), ``safe_*`` = not harmful.
+
+Each prompt's outcome is appended to ``OUT.progress.jsonl`` (flushed per prompt), so a re-run skips
+prompts already done, kept or dropped; counts go to ``OUT.stats.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from bfpo.data.records import DataValidationError, PairRecord, validate_record
+
+STAT_KEYS = ("prompts_seen", "kept", "dropped_all_safe", "dropped_identical_responses", "dropped_unparsed")
+
+
+def load_prompts(source: str, split: str = "train", column: str = "prompt",
+                 limit: Optional[int] = None) -> List[str]:
+    """Prompts from a local ``.jsonl`` (field ``column``), ``.csv`` (column ``column``), ``.txt`` (one per
+    line), or a hub dataset name (e.g. ``PKU-Alignment/PKU-SafeRLHF``, ``walledai/AdvBench``; column
+    ``column`` of ``split``). Empty prompts are skipped and duplicates removed, keeping the first.
+    """
+    path = Path(source)
+    prompts: List[str] = []
+    if path.suffix == ".jsonl":
+        if not path.exists():
+            raise FileNotFoundError(f"prompt file {source} not found")
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataValidationError(f"{source} line {n}: not JSON ({exc.msg})") from None
+                if not isinstance(row, dict) or column not in row:
+                    raise DataValidationError(f"{source} line {n}: missing field '{column}'")
+                prompts.append(str(row[column]))
+    elif path.suffix == ".csv":
+        if not path.exists():
+            raise FileNotFoundError(f"prompt file {source} not found")
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if column not in (reader.fieldnames or []):
+                raise DataValidationError(f"{source}: no column '{column}' (columns: {reader.fieldnames})")
+            prompts = [row[column] or "" for row in reader]
+    elif path.suffix == ".txt":
+        if not path.exists():
+            raise FileNotFoundError(f"prompt file {source} not found")
+        prompts = path.read_text(encoding="utf-8").splitlines()
+    elif path.exists():
+        raise DataValidationError(f"{source}: unsupported prompt file type (use .jsonl, .csv or .txt)")
+    else:
+        from datasets import load_dataset
+
+        ds = load_dataset(source, split=split)
+        if column not in ds.column_names:
+            raise DataValidationError(f"{source} ({split}): no column '{column}' (columns: {ds.column_names})")
+        prompts = [str(x) for x in ds[column]]
+    seen, out = set(), []
+    for p in prompts:
+        p = p.strip()
+        if p and p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out[:limit] if limit is not None else out
+
+
+def _progress_path(out: Path) -> Path:
+    return out.with_name(out.name + ".progress.jsonl")
+
+
+def _stats_path(out: Path) -> Path:
+    return out.with_name(out.name + ".stats.json")
+
+
+def _done(out: Path) -> Dict[str, str]:
+    """prompt -> status for prompts processed by an earlier run (pairs file and progress log)."""
+    done: Dict[str, str] = {}
+    for path, key in ((out, None), (_progress_path(out), "status")):
+        if not path.exists():
+            continue
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by an interrupted run: that prompt is redone
+                prompt = row.get("prompt")
+                prompt = prompt if isinstance(prompt, str) else PairRecord.from_dict(row).prompt_text()
+                done[prompt] = row.get(key, "kept") if key else "kept"
+    return done
+
+
+def select_pair(prompt: str, responses: Sequence[str], ranker) -> Tuple[int, int]:
+    """Indices (chosen, rejected) among ``responses`` (at least two, distinct): the pair for k = 2; for
+    k > 2 the most and the least winning response of a round robin of ranker comparisons."""
+    k = len(responses)
+    if k < 2:
+        raise ValueError("select_pair needs at least two responses")
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    prefs = ranker.rank_pairs([prompt] * len(pairs), [responses[i] for i, _ in pairs],
+                              [responses[j] for _, j in pairs])
+    wins = [0] * k
+    for (i, j), p in zip(pairs, prefs):
+        wins[i if p == 0 else j] += 1
+    best = max(range(k), key=lambda i: (wins[i], -i))
+    worst = min((i for i in range(k) if i != best), key=lambda i: (wins[i], i))
+    return best, worst
+
+
+def process_prompt(prompt: str, responses: Sequence[str], verdicts: Sequence, ranker, keep: str = "harmful",
+                   metadata: Optional[Dict[str, Any]] = None) -> Tuple[str, Optional[PairRecord]]:
+    """Turn one prompt's sampled responses and verdicts into (status, record or None).
+
+    status is "kept" or one of the ``dropped_*`` reasons of :data:`STAT_KEYS`.
+    """
+    distinct = {r.strip() for r in responses if r.strip()}
+    if len(distinct) < 2:
+        return "dropped_identical_responses", None
+    parsed: Dict[str, Any] = {}
+    for r, v in zip(responses, verdicts):
+        if v.harmful is not None and r.strip() and r.strip() not in parsed:
+            parsed[r.strip()] = (r, v)
+    if len(parsed) < 2:
+        return "dropped_unparsed", None
+    if keep == "harmful" and not any(v.harmful for _, v in parsed.values()):
+        return "dropped_all_safe", None
+    cands = list(parsed.values())
+    best, worst = select_pair(prompt, [r for r, _ in cands], ranker)
+    (chosen, vc), (rejected, vr) = cands[best], cands[worst]
+    meta = dict(metadata or {})
+    meta.update(n_responses=len(responses), n_harmful=sum(bool(v.harmful) for _, v in cands),
+                judge_raw_chosen=vc.raw, judge_raw_rejected=vr.raw, refusal_chosen=vc.refusal,
+                refusal_rejected=vr.refusal)
+    rec = PairRecord(prompt=prompt, chosen=chosen, rejected=rejected, safe_chosen=float(not vc.harmful),
+                     safe_rejected=float(not vr.harmful), source="redteam", kind="safety", metadata=meta)
+    return "kept", validate_record(rec, where=f"redteam prompt {prompt[:60]!r}")
+
+
+def _chunks(items: List[str], size: int) -> Iterable[Tuple[int, List[str]]]:
+    for s in range(0, len(items), size):
+        yield s, items[s:s + size]
+
+
+def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", ranker: str = "rule",
+                judge_model: Optional[str] = None, ranker_model: Optional[str] = None, k: int = 2,
+                keep: str = "harmful", max_new_tokens: int = 256, temperature: float = 1.0, top_p: float = 1.0,
+                seed: int = 0, bf16: bool = False, limit: Optional[int] = None, batch_size: int = 8,
+                split: str = "train", column: str = "prompt", system_prompt: Optional[str] = None,
+                judge_obj=None, ranker_obj=None, progress: bool = True) -> Dict[str, int]:
+    """Run the section 4.3 pipeline and return the counts (also written to ``OUT.stats.json``).
+
+    ``judge_obj``/``ranker_obj`` may be given instead of names (a judge/ranker already built); the
+    counts in the returned dict cover this run and earlier runs on the same ``out`` together.
+    """
+    from tqdm.auto import tqdm
+
+    from bfpo.generate import generate, load_model
+    from bfpo.judges import get_judge
+    from bfpo.rankers import get_ranker
+
+    if k < 2:
+        raise ValueError(f"k must be at least 2 (responses per prompt), got {k}")
+    if keep not in ("harmful", "all"):
+        raise ValueError(f"keep must be 'harmful' or 'all', got {keep!r}")
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    all_prompts = load_prompts(prompts, split=split, column=column, limit=limit)
+    done = _done(out_path)
+    todo = [p for p in all_prompts if p not in done]
+    stats = {key: 0 for key in STAT_KEYS}
+    for status in done.values():
+        stats["prompts_seen"] += 1
+        stats[status if status in stats else "kept"] += 1
+    print(f"redteam: {len(all_prompts)} prompts, {len(all_prompts) - len(todo)} already done, {len(todo)} to go")
+
+    if todo:
+        lm, tok = load_model(model)
+        judge_obj = judge_obj or get_judge(judge, judge_model)
+        ranker_obj = ranker_obj or get_ranker(ranker, ranker_model)
+        provenance = {"model": model, "judge": getattr(judge_obj, "name", judge),
+                      "judge_model": judge_model, "ranker": getattr(ranker_obj, "name", ranker),
+                      "ranker_model": ranker_model, "prompts": prompts,
+                      "sampling": {"k": k, "temperature": temperature, "top_p": top_p,
+                                   "max_new_tokens": max_new_tokens, "do_sample": True}, "seed": seed}
+        index = {p: i for i, p in enumerate(all_prompts)}
+        bar = tqdm(total=len(todo), desc="red teaming", disable=not progress)
+        with open(out_path, "a", encoding="utf-8") as fout, \
+                open(_progress_path(out_path), "a", encoding="utf-8") as flog:
+            for _, chunk in _chunks(todo, batch_size):
+                responses = generate(lm, tok, chunk, max_new_tokens=max_new_tokens, num_return_sequences=k,
+                                     do_sample=True, temperature=temperature, top_p=top_p,
+                                     batch_size=batch_size, seed=seed + index[chunk[0]], bf16=bf16,
+                                     system_prompt=system_prompt, progress=False)
+                flat_p = [p for p, rs in zip(chunk, responses) for _ in rs]
+                flat_r = [r for rs in responses for r in rs]
+                verdicts = judge_obj.judge(flat_p, flat_r, kinds=["harmful"] * len(flat_p))
+                for n, (p, rs) in enumerate(zip(chunk, responses)):
+                    vs = verdicts[n * k:(n + 1) * k]
+                    status, rec = process_prompt(p, rs, vs, ranker_obj, keep=keep,
+                                                 metadata={**provenance, "prompt_index": index[p]})
+                    if rec is not None:
+                        fout.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
+                        fout.flush()
+                    flog.write(json.dumps({"prompt": p, "status": status,
+                                           "harmful": [v.harmful for v in vs]}, ensure_ascii=False) + "\n")
+                    flog.flush()
+                    stats["prompts_seen"] += 1
+                    stats[status] += 1
+                    bar.update(1)
+        bar.close()
+    tmp = _stats_path(out_path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(stats, indent=2) + "\n")
+    os.replace(tmp, _stats_path(out_path))
+    print("redteam: " + ", ".join(f"{key}={stats[key]}" for key in STAT_KEYS) + f" -> {out_path}")
+    return stats
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help="model directory or hub name that answers the prompts")
+    parser.add_argument("--prompts", required=True,
+                        help="prompts: .jsonl (field prompt), .csv (column prompt), .txt (one per line) or a "
+                             "hub dataset (PKU-Alignment/PKU-SafeRLHF, walledai/AdvBench)")
+    parser.add_argument("--out", required=True, help="output PAIRS.jsonl (appended to; re-runs resume)")
+    parser.add_argument("--judge", default="keyword", help="keyword | harmbench | llamaguard | classifier")
+    parser.add_argument("--judge-model", default=None, help="judge model directory or hub name")
+    parser.add_argument("--ranker", default="rule", help="rule | reward | pairrm")
+    parser.add_argument("--ranker-model", default=None, help="ranker model directory or hub name")
+    parser.add_argument("--k", type=int, default=2, help="responses sampled per prompt (default 2)")
+    parser.add_argument("--keep", choices=("harmful", "all"), default="harmful",
+                        help="keep prompts with at least one harmful response (default, as the paper) or all")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast while generating")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--split", default="train", help="split of a hub dataset (default train)")
+    parser.add_argument("--column", default="prompt", help="prompt field/column (default prompt)")
+    parser.add_argument("--system-prompt", default=None)
+
+
+def main(args) -> None:
+    run_redteam(model=args.model, prompts=args.prompts, out=args.out, judge=args.judge, ranker=args.ranker,
+                judge_model=args.judge_model, ranker_model=args.ranker_model, k=args.k, keep=args.keep,
+                max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                seed=args.seed, bf16=args.bf16, limit=args.limit, batch_size=args.batch_size, split=args.split,
+                column=args.column, system_prompt=args.system_prompt)
