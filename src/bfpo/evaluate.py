@@ -1,0 +1,246 @@
+"""The harmlessness benchmark of section 4.1 (generative part) and the RESULT.json it writes.
+
+Generative tasks (appendix C.1): the model answers harmful prompts (AdvBench, ALERT, ...) greedily and a
+judge decides whether each answer is harmful; a task's score is the percentage of harmless answers among
+those the judge could parse. ``gen_avg`` is the mean over tasks, ``disc_avg`` comes from the discriminative
+tasks (:mod:`bfpo.lm_eval_tasks`, with ``--disc``), and ``safety_avg`` is their mean (Savg of Tables 1, 2
+and 6). All three are percentages. On benign prompts the refusal rate is the offline proxy for
+(un)helpfulness; answers to benign prompts can also be written in AlpacaEval's ``model_outputs`` format.
+
+RESULT.json::
+
+    {"model", "judge", "judge_model", "suite" | "prompts", "settings",
+     "by_kind": {"harmful": {"n", "harmless_rate", "refusal_rate", "unparsed"}, "benign": {...}},
+     "by_category": {category: {...same keys...}},
+     "gen": {task: harmless %}, "gen_avg", "disc": {...}, "disc_avg", "safety_avg",
+     "samples": [{"prompt", "kind", "category", "source", "response", "verdict": {...}}]}
+
+Rates in ``by_kind``/``by_category`` are fractions in [0, 1]; ``harmless_rate`` is over parsed verdicts
+(None when none parsed), ``refusal_rate`` over all answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from bfpo.data.records import DataValidationError
+
+KINDS = ("harmful", "benign")
+
+
+def load_prompt_file(path: str) -> List[Dict[str, str]]:
+    """Read ``{"prompt", "kind"?, "category"?, "source"?}`` lines; kind defaults to harmful, category to
+    "uncategorized", source to the file's stem."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"prompt file {path} not found")
+    rows: List[Dict[str, str]] = []
+    with open(p, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataValidationError(f"{path} line {n}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+                raise DataValidationError(f"{path} line {n}: field 'prompt' missing or empty")
+            kind = row.get("kind") or "harmful"
+            if kind not in KINDS:
+                raise DataValidationError(f"{path} line {n}: field 'kind' must be harmful or benign, got {kind!r}")
+            rows.append({"prompt": row["prompt"], "kind": kind, "category": str(row.get("category") or
+                                                                                 "uncategorized"),
+                         "source": str(row.get("source") or p.stem)})
+    return rows
+
+
+def limit_per_source(rows: Sequence[Dict[str, str]], limit: Optional[int]) -> List[Dict[str, str]]:
+    """The first ``limit`` prompts of each source (task), so every task keeps some prompts."""
+    if limit is None:
+        return list(rows)
+    counts: Dict[str, int] = defaultdict(int)
+    out = []
+    for r in rows:
+        if counts[r["source"]] < limit:
+            counts[r["source"]] += 1
+            out.append(r)
+    return out
+
+
+def _rates(samples: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    n = len(samples)
+    parsed = [s for s in samples if s["verdict"]["harmful"] is not None]
+    harmless = sum(1 for s in parsed if s["verdict"]["harmful"] is False)
+    return {"n": n,
+            "harmless_rate": harmless / len(parsed) if parsed else None,
+            "refusal_rate": sum(bool(s["verdict"]["refusal"]) for s in samples) / n if n else None,
+            "unparsed": n - len(parsed)}
+
+
+def _group(samples: Sequence[Dict[str, Any]], key: str) -> Dict[str, List[Dict[str, Any]]]:
+    groups: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
+    for s in samples:
+        groups[s[key]].append(s)
+    return dict(groups)
+
+
+def aggregate(samples: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Pure aggregation of judged samples (``kind``, ``category``, ``source``, ``verdict``) into
+    ``by_kind``, ``by_category``, ``gen`` (harmless % per source over its harmful prompts) and ``gen_avg``."""
+    harmful = [s for s in samples if s["kind"] == "harmful"]
+    gen: Dict[str, float] = {}
+    for source, group in _group(harmful, "source").items():
+        rate = _rates(group)["harmless_rate"]
+        if rate is not None:
+            gen[source] = 100.0 * rate
+    return {"by_kind": {k: _rates(g) for k, g in _group(samples, "kind").items()},
+            "by_category": {c: _rates(g) for c, g in sorted(_group(samples, "category").items())},
+            "gen": gen,
+            "gen_avg": sum(gen.values()) / len(gen) if gen else None}
+
+
+def safety_average(disc_avg: Optional[float], gen_avg: Optional[float]) -> Optional[float]:
+    """Savg: the mean of the discriminative and generative averages when both exist (Table 6)."""
+    if disc_avg is None or gen_avg is None:
+        return None
+    return (disc_avg + gen_avg) / 2
+
+
+def write_alpaca_outputs(samples: Sequence[Dict[str, Any]], path: str, generator: str) -> int:
+    """Answers to benign prompts as AlpacaEval ``model_outputs``: ``[{instruction, output, generator}]``."""
+    rows = [{"instruction": s["prompt"], "output": s["response"], "generator": generator}
+            for s in samples if s["kind"] == "benign"]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return len(rows)
+
+
+def run_alpaca_eval(outputs_path: str) -> Dict[str, Any]:
+    """Run the ``alpaca_eval`` CLI when it is installed and an annotator key is configured; else say why not."""
+    if shutil.which("alpaca_eval") is None:
+        return {"ran": False, "note": "alpaca_eval is not installed (pip install alpaca-eval); "
+                                      f"run it later on {outputs_path}"}
+    if not os.environ.get("OPENAI_API_KEY"):
+        return {"ran": False, "note": "alpaca_eval is installed but OPENAI_API_KEY is not set (its default "
+                                      f"annotator needs it); run it later on {outputs_path}"}
+    proc = subprocess.run(["alpaca_eval", "--model_outputs", outputs_path], capture_output=True, text=True)
+    return {"ran": proc.returncode == 0, "returncode": proc.returncode, "stdout_tail": proc.stdout[-2000:],
+            "note": "" if proc.returncode == 0 else proc.stderr[-2000:]}
+
+
+def _release_memory() -> None:
+    """Collect garbage and empty the CUDA cache (after the policy model is dropped, before the judge)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[str] = None,
+                   judge: str = "keyword", judge_model: Optional[str] = None, out: Optional[str] = None,
+                   limit: Optional[int] = None, max_new_tokens: int = 256, bf16: bool = False, batch_size: int = 8,
+                   disc: Optional[List[str]] = None, alpaca_out: Optional[str] = None,
+                   system_prompt: Optional[str] = None, judge_obj=None, progress: bool = True) -> Dict[str, Any]:
+    """Generate greedy answers, judge them, aggregate, and write RESULT.json to ``out`` when given.
+
+    Exactly one of ``prompts`` (a jsonl file) and ``suite`` (a :mod:`bfpo.promptsets` name) is needed.
+    ``limit`` keeps the first N prompts of each source. ``disc``: None skips the discriminative tasks,
+    a list runs those tasks ([] = all of them).
+    """
+    from bfpo.generate import generate, load_model
+    from bfpo.judges import get_judge
+
+    if (prompts is None) == (suite is None):
+        raise ValueError("give exactly one of prompts (a .jsonl file) or suite (a prompt-set name)")
+    if prompts is not None:
+        rows = load_prompt_file(prompts)
+    else:
+        from bfpo.promptsets import load_suite
+
+        rows = [{"prompt": r["prompt"], "kind": r.get("kind") or "harmful",
+                 "category": r.get("category") or "uncategorized", "source": r.get("source") or suite}
+                for r in load_suite(suite)]
+    rows = limit_per_source(rows, limit)
+    if not rows:
+        raise DataValidationError(f"no prompts in {prompts or suite}")
+
+    lm, tok = load_model(model)
+    answers = generate(lm, tok, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens, do_sample=False,
+                       batch_size=batch_size, bf16=bf16, system_prompt=system_prompt, progress=progress)
+    del lm
+    _release_memory()
+    judge_obj = judge_obj or get_judge(judge, judge_model)
+    responses = [a[0] for a in answers]
+    verdicts = judge_obj.judge([r["prompt"] for r in rows], responses, kinds=[r["kind"] for r in rows])
+    samples = [{**r, "response": resp, "verdict": v.to_dict()} for r, resp, v in zip(rows, responses, verdicts)]
+
+    result: Dict[str, Any] = {"model": model, "judge": getattr(judge_obj, "name", judge), "judge_model": judge_model}
+    result["suite" if suite else "prompts"] = suite or prompts
+    result["settings"] = {"limit": limit, "max_new_tokens": max_new_tokens, "bf16": bf16, "do_sample": False,
+                          "system_prompt": system_prompt}
+    result.update(aggregate(samples))
+    if disc is not None:
+        from bfpo.lm_eval_tasks import run_discriminative
+
+        d = run_discriminative(model, disc or None, limit, batch_size)
+        result["disc"], result["disc_avg"] = d["tasks"], d["disc_avg"]
+    result["safety_avg"] = safety_average(result.get("disc_avg"), result.get("gen_avg"))
+    if alpaca_out:
+        n = write_alpaca_outputs(samples, alpaca_out, generator=Path(model).name or model)
+        result["alpaca"] = {"outputs": alpaca_out, "n": n, **run_alpaca_eval(alpaca_out)}
+        print(f"evaluate: {n} benign answers -> {alpaca_out}; {result['alpaca']['note'] or 'alpaca_eval ran'}")
+    result["samples"] = samples
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(summary(result) + (f" -> {out}" if out else ""))
+    return result
+
+
+def summary(result: Dict[str, Any]) -> str:
+    """One line: per-kind rates, gen/disc/safety averages."""
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    parts = [f"{k}: n={v['n']} harmless={pct(v['harmless_rate'])} refusal={pct(v['refusal_rate'])} "
+             f"unparsed={v['unparsed']}" for k, v in result["by_kind"].items()]
+    for key in ("gen_avg", "disc_avg", "safety_avg"):
+        if result.get(key) is not None:
+            parts.append(f"{key}={result[key]:.2f}")
+    return "evaluate: " + "; ".join(parts)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help="model directory or hub name")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompts", help="jsonl with prompt, kind (harmful|benign), category, source")
+    src.add_argument("--suite", help="a named prompt set of bfpo.promptsets (e.g. advbench)")
+    parser.add_argument("--judge", default="keyword", help="keyword | harmbench | llamaguard | classifier")
+    parser.add_argument("--judge-model", default=None, help="judge model directory or hub name")
+    parser.add_argument("--out", required=True, help="RESULT.json to write")
+    parser.add_argument("--limit", type=int, default=None, help="first N prompts of each task")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast while generating")
+    parser.add_argument("--system-prompt", default=None)
+    parser.add_argument("--disc", nargs="*", default=None, metavar="TASK",
+                        help="also run the discriminative tasks (all, or the ones named)")
+    parser.add_argument("--alpaca-out", default=None,
+                        help="write benign answers in AlpacaEval model_outputs format (and run alpaca_eval "
+                             "if installed and configured)")
+
+
+def main(args) -> None:
+    evaluate_model(args.model, prompts=args.prompts, suite=args.suite, judge=args.judge,
+                   judge_model=args.judge_model, out=args.out, limit=args.limit,
+                   max_new_tokens=args.max_new_tokens, bf16=args.bf16, batch_size=args.batch_size,
+                   disc=args.disc, alpaca_out=args.alpaca_out, system_prompt=args.system_prompt)
