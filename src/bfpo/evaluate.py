@@ -37,26 +37,18 @@ KINDS = ("harmful", "benign")
 def load_prompt_file(path: str) -> List[Dict[str, str]]:
     """Read ``{"prompt", "kind"?, "category"?, "source"?}`` lines; kind defaults to harmful, category to
     "uncategorized", source to the file's stem."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"prompt file {path} not found")
+    from bfpo.redteam import iter_jsonl
+
     rows: List[Dict[str, str]] = []
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataValidationError(f"{path} line {n}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-                raise DataValidationError(f"{path} line {n}: field 'prompt' missing or empty")
-            kind = row.get("kind") or "harmful"
-            if kind not in KINDS:
-                raise DataValidationError(f"{path} line {n}: field 'kind' must be harmful or benign, got {kind!r}")
-            rows.append({"prompt": row["prompt"], "kind": kind, "category": str(row.get("category") or
-                                                                                 "uncategorized"),
-                         "source": str(row.get("source") or p.stem)})
+    for n, row in iter_jsonl(path):
+        if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise DataValidationError(f"{path} line {n}: field 'prompt' missing or empty")
+        kind = row.get("kind") or "harmful"
+        if kind not in KINDS:
+            raise DataValidationError(f"{path} line {n}: field 'kind' must be harmful or benign, got {kind!r}")
+        rows.append({"prompt": row["prompt"], "kind": kind,
+                     "category": str(row.get("category") or "uncategorized"),
+                     "source": str(row.get("source") or Path(path).stem)})
     return rows
 
 

@@ -33,6 +33,23 @@ from bfpo.data.records import DataValidationError, PairRecord, validate_record
 STAT_KEYS = ("prompts_seen", "kept", "dropped_all_safe", "dropped_identical_responses", "dropped_unparsed")
 
 
+def iter_jsonl(path: str) -> Iterable[Tuple[int, Dict[str, Any]]]:
+    """Yield ``(line number, object)`` for each non-blank line of a jsonl file; errors name file and line."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"prompt file {path} not found")
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataValidationError(f"{path} line {n}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataValidationError(f"{path} line {n}: expected a JSON object")
+            yield n, row
+
+
 def load_prompts(source: str, split: str = "train", column: str = "prompt",
                  limit: Optional[int] = None) -> List[str]:
     """Prompts from a local ``.jsonl`` (field ``column``), ``.csv`` (column ``column``), ``.txt`` (one per
@@ -42,19 +59,10 @@ def load_prompts(source: str, split: str = "train", column: str = "prompt",
     path = Path(source)
     prompts: List[str] = []
     if path.suffix == ".jsonl":
-        if not path.exists():
-            raise FileNotFoundError(f"prompt file {source} not found")
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataValidationError(f"{source} line {n}: not JSON ({exc.msg})") from None
-                if not isinstance(row, dict) or column not in row:
-                    raise DataValidationError(f"{source} line {n}: missing field '{column}'")
-                prompts.append(str(row[column]))
+        for n, row in iter_jsonl(source):
+            if column not in row:
+                raise DataValidationError(f"{source} line {n}: missing field '{column}'")
+            prompts.append(str(row[column]))
     elif path.suffix == ".csv":
         if not path.exists():
             raise FileNotFoundError(f"prompt file {source} not found")
