@@ -66,3 +66,14 @@ def test_chat_cli(loaded, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("hi\nquit\n"))
     cli_main(["chat", "--model", path, "--max-new-tokens", "3"])
     assert capsys.readouterr().out.count("bot> ") == 1
+
+
+def test_vllm_backend_needs_vllm_and_bad_backend_fails(loaded, monkeypatch):
+    import sys
+
+    path, _, _ = loaded
+    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail even where it is installed
+    with pytest.raises(ImportError, match="backend='vllm' needs the vllm package"):
+        load_model(path, backend="vllm")
+    with pytest.raises(ValueError, match="unknown backend 'tf'"):
+        load_model(path, backend="tf")

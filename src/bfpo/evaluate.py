@@ -141,7 +141,8 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
                    judge: str = "keyword", judge_model: Optional[str] = None, out: Optional[str] = None,
                    limit: Optional[int] = None, max_new_tokens: int = 256, bf16: bool = False, batch_size: int = 8,
                    disc: Optional[List[str]] = None, alpaca_out: Optional[str] = None,
-                   system_prompt: Optional[str] = None, judge_obj=None, progress: bool = True) -> Dict[str, Any]:
+                   system_prompt: Optional[str] = None, backend: str = "hf", judge_obj=None,
+                   progress: bool = True) -> Dict[str, Any]:
     """Generate greedy answers, judge them, aggregate, and write RESULT.json to ``out`` when given.
 
     Exactly one of ``prompts`` (a jsonl file) and ``suite`` (a :mod:`bfpo.promptsets` name) is needed.
@@ -165,7 +166,7 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
     if not rows:
         raise DataValidationError(f"no prompts in {prompts or suite}")
 
-    lm, tok = load_model(model)
+    lm, tok = load_model(model, backend=backend)
     answers = generate(lm, tok, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens, do_sample=False,
                        batch_size=batch_size, bf16=bf16, system_prompt=system_prompt, progress=progress)
     del lm
@@ -224,6 +225,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast while generating")
     parser.add_argument("--system-prompt", default=None)
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                        help="generation backend: transformers (default) or vLLM (needs the vllm package)")
     parser.add_argument("--disc", nargs="*", default=None, metavar="TASK",
                         help="also run the discriminative tasks (all, or the ones named)")
     parser.add_argument("--alpaca-out", default=None,
@@ -235,4 +238,5 @@ def main(args) -> None:
     evaluate_model(args.model, prompts=args.prompts, suite=args.suite, judge=args.judge,
                    judge_model=args.judge_model, out=args.out, limit=args.limit,
                    max_new_tokens=args.max_new_tokens, bf16=args.bf16, batch_size=args.batch_size,
-                   disc=args.disc, alpaca_out=args.alpaca_out, system_prompt=args.system_prompt)
+                   disc=args.disc, alpaca_out=args.alpaca_out, system_prompt=args.system_prompt,
+                   backend=args.backend)

@@ -177,7 +177,7 @@ def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", rank
                 keep: str = "harmful", max_new_tokens: int = 256, temperature: float = 1.0, top_p: float = 1.0,
                 seed: int = 0, bf16: bool = False, limit: Optional[int] = None, batch_size: int = 8,
                 split: str = "train", column: str = "prompt", system_prompt: Optional[str] = None,
-                judge_obj=None, ranker_obj=None, progress: bool = True) -> Dict[str, int]:
+                backend: str = "hf", judge_obj=None, ranker_obj=None, progress: bool = True) -> Dict[str, int]:
     """Run the section 4.3 pipeline and return the counts (also written to ``OUT.stats.json``).
 
     ``judge_obj``/``ranker_obj`` may be given instead of names (a judge/ranker already built); the
@@ -205,7 +205,7 @@ def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", rank
     print(f"redteam: {len(all_prompts)} prompts, {len(all_prompts) - len(todo)} already done, {len(todo)} to go")
 
     if todo:
-        lm, tok = load_model(model)
+        lm, tok = load_model(model, backend=backend)
         judge_obj = judge_obj or get_judge(judge, judge_model)
         ranker_obj = ranker_obj or get_ranker(ranker, ranker_model)
         provenance = {"model": model, "judge": getattr(judge_obj, "name", judge),
@@ -269,6 +269,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", default="train", help="split of a hub dataset (default train)")
     parser.add_argument("--column", default="prompt", help="prompt field/column (default prompt)")
     parser.add_argument("--system-prompt", default=None)
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                        help="generation backend: transformers (default) or vLLM (needs the vllm package)")
 
 
 def main(args) -> None:
@@ -276,4 +278,4 @@ def main(args) -> None:
                 judge_model=args.judge_model, ranker_model=args.ranker_model, k=args.k, keep=args.keep,
                 max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                 seed=args.seed, bf16=args.bf16, limit=args.limit, batch_size=args.batch_size, split=args.split,
-                column=args.column, system_prompt=args.system_prompt)
+                column=args.column, system_prompt=args.system_prompt, backend=args.backend)
