@@ -293,3 +293,16 @@ def test_bad_jsonl_line_named(tmp_path):
     path.write_text(json.dumps(pku_v0_row()) + "\n{not json\n")
     with pytest.raises(DataValidationError, match=r"x\.jsonl line 2: not valid JSON"):
         load_pairs(str(path))
+
+
+def test_dataset_folder_goes_through_datasets_load_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "pku_repo"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", [pku_v1_row(i) for i in range(3)])
+    write_jsonl(folder / "test.jsonl", [pku_v1_row(i) for i in range(2)])
+    with pytest.raises(ValueError, match="splits .*test.*pass split="):
+        load_pairs(str(folder))
+    recs = load_pairs(str(folder), split="train")
+    assert len(recs) == 3 and recs[1].metadata["origin"] == f"{folder}[train] row 1"
+    assert recs[0].metadata["chosen_harm_category"]["Cybercrime"] is True

@@ -336,7 +336,9 @@ def _adapter(schema: str, column_map: Optional[Mapping[str, str]]) -> Callable[[
 
 
 def _iter_rows(source: str, split: Optional[str]) -> Tuple[str, Iterable[Any]]:
-    if _looks_local(source):
+    """(name used in error messages, rows): a local file, else ``datasets.load_dataset`` (a hub name or
+    a local folder of data files)."""
+    if _looks_local(source) and not Path(source).expanduser().is_dir():
         path = Path(source).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"data file not found: {path}")
@@ -344,7 +346,7 @@ def _iter_rows(source: str, split: Optional[str]) -> Tuple[str, Iterable[Any]]:
         if reader is None:
             raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)}")
         return path.name, reader(path)
-    return source, _read_hub(source, split)
+    return (f"{source}[{split}]" if split else source), _read_hub(source, split)
 
 
 def load_pairs_with_report(source: str, schema: str = "auto", split: Optional[str] = None,
