@@ -197,3 +197,13 @@ def test_real_pyrit_wheel_has_520_advbench_prompts(tmp_path):
         pytest.skip(f"pip download of pyrit==1.1.0 failed (PyPI unreachable?): {exc}")
     assert len(recs) == 520 and len({r["prompt"] for r in recs}) == 520
     assert all(r["source"].startswith("pyrit==1.1.0:") for r in recs)
+
+
+def test_suite_of_maps_sources_back_to_suites(tmp_path, fake_pip):
+    rtp = load_suite("rtp", cache_dir=tmp_path)
+    assert {promptsets.suite_of(r["source"]) for r in rtp} == {"rtp"}
+    assert {promptsets.suite_of(r["source"], per_file=True) for r in rtp} == {"rtp:threat", "rtp:insult"}
+    adv = load_suite("advbench", cache_dir=tmp_path)[0]["source"]
+    assert promptsets.suite_of(adv, per_file=True) == "advbench"
+    assert promptsets.suite_of(bfpo_prompts("heldout")[0]["source"]) == "bfpo"
+    assert promptsets.suite_of("my_own_prompts.jsonl") == "my_own_prompts.jsonl"

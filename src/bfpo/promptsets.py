@@ -392,3 +392,27 @@ def safe_refusals(category: Optional[str] = None) -> List[dict]:
     """Handwritten safe refusals ``{"category", "text"}`` (a refusal with a short reason), optionally one category."""
     rows = _read_package_jsonl("refusals.jsonl", ("category", "text"))
     return [r for r in rows if category is None or r["category"] == category]
+
+
+def suite_of(source: str, per_file: bool = False) -> str:
+    """The suite name behind a record's ``source`` string (e.g. ``"rtp"``; ``"rtp:threat"`` with ``per_file``).
+
+    Sources not produced by this module are returned unchanged, so callers can key results by either.
+    """
+    for name, suite in SUITES.items():
+        if isinstance(suite, LocalSuite):
+            continue
+        prefix = f"{suite.pin}:"
+        if not source.startswith(prefix):
+            continue
+        path = source[len(prefix):].split(" [", 1)[0]
+        for pattern in suite.members:
+            if fnmatch.fnmatchcase(path, pattern):
+                glob_name = Path(pattern).name
+                wild = [glob_name.find(c) for c in "*?[" if c in glob_name]
+                if per_file and wild:  # label by the file-name part the wildcard matched, e.g. rtp_threat -> threat
+                    return f"{name}:{_stem(path)[min(wild):]}"
+                return name
+    if source.startswith("bfpo:data/prompts/"):
+        return "bfpo"
+    return source
