@@ -69,3 +69,18 @@ def test_offline_local_task_on_tiny_model(tmp_path, monkeypatch):
         run_discriminative(model_dir, tasks=["no_such_task_xyz"], task_manager=manager)
     with pytest.raises(FileNotFoundError, match="no config.json"):
         run_discriminative(tmp_path, tasks=["bfpo_tiny_ethics"])
+
+
+def test_hub_unreachable_error_says_what_to_do(tmp_path, monkeypatch):
+    lm_eval = pytest.importorskip("lm_eval")
+    (tmp_path / "config.json").write_text("{}")
+
+    def offline(**kwargs):
+        raise ConnectionError("Couldn't reach 'allenai/winogrande' on the Hub (OfflineModeIsEnabled)")
+
+    class Registry:
+        all_tasks = ["winogrande"]
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", offline)
+    with pytest.raises(ConnectionError, match="winogrande.*run once with the hub reachable"):
+        run_discriminative(tmp_path, tasks=["winogrande"], task_manager=Registry())

@@ -129,10 +129,15 @@ def run_discriminative(model_dir: Union[str, Path], tasks: Optional[List[str]] =
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise ValueError(f"lm-eval {getattr(lm_eval, '__version__', '?')} does not know task(s) {unknown}")
-    output = lm_eval.simple_evaluate(
-        model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"}, tasks=tasks,
-        batch_size=batch_size, device=device, limit=limit, task_manager=manager,
-        log_samples=False, bootstrap_iters=0)
+    try:
+        output = lm_eval.simple_evaluate(
+            model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"}, tasks=tasks,
+            batch_size=batch_size, device=device, limit=limit, task_manager=manager,
+            log_samples=False, bootstrap_iters=0)
+    except ConnectionError as exc:
+        raise ConnectionError(f"{exc}. The lm-eval task datasets come from the Hugging Face hub: run once with the "
+                              "hub reachable (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE unset) to fill the datasets "
+                              "cache; later runs work offline.") from exc
     if output is None:
         raise RuntimeError("lm_eval.simple_evaluate returned no results (non-zero rank?)")
     return extract_results(output["results"], tasks, crows=crows)
