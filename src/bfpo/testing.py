@@ -62,3 +62,9 @@ def save_tiny_model(path, corpus: Optional[Iterable[str]] = None, **kwargs) -> s
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+
+if __name__ == "__main__":  # python -m bfpo.testing DIR: write a tiny model for the tiny recipes
+    import sys
+
+    print(save_tiny_model(sys.argv[1] if len(sys.argv) > 1 else "runs/tiny-model"))

@@ -1,0 +1,42 @@
+"""Selected layers theta' (Algorithm 1, line 2): only parameters whose names match are trainable."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Sequence, Tuple
+
+logger = logging.getLogger(__name__)
+
+#: The paper's choice (section 4.2): the second MLP layer of every block (Llama/Mistral naming).
+PAPER_LAYERS = ("down_proj",)
+
+
+def select_trainable(model, patterns: Sequence[str] | None) -> Tuple[int, int]:
+    """Freeze every parameter, then unfreeze those whose name matches any regex in ``patterns``.
+
+    ``patterns=None`` or an empty list leaves every parameter trainable. Each pattern must match at least
+    one parameter name, else ``ValueError`` names the pattern and shows example names. Returns
+    ``(trainable, total)`` parameter counts, which are also logged.
+    """
+    params = list(model.named_parameters())
+    total = sum(p.numel() for _, p in params)
+    if not patterns:
+        for _, p in params:
+            p.requires_grad_(True)
+        logger.info("trainable parameters: all %d", total)
+        return total, total
+    compiled = [(pat, re.compile(pat)) for pat in patterns]
+    for pat, rx in compiled:
+        if not any(rx.search(name) for name, _ in params):
+            examples = ", ".join(name for name, _ in params[:6])
+            raise ValueError(f"trainable pattern {pat!r} matches no parameter of {type(model).__name__}; "
+                             f"parameter names look like: {examples}, ...")
+    trainable = 0
+    for name, p in params:
+        on = any(rx.search(name) for _, rx in compiled)
+        p.requires_grad_(on)
+        trainable += p.numel() if on else 0
+    logger.info("trainable parameters: %d / %d (%.2f%%) matching %s", trainable, total,
+                100.0 * trainable / max(total, 1), list(patterns))
+    return trainable, total

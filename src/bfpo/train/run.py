@@ -1,0 +1,108 @@
+"""``bfpo train --config RECIPE.yaml [section.key=value ...]``: the preference stage, top to bottom.
+
+1. read the recipe and build ``BFPOConfig`` (bad keys fail here, before anything loads);
+2. load the safety and helpfulness pairs through their schema adapters and build the training set of
+   the chosen mode (bfpo, bfpo_no_buffer, dpo_h, dpo_s, mix);
+3. tokenise and validate every pair (errors name file, row and field);
+4. load the model, select trainable layers, precompute reference log-probs, train;
+5. save the model directory (safetensors + tokenizer + model card) and ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any, Dict, List, Optional
+
+from bfpo.train.config import load_recipe, make_config
+
+logger = logging.getLogger("bfpo.train")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML recipe (see recipes/)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.tau=0.1")
+
+
+def load_sources(recipe: Dict[str, Any]):
+    """Load the recipe's safety and helpfulness pairs (lists of PairRecord) and the drop reports."""
+    from bfpo.data.adapters import load_pairs_with_report
+
+    data = recipe.get("data") or {}
+    on_error = data.get("on_error", "raise")
+    out, reports = {}, {}
+    for side in ("safety", "helpful"):
+        spec = data.get(side)
+        if not spec:
+            out[side] = []
+            continue
+        recs, report = load_pairs_with_report(spec["source"], schema=spec.get("schema", "auto"),
+                                              split=spec.get("split"), column_map=spec.get("column_map"),
+                                              kind=side, limit=spec.get("limit"), on_error=on_error,
+                                              seed=data.get("seed", 0))
+        out[side], reports[side] = recs, report
+    return out["safety"], out["helpful"], reports
+
+
+def prepare_examples(recipe: Dict[str, Any], tokenizer, config) -> tuple:
+    """Records -> training set of the mode -> tokenised, validated examples (+ counts for the card)."""
+    from bfpo.data.modes import build_training_set
+    from bfpo.data.tokenize import tokenize_pairs
+
+    data = recipe.get("data") or {}
+    mode = data.get("mode", "bfpo")
+    safety, helpful, reports = load_sources(recipe)
+    tset = build_training_set(safety, helpful, mode, seed=data.get("seed", 0))
+    examples, stats = tokenize_pairs(tset.records, tokenizer, config.max_length, config.max_prompt_length,
+                                     on_error=data.get("on_error", "raise"))
+    if not examples:
+        raise ValueError(f"{recipe.get('_path')}: no training pairs left after validation")
+    counts = {"mode": mode, "buffered": tset.buffered, "pairs": len(examples), **tset.counts(),
+              "tokenization": stats}
+    return examples, tset, counts
+
+
+def train_from_recipe(recipe: Dict[str, Any], resume: bool = False, callbacks: Optional[List] = None,
+                      **config_defaults):
+    """Run the whole preference stage of a recipe; returns the trainer (its state holds the logs)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from bfpo.train.model_io import check_output_dir, load_model, load_tokenizer, model_card, save_final
+    from bfpo.train.trainer import BFPOTrainer
+
+    config = make_config(recipe, **config_defaults)
+    check_output_dir(config.output_dir, resume)
+    tokenizer = load_tokenizer(recipe["model"])
+    examples, tset, counts = prepare_examples(recipe, tokenizer, config)
+    if config.buffered != tset.buffered:
+        logger.info("mode %s: buffered=%s", tset.mode, tset.buffered)
+        config.buffered = tset.buffered
+    model = load_model(recipe["model"])
+    trainer = BFPOTrainer(model, config, train_dataset=examples, processing_class=tokenizer, callbacks=callbacks)
+    last = get_last_checkpoint(config.output_dir) if resume else None
+    if resume and last is None:
+        logger.info("--resume: no checkpoint in %s, starting from the beginning", config.output_dir)
+    trainer.train(resume_from_checkpoint=last)
+    final = {k: v for k, v in trainer.state.log_history[-1].items()}
+    settings = {"loss": config.loss, "tau": config.tau, "alpha": config.alpha,
+                "label_constants": config.label_constants(), "case_labels": config.case_labels(),
+                "trainable": config.trainable, "learning_rate": config.learning_rate,
+                "max_steps": config.max_steps, "epochs": config.num_train_epochs,
+                "per_device_train_batch_size": config.per_device_train_batch_size,
+                "gradient_accumulation_steps": config.gradient_accumulation_steps, "seed": config.seed}
+    card = model_card("bfpo model", recipe["model"]["name_or_path"], settings, final,
+                      {**counts, "sources": {k: v for k, v in (recipe.get("data") or {}).items()}})
+    save_final(trainer, config.output_dir, card)
+    if trainer.args.should_save:
+        with open(f"{config.output_dir}/train_summary.json", "w") as f:
+            json.dump({"settings": settings, "data": counts, "final": final}, f, indent=2, default=str)
+    return trainer
+
+
+def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    recipe = load_recipe(args.config, args.overrides)
+    trainer = train_from_recipe(recipe, resume=args.resume)
+    print(f"saved {trainer.args.output_dir}")

@@ -1,0 +1,281 @@
+"""``BFPOTrainer``: a thin ``transformers.Trainer`` subclass for BFPO, DPO and IPO.
+
+What is ours (everything else — accelerate, DeepSpeed/FSDP, gradient accumulation, schedulers,
+checkpoints, logging integrations — is ``transformers.Trainer``'s):
+
+* one concatenated forward over [chosen; rejected] returning summed response log-probs
+  (:mod:`bfpo.train.logps`, no full-vocabulary logits);
+* the loss from :mod:`bfpo.objective` with the safety labels of each pair (Eq. 15);
+* the buffered sampler (Algorithm 1, line 4): every micro-batch on every rank holds equal numbers of
+  safety and helpfulness pairs;
+* selected trainable layers theta' (Algorithm 1, line 2);
+* reference log-probs precomputed once (and cached), or computed on the fly from a frozen copy / the
+  base model with LoRA adapters disabled;
+* metrics per Figure-3 case, and atomic checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+from collections import defaultdict
+from contextlib import nullcontext
+from typing import Any, Dict, List, Optional
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from bfpo.objective import CASES, preference_loss
+from bfpo.train.collator import REF_KEYS, PairCollator
+from bfpo.train.config import BFPOConfig
+from bfpo.train.layers import select_trainable
+from bfpo.train.logps import add_response_logps_forward
+from bfpo.train.reference import (
+    attach_reference_logps,
+    compute_reference_logps,
+    data_fingerprint,
+    default_cache_dir,
+    load_cached,
+    model_fingerprint,
+    save_cached,
+)
+
+logger = logging.getLogger(__name__)
+
+CASE_IDS = {labels: i for i, (_, labels) in enumerate(CASES)}
+
+
+def case_index(safe_chosen: torch.Tensor, safe_rejected: torch.Tensor) -> torch.Tensor:
+    """Figure-3 case of each pair (0..3 in the order of ``objective.CASES``), labels >= 0.5 count as safe."""
+    hw, hl = (safe_chosen >= 0.5).long(), (safe_rejected >= 0.5).long()
+    # (1,0)->0, (1,1)->1, (0,0)->2, (0,1)->3
+    return torch.where(hw == 1, hl, 2 + hl)
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Append every log record to ``output_dir/metrics.jsonl`` (main process only)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            import json
+
+            os.makedirs(args.output_dir, exist_ok=True)
+            with open(os.path.join(args.output_dir, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+class BFPOTrainer(Trainer):
+    """Preference trainer for BFPO (Eq. 15), DPO (Eq. 4) and IPO on tokenised pairs.
+
+    Args:
+        model: a causal LM (``PreTrainedModel``, optionally a PEFT model).
+        args: :class:`BFPOConfig`.
+        train_dataset: list of tokenised pairs (``bfpo.data.tokenize.tokenize_pairs`` output).
+        eval_dataset: the same, optional.
+        processing_class: the tokenizer (saved with the model).
+        ref_model: an explicit reference model for on-the-fly reference log-probs (optional).
+    """
+
+    def __init__(self, model, args: BFPOConfig, train_dataset: List[Dict], eval_dataset: Optional[List[Dict]] = None,
+                 processing_class=None, ref_model=None, callbacks=None, **kwargs):
+        if not isinstance(args, BFPOConfig):
+            raise TypeError("BFPOTrainer needs a BFPOConfig")
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.is_peft = base is not model
+        add_response_logps_forward(base, args.logps_chunk_size)
+        if args.trainable and not self.is_peft:
+            select_trainable(model, args.trainable)
+        pad_id = getattr(processing_class, "pad_token_id", None)
+        if pad_id is None:
+            pad_id = getattr(processing_class, "eos_token_id", None) or 0
+        collator = PairCollator(pad_token_id=pad_id, pad_to_multiple_of=args.pad_to_multiple_of)
+        callbacks = list(callbacks or []) + [JsonlLogCallback()]
+        super().__init__(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
+                         **kwargs)
+        # compute_loss returns a per-micro-batch mean; let Trainer scale it for gradient accumulation
+        self.model_accepts_loss_kwargs = False
+        self._metrics: Dict[str, Dict[str, List[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.composition: List[Dict[str, int]] = []  # what every training micro-batch held, per rank
+        self.ref_model = None
+        if args.precompute_ref_log_probs:
+            self.train_dataset = self._with_reference(self.train_dataset, "train")
+            if self.eval_dataset is not None:
+                self.eval_dataset = self._with_reference(self.eval_dataset, "eval")
+        elif not self.is_peft:
+            self.ref_model = ref_model if ref_model is not None else copy.deepcopy(base)
+            add_response_logps_forward(self.ref_model, args.logps_chunk_size)
+            self.ref_model.requires_grad_(False).eval()
+            self.ref_model.to(self.args.device)
+        self._log_setup()
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _log_setup(self) -> None:
+        a = self.args
+        n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        n_total = sum(p.numel() for p in self.model.parameters())
+        msg = (f"loss={a.loss} tau={a.tau} trainable={n_train}/{n_total} buffered={a.buffered} "
+               f"precomputed_ref={a.precompute_ref_log_probs}")
+        if a.loss == "bfpo":
+            msg += " g_I per Figure-3 case: " + ", ".join(f"{k}={v:+.3f}" for k, v in a.case_labels().items())
+        logger.info(msg)
+
+    def _autocast_dtype(self):
+        if self.args.bf16:
+            return torch.bfloat16
+        if self.args.fp16:
+            return torch.float16
+        return None
+
+    def _with_reference(self, examples: List[Dict], split: str) -> List[Dict]:
+        """Attach precomputed reference log-probs (from the on-disk cache when it has them)."""
+        if all(k in examples[0] for k in REF_KEYS):
+            return examples
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        cache_dir = self.args.ref_cache_dir or default_cache_dir()
+        key = f"{model_fingerprint(unwrapped)[:16]}-{data_fingerprint(examples)[:16]}"
+        path = os.path.join(cache_dir, f"{key}.pt")
+        from pathlib import Path
+
+        cached = load_cached(Path(path), len(examples))
+        if cached is None:
+            world, rank = self.accelerator.num_processes, self.accelerator.process_index
+            mine = list(range(rank, len(examples), world))
+            model = unwrapped.to(self.args.device)
+            c, r = compute_reference_logps(model, examples, self.data_collator,
+                                           batch_size=self.args.per_device_eval_batch_size,
+                                           device=self.args.device, autocast_dtype=self._autocast_dtype(),
+                                           indices=mine, desc=f"reference log-probs ({split})")
+            if world > 1:
+                import torch.distributed as dist
+
+                parts = [None] * world
+                dist.all_gather_object(parts, (mine, c, r))
+                chosen = torch.zeros(len(examples))
+                rejected = torch.zeros(len(examples))
+                for idx, pc, pr in parts:
+                    chosen[idx], rejected[idx] = pc, pr
+            else:
+                chosen, rejected = c, r
+            if self.accelerator.is_main_process:
+                save_cached(Path(path), chosen, rejected)
+            logger.info("reference log-probs for %d %s pairs computed and cached at %s", len(examples), split, path)
+        else:
+            chosen, rejected = cached
+            logger.info("reference log-probs for %d %s pairs loaded from %s", len(examples), split, path)
+        return attach_reference_logps(examples, chosen, rejected)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.args.buffered:
+            return super()._get_train_sampler(dataset)
+        from bfpo.data.sampler import BufferedSampler
+
+        return BufferedSampler([bool(ex.get("is_safety", 1)) for ex in dataset],
+                               batch_size=self.args.per_device_train_batch_size, seed=self.args.seed)
+
+    # ------------------------------------------------------------------------------- the loss
+    def _reference_logps(self, inputs: Dict[str, torch.Tensor], n: int):
+        if REF_KEYS[0] in inputs:
+            return inputs[REF_KEYS[0]], inputs[REF_KEYS[1]]
+        kwargs = dict(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                      response_mask=inputs["response_mask"])
+        with torch.no_grad():
+            if self.ref_model is not None:
+                out = self.ref_model(**kwargs)
+            else:  # LoRA: the base model with adapters disabled is the reference
+                with self.accelerator.unwrap_model(self.model).disable_adapter():
+                    out = self.model(**kwargs)
+        return out.logps[:n].detach(), out.logps[n:].detach()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        n = inputs["safe_chosen"].shape[0]
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                    response_mask=inputs["response_mask"])
+        policy_chosen, policy_rejected = out.logps[:n], out.logps[n:]
+        ref_chosen, ref_rejected = self._reference_logps(inputs, n)
+        b1, b2, b3 = self.args.label_constants()
+        res = preference_loss(self.args.loss, policy_chosen, policy_rejected, ref_chosen, ref_rejected,
+                              inputs["safe_chosen"], inputs["safe_rejected"], tau=self.args.tau, alpha=None,
+                              b1=b1, b2=b2, b3=b3)
+        loss = res.losses.mean()
+        self._record(inputs, res, out.num_tokens, model.training)
+        return (loss, {"losses": res.losses}) if return_outputs else loss
+
+    def _record(self, inputs, res, num_tokens, training: bool) -> None:
+        split = "train" if training else "eval"
+        is_safety = inputs["is_safety"]
+        if training:
+            self.composition.append({"step": self.state.global_step, "rank": self.accelerator.process_index,
+                                     "safety": int(is_safety.sum()), "helpful": int((1 - is_safety).sum())})
+        case = case_index(inputs["safe_chosen"], inputs["safe_rejected"])
+        margins = res.margins
+        if self.args.loss == "bfpo":
+            correct = torch.sign(margins) == torch.sign(res.targets)
+        else:
+            correct = margins > 0
+        local = torch.stack([res.losses.detach(), res.chosen_rewards, res.rejected_rewards, margins,
+                             correct.float(), case.float(), is_safety.float()], dim=1)
+        allrows = self.accelerator.gather_for_metrics(local).float().cpu()
+        m = self._metrics[split]
+        m["rewards/chosen"].append(float(allrows[:, 1].mean()))
+        m["rewards/rejected"].append(float(allrows[:, 2].mean()))
+        m["rewards/margins"].append(float(allrows[:, 3].mean()))
+        m["rewards/accuracies"].append(float(allrows[:, 4].mean()))
+        m["batch/safety_fraction"].append(float(allrows[:, 6].mean()))
+        m["batch/response_tokens"].append(float(num_tokens.float().sum()))
+        for i, (name, _) in enumerate(CASES):
+            sel = allrows[:, 5] == i
+            if sel.any():
+                m[f"margins/{name}"].append(float(allrows[sel, 3].mean()))
+                m[f"count/{name}"].append(float(sel.sum()))
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: Dict[str, float], start_time: Optional[float] = None) -> None:
+        split = "train" if "loss" in logs or self.model.training else "eval"
+        metrics = {}
+        for k, v in self._metrics[split].items():
+            if v:
+                metrics[k] = sum(v) if k.startswith("count/") else sum(v) / len(v)
+        if split == "eval":
+            metrics = {f"eval_{k}": v for k, v in metrics.items()}
+        logs = {**logs, **metrics}
+        self._metrics[split].clear()
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write the checkpoint into a staging folder, then rename it into place.
+
+        A run killed mid-save leaves only ``.staging``, never a half-written ``checkpoint-N`` that a
+        later ``--resume`` would pick up.
+        """
+        run_dir = self._get_output_dir(trial=trial)
+        staging = os.path.join(run_dir, ".staging")
+        original = self._get_output_dir
+        self._get_output_dir = lambda trial=None: staging  # type: ignore[method-assign]
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._get_output_dir = original  # type: ignore[method-assign]
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            src, dst = os.path.join(staging, name), os.path.join(run_dir, name)
+            if os.path.isdir(dst):
+                shutil.rmtree(dst)
+            os.replace(src, dst)
+            shutil.rmtree(staging, ignore_errors=True)
+            from transformers.trainer_utils import rotate_checkpoints
+
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        self.accelerator.wait_for_everyone()
