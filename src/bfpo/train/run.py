@@ -46,22 +46,26 @@ def load_sources(recipe: Dict[str, Any]):
     return out["safety"], out["helpful"], reports
 
 
-def prepare_examples(recipe: Dict[str, Any], tokenizer, config) -> tuple:
-    """Records -> training set of the mode -> tokenised, validated examples (+ counts for the card)."""
+def build_records(recipe: Dict[str, Any]):
+    """Load and validate the recipe's pairs and build the training set of its mode (no model needed)."""
     from bfpo.data.modes import build_training_set
-    from bfpo.data.tokenize import tokenize_pairs
 
     data = recipe.get("data") or {}
-    mode = data.get("mode", "bfpo")
-    safety, helpful, reports = load_sources(recipe)
-    tset = build_training_set(safety, helpful, mode, seed=data.get("seed", 0))
+    safety, helpful, _ = load_sources(recipe)
+    return build_training_set(safety, helpful, data.get("mode", "bfpo"), seed=data.get("seed", 0))
+
+
+def tokenize_training_set(recipe: Dict[str, Any], tset, tokenizer, config) -> tuple:
+    """Tokenise and length-check the training set; returns examples and the counts for the model card."""
+    from bfpo.data.tokenize import tokenize_pairs
+
     examples, stats = tokenize_pairs(tset.records, tokenizer, config.max_length, config.max_prompt_length,
-                                     on_error=data.get("on_error", "raise"))
+                                     on_error=(recipe.get("data") or {}).get("on_error", "raise"))
     if not examples:
         raise ValueError(f"{recipe.get('_path')}: no training pairs left after validation")
-    counts = {"mode": mode, "buffered": tset.buffered, "pairs": len(examples), **tset.counts(),
+    counts = {"mode": tset.mode, "buffered": tset.buffered, "pairs": len(examples), **tset.counts(),
               "tokenization": stats}
-    return examples, tset, counts
+    return examples, counts
 
 
 def train_from_recipe(recipe: Dict[str, Any], resume: bool = False, callbacks: Optional[List] = None,
@@ -74,8 +78,9 @@ def train_from_recipe(recipe: Dict[str, Any], resume: bool = False, callbacks: O
 
     config = make_config(recipe, **config_defaults)
     check_output_dir(config.output_dir, resume)
+    tset = build_records(recipe)  # data errors surface here, before any model or tokenizer loads
     tokenizer = load_tokenizer(recipe["model"])
-    examples, tset, counts = prepare_examples(recipe, tokenizer, config)
+    examples, counts = tokenize_training_set(recipe, tset, tokenizer, config)
     if config.buffered != tset.buffered:
         logger.info("mode %s: buffered=%s", tset.mode, tset.buffered)
         config.buffered = tset.buffered

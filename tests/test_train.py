@@ -1,0 +1,234 @@
+"""Trainer behaviour on a tiny Llama: log-probs, layer selection, reference, losses, buffering, I/O."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from bfpo.testing import save_tiny_model, tiny_llama, tiny_tokenizer
+from bfpo.train import BFPOConfig, BFPOTrainer
+from bfpo.train.collator import PairCollator
+from bfpo.train.config import RecipeError, load_recipe
+from bfpo.train.layers import select_trainable
+from bfpo.train.logps import add_response_logps_forward, reference_logps_full_logits
+from bfpo.train.run import train_from_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_examples(tok, n=16, seed=0, safety_every=2):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        safety = i % safety_every == 0
+        toks = lambda a, b: [rng.randrange(10, len(tok) - 10) for _ in range(rng.randrange(a, b))]
+        out.append({"prompt_ids": toks(3, 10), "chosen_ids": toks(2, 9) + [tok.eos_token_id],
+                    "rejected_ids": toks(2, 9) + [tok.eos_token_id],
+                    "safe_chosen": float(rng.random() < 0.5) if safety else 1.0,
+                    "safe_rejected": float(rng.random() < 0.5) if safety else 1.0, "is_safety": int(safety)})
+    return out
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def config(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, per_device_eval_batch_size=8,
+                learning_rate=1e-2, max_steps=4, logging_steps=1, save_strategy="no", use_cpu=True, seed=0,
+                tau=0.1, ref_cache_dir=str(tmp_path / "cache"), disable_tqdm=True)
+    base.update(kw)
+    return BFPOConfig(**base)
+
+
+def test_tiled_logps_match_full_logits_and_gradients(tok):
+    model = tiny_llama(tok)
+    batch = PairCollator(tok.pad_token_id)(make_examples(tok, 6))
+    full = reference_logps_full_logits(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+    full.sum().backward()
+    g_full = model.lm_head.weight.grad.clone()
+    model.zero_grad()
+    add_response_logps_forward(model, chunk_size=7)  # tiles that split sequences
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                response_mask=batch["response_mask"])
+    assert torch.allclose(out.logps, full, atol=1e-4)
+    out.logps.sum().backward()
+    assert torch.allclose(model.lm_head.weight.grad, g_full, atol=1e-5)
+    # the plain forward still gives logits (generation unaffected)
+    assert model(input_ids=batch["input_ids"]).logits.shape[-1] == len(tok)
+
+
+def test_select_trainable_counts_and_errors(tok):
+    model = tiny_llama(tok)
+    n, total = select_trainable(model, ["down_proj"])
+    assert n == sum(p.numel() for name, p in model.named_parameters() if "down_proj" in name) and n < total
+    assert all(p.requires_grad == ("down_proj" in name) for name, p in model.named_parameters())
+    with pytest.raises(ValueError, match="'nope_proj' matches no parameter"):
+        select_trainable(model, ["nope_proj"])
+
+
+def test_only_selected_parameters_change(tok, tmp_path):
+    model = tiny_llama(tok)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tr = BFPOTrainer(model, config(tmp_path, trainable=["down_proj"], max_steps=2), make_examples(tok),
+                     processing_class=tok)
+    tr.train()
+    for name, value in model.state_dict().items():
+        if "down_proj" in name:
+            assert not torch.equal(value, before[name]), name
+        else:
+            assert torch.equal(value, before[name]), name
+
+
+def test_precomputed_and_on_the_fly_reference_give_same_loss(tok, tmp_path):
+    data = make_examples(tok)
+    losses = []
+    for pre in (True, False):
+        model = tiny_llama(tok)
+        tr = BFPOTrainer(model, config(tmp_path, precompute_ref_log_probs=pre, max_steps=3), data,
+                         processing_class=tok)
+        assert (tr.ref_model is None) == pre  # precomputed: no second copy of the model
+        tr.train()
+        losses.append([h["loss"] for h in tr.state.log_history if "loss" in h])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    # the cache was written and is reused (same model + data -> same key)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+
+
+@pytest.mark.parametrize("loss", ["bfpo", "dpo", "ipo"])
+def test_a_few_steps_reduce_the_loss(tok, tmp_path, loss):
+    model = tiny_llama(tok)
+    data = make_examples(tok, n=8)
+    cfg = config(tmp_path, loss=loss, max_steps=12, per_device_train_batch_size=8, learning_rate=3e-3,
+                 logging_steps=1, buffered=True)
+    tr = BFPOTrainer(model, cfg, data, processing_class=tok)
+    tr.train()
+    hist = [h["loss"] for h in tr.state.log_history if "loss" in h]
+    assert hist[-1] < 0.7 * hist[0], hist
+
+
+def test_buffered_batches_on_every_step(tok, tmp_path):
+    data = make_examples(tok, n=30, safety_every=3)  # 10 safety, 20 helpful: unbalanced sources
+    cfg = config(tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=5)
+    tr = BFPOTrainer(tiny_llama(tok), cfg, data, processing_class=tok)
+    tr.train()
+    assert len(tr.composition) == 10
+    for c in tr.composition:
+        assert c["safety"] == c["helpful"] == 2
+    metrics = [h for h in tr.state.log_history if "batch/safety_fraction" in h]
+    assert metrics and all(m["batch/safety_fraction"] == 0.5 for m in metrics)
+    # without the buffer the same data is sampled as it comes
+    tr2 = BFPOTrainer(tiny_llama(tok), config(tmp_path / "nb", buffered=False, max_steps=8), data,
+                      processing_class=tok)
+    tr2.train()
+    assert any(c["safety"] != c["helpful"] for c in tr2.composition)
+
+
+def test_case_metrics_logged(tok, tmp_path):
+    tr = BFPOTrainer(tiny_llama(tok), config(tmp_path, max_steps=2, logging_steps=2), make_examples(tok),
+                     processing_class=tok)
+    tr.train()
+    log = [h for h in tr.state.log_history if "loss" in h][0]
+    counted = sum(v for k, v in log.items() if k.startswith("count/"))
+    assert counted == 8  # 2 steps x 4 pairs, every pair in one Figure-3 case
+    assert {"rewards/margins", "rewards/accuracies", "rewards/chosen"} <= set(log)
+    lines = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["step"] == 2
+
+
+def test_odd_batch_with_buffer_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="must be even"):
+        config(tmp_path, per_device_train_batch_size=3)
+
+
+# ------------------------------------------------------------------------- recipes end to end
+@pytest.fixture()
+def tiny_recipe(tmp_path):
+    model_dir = save_tiny_model(tmp_path / "model")
+    overrides = [f"model.name_or_path={model_dir}", f"train.output_dir={tmp_path / 'run'}",
+                 f"train.ref_cache_dir={tmp_path / 'cache'}",
+                 f"data.safety.source={ROOT / 'recipes/data/tiny_safety.jsonl'}",
+                 f"data.helpful.source={ROOT / 'recipes/data/tiny_helpful.jsonl'}", "train.disable_tqdm=true"]
+    return overrides
+
+
+def test_recipe_train_save_reload_same_logits(tiny_recipe, tmp_path):
+    recipe = load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe + ["train.max_steps=4"])
+    tr = train_from_recipe(recipe)
+    out = tmp_path / "run"
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    card = (out / "README.md").read_text()
+    assert "safe_unsafe" in card and "bfpo" in card
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["data"]["safety"] == 12 and summary["data"]["helpful"] == 12
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    trained = tr.accelerator.unwrap_model(tr.model).eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, trained(input_ids=ids).logits, atol=1e-5)
+    # a finished model is never overwritten
+    with pytest.raises(FileExistsError, match="already holds a trained model"):
+        train_from_recipe(load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe))
+
+
+def test_recipe_errors_name_the_key(tmp_path, tiny_recipe):
+    with pytest.raises(RecipeError, match="unknown key.*'learning_rat'"):
+        load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe + ["train.learning_rat=1"])
+    with pytest.raises(RecipeError, match="unknown section"):
+        load_recipe(ROOT / "recipes/tiny_bfpo.yaml", ["trian.x=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {}\n")
+    with pytest.raises(RecipeError, match="model.name_or_path is required"):
+        load_recipe(bad)
+    recipe = load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe + ["train.trainable=[gate_projj]"])
+    with pytest.raises(ValueError, match="gate_projj"):
+        train_from_recipe(recipe)
+
+
+def test_bad_data_fails_before_model_loads(tmp_path, tiny_recipe):
+    rows = [json.loads(l) for l in (ROOT / "recipes/data/tiny_safety.jsonl").read_text().splitlines()]
+    rows[3]["is_response_1_safe"] = 1.5
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe + [f"data.safety.source={bad}",
+                                                                        "model.name_or_path=/nonexistent"])
+    with pytest.raises(ValueError, match=r"bad.jsonl row 3.*is_response_1_safe"):
+        train_from_recipe(recipe)
+
+
+def test_baseline_modes_train(tiny_recipe, tmp_path):
+    for mode, loss in (("dpo_s", "dpo"), ("mix", "ipo")):
+        recipe = load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe + [
+            f"data.mode={mode}", f"train.loss={loss}", "train.max_steps=2",
+            f"train.output_dir={tmp_path / mode}"])
+        tr = train_from_recipe(recipe)
+        assert tr.args.buffered is False
+        summary = json.loads((tmp_path / mode / "train_summary.json").read_text())
+        assert summary["data"]["mode"] == mode
+        if mode == "dpo_s":
+            assert summary["data"]["helpful"] == 0 and summary["data"]["unsafe_safe"] == 0
+
+
+def test_sft_stage(tmp_path):
+    from bfpo.train.sft import sft_from_recipe
+
+    model_dir = save_tiny_model(tmp_path / "model")
+    recipe = load_recipe(ROOT / "recipes/tiny_sft.yaml", [
+        f"model.name_or_path={model_dir}", f"sft.output_dir={tmp_path / 'sft'}", "sft.max_steps=8",
+        f"data.safety.source={ROOT / 'recipes/data/tiny_safety.jsonl'}",
+        f"data.helpful.source={ROOT / 'recipes/data/tiny_helpful.jsonl'}", "sft.disable_tqdm=true"])
+    tr = sft_from_recipe(recipe)
+    losses = [h["loss"] for h in tr.state.log_history if "loss" in h]
+    assert losses[-1] < losses[0]
+    assert (tmp_path / "sft" / "model.safetensors").is_file()
+    AutoModelForCausalLM.from_pretrained(tmp_path / "sft")
