@@ -90,6 +90,7 @@ def train_from_recipe(recipe: Dict[str, Any], resume: bool = False, callbacks: O
     if resume and last is None:
         logger.info("--resume: no checkpoint in %s, starting from the beginning", config.output_dir)
     trainer.train(resume_from_checkpoint=last)
+    write_rank_record(trainer)
     final = {k: v for k, v in trainer.state.log_history[-1].items()}
     settings = {"loss": config.loss, "tau": config.tau, "alpha": config.alpha,
                 "label_constants": config.label_constants(), "case_labels": config.case_labels(),
@@ -104,6 +105,24 @@ def train_from_recipe(recipe: Dict[str, Any], resume: bool = False, callbacks: O
         with open(f"{config.output_dir}/train_summary.json", "w") as f:
             json.dump({"settings": settings, "data": counts, "final": final}, f, indent=2, default=str)
     return trainer
+
+
+def write_rank_record(trainer) -> None:
+    """Each process writes what its micro-batches held and a checksum of its weights
+    (``output_dir/ranks/rank{r}.json``), so a distributed run can be audited for buffering and sync."""
+    import os
+
+    import torch
+
+    rank = trainer.accelerator.process_index
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    with torch.no_grad():
+        checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
+    folder = os.path.join(trainer.args.output_dir, "ranks")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"rank{rank}.json"), "w") as f:
+        json.dump({"rank": rank, "world_size": trainer.accelerator.num_processes, "param_checksum": checksum,
+                   "composition": trainer.composition}, f)
 
 
 def main(args: argparse.Namespace) -> None:
