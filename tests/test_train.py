@@ -182,7 +182,7 @@ def test_recipe_train_save_reload_same_logits(tiny_recipe, tmp_path):
 
 
 def test_recipe_errors_name_the_key(tmp_path, tiny_recipe):
-    with pytest.raises(RecipeError, match="unknown key.*'learning_rat'"):
+    with pytest.raises(RecipeError, match="unknown key.*'learning_rat'.*did you mean learning_rate"):
         load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe + ["train.learning_rat=1"])
     with pytest.raises(RecipeError, match="unknown section"):
         load_recipe(ROOT / "recipes/tiny_bfpo.yaml", ["trian.x=1"])
@@ -232,3 +232,41 @@ def test_sft_stage(tmp_path):
     assert losses[-1] < losses[0]
     assert (tmp_path / "sft" / "model.safetensors").is_file()
     AutoModelForCausalLM.from_pretrained(tmp_path / "sft")
+
+
+@pytest.mark.parametrize("name", ["paper_mistral_sft.yaml", "paper_mistral_bfpo.yaml",
+                                  "paper_zephyr_redteam_bfpo.yaml", "tiny_bfpo.yaml", "tiny_sft.yaml"])
+def test_shipped_recipes_parse(name):
+    from bfpo.train.config import make_config
+
+    recipe = load_recipe(ROOT / "recipes" / name, ["train.use_cpu=true", "train.bf16=false"]
+                         if "bfpo" in name else [])
+    if "train" in recipe:
+        cfg = make_config(recipe)
+        if "paper_mistral_bfpo" in name:
+            assert (cfg.tau, cfg.alpha, cfg.trainable) == (0.01, -0.5, ["down_proj"])
+            assert cfg.case_labels() == pytest.approx({"safe_unsafe": 2.0, "safe_safe": 1.5,
+                                                        "unsafe_unsafe": 0.5, "unsafe_safe": 0.0})
+
+
+def test_lora_reference_is_base_model_with_adapters_disabled(tok, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    data = make_examples(tok, n=8)
+    base = tiny_llama(tok)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["down_proj"],
+                                                 task_type="CAUSAL_LM", init_lora_weights=False))
+    tr = BFPOTrainer(peft_model, config(tmp_path, precompute_ref_log_probs=False, max_steps=2), data,
+                     processing_class=tok)
+    assert tr.ref_model is None  # no copy: adapters off = reference
+    batch = tr._prepare_inputs(tr.data_collator(data[:4]))
+    ref_c, _ = tr._reference_logps(batch, 4)
+    plain = tiny_llama(tok)  # same seed -> same base weights
+    add_response_logps_forward(plain)
+    want = plain(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 response_mask=batch["response_mask"]).logps[:4]
+    assert torch.allclose(ref_c, want, atol=1e-5)
+    policy = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        response_mask=batch["response_mask"]).logps[:4]
+    assert not torch.allclose(policy, want, atol=1e-4)  # adapters (non-zero init) do change the policy
+    tr.train()

@@ -145,7 +145,14 @@ def _check_keys(path, section, d, allowed) -> None:
         raise RecipeError(f"{path}: section {section!r} must be a mapping")
     bad = sorted(set(d) - set(allowed))
     if bad:
-        raise RecipeError(f"{path}: unknown key(s) {bad} in {section!r}; allowed: {sorted(allowed)}")
+        import difflib
+
+        hints = []
+        for key in bad:
+            close = difflib.get_close_matches(key, sorted(allowed), n=3)
+            hints.append(f"{key!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        listing = f"; allowed: {sorted(allowed)}" if len(allowed) <= 20 else ""
+        raise RecipeError(f"{path}: unknown key(s) in {section!r}: {'; '.join(hints)}{listing}")
 
 
 def make_config(recipe: Dict[str, Any], **defaults) -> BFPOConfig:

@@ -144,7 +144,14 @@ class BFPOTrainer(Trainer):
         if cached is None:
             world, rank = self.accelerator.num_processes, self.accelerator.process_index
             mine = list(range(rank, len(examples), world))
-            model = unwrapped.to(self.args.device)
+            if self.is_deepspeed_enabled:
+                # before train() the DeepSpeed engine does not exist yet (ZeRO-3 params are still sharded):
+                # score with an inference engine, as TRL's DPOTrainer does
+                from trl.trainer.utils import prepare_deepspeed
+
+                model = prepare_deepspeed(unwrapped, self.accelerator)
+            else:
+                model = unwrapped.to(self.args.device)
             c, r = compute_reference_logps(model, examples, self.data_collator,
                                            batch_size=self.args.per_device_eval_batch_size,
                                            device=self.args.device, autocast_dtype=self._autocast_dtype(),
