@@ -1,0 +1,387 @@
+"""Training-step benchmark: bfpo's BFPOTrainer against TRL's DPOTrainer, side by side (issue 7).
+
+    python benchmarks/train_step.py --out benchmarks/results/cpu.json          # full (SmolLM2-135M + tiny)
+    python benchmarks/train_step.py --out /tmp/quick.json --quick              # tiny model, a few steps
+
+Every configuration trains the same randomly initialised model (same seed) on the same synthetic
+pairs (8 pairs, prompt+response 128-256 tokens, token ids drawn once from a seeded generator), with
+one optimizer step per batch of all 8 pairs, bf16 autocast, AdamW, no gradient checkpointing.
+
+Each configuration runs in its own forked child process, so its peak RSS (``ru_maxrss``) is its own;
+the parent only imports the libraries (no torch op runs before a fork), so every child starts from the
+same baseline, which is reported as ``machine.baseline_rss_mb``.
+
+Reported per configuration: tokens/s (non-padding tokens of chosen+rejected per optimizer step over the
+median step time after warm-up), seconds per step, peak RSS, peak CUDA memory (on a GPU), the padding
+the batch carried, and achieved FLOP/s against a bf16 matmul roofline measured in the same run (model
+FLOPs: forward on the real tokens and the LM head on response tokens, input gradients through every
+layer, weight gradients only for trainable matrices; the same count for every trainer, so the ratio is
+work done per second, not work wasted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any, Dict, List, Optional
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+# Heavy imports happen once here, in the parent, so forked children do not pay for them.
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback  # noqa: E402
+
+N_PAIRS = 8
+MIN_LEN, MAX_LEN = 128, 256
+MIN_PROMPT, MAX_PROMPT = 24, 96
+
+MODELS: Dict[str, Dict[str, Any]] = {
+    # SmolLM2-135M's architecture (HuggingFaceTB/SmolLM2-135M config.json), random weights.
+    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                         rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
+    "tiny": dict(vocab_size=2048, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                 tie_word_embeddings=True),
+}
+
+#: (name, trainer, trainable, precomputed reference, extra settings)
+CONFIGS: List[Dict[str, Any]] = [
+    dict(name="trl_ipo_full", trainer="trl", trainable=None, precompute=True),
+    dict(name="trl_ipo_down_proj", trainer="trl", trainable=["down_proj"], precompute=True),
+    dict(name="bfpo_full_precomputed", trainer="bfpo", trainable=None, precompute=True),
+    dict(name="bfpo_full_ref_model", trainer="bfpo", trainable=None, precompute=False),
+    dict(name="bfpo_down_proj_precomputed", trainer="bfpo", trainable=["down_proj"], precompute=True),
+    dict(name="bfpo_down_proj_ref_model", trainer="bfpo", trainable=["down_proj"], precompute=False),
+]
+
+#: which TRL run each of ours is compared with: the one with the same trainable parameters
+EQUAL_SETTINGS = {None: "trl_ipo_full", ("down_proj",): "trl_ipo_down_proj"}
+PAPER_RECIPE, TRL_USUAL = "bfpo_down_proj_precomputed", "trl_ipo_full"
+
+
+# ----------------------------------------------------------------------------------------- set-up
+def build_model(size: str, seed: int = 0) -> LlamaForCausalLM:
+    cfg = LlamaConfig(**MODELS[size], pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                      attn_implementation="sdpa")
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg)
+
+
+def synthetic_pairs(vocab_size: int, n: int = N_PAIRS, seed: int = 0) -> List[Dict[str, Any]]:
+    """``n`` tokenised pairs whose prompt+response lengths lie in [MIN_LEN, MAX_LEN]; half safety, half helpful."""
+    g = torch.Generator().manual_seed(seed)
+
+    def ints(lo, hi):
+        return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+    def ids(k):
+        return torch.randint(3, vocab_size, (k,), generator=g).tolist()
+
+    pairs = []
+    for i in range(n):
+        p = ints(MIN_PROMPT, MAX_PROMPT)
+        prompt = [1] + ids(p - 1)
+        chosen = ids(ints(MIN_LEN, MAX_LEN) - p - 1) + [2]
+        rejected = ids(ints(MIN_LEN, MAX_LEN) - p - 1) + [2]
+        pairs.append({"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected,
+                      "safe_chosen": float(i % 4 != 3), "safe_rejected": float(i % 4 == 1),
+                      "is_safety": int(i % 2 == 0)})
+    return pairs
+
+
+def batch_token_stats(pairs: List[Dict[str, Any]], padding_free: bool = False) -> Dict[str, int]:
+    """Real tokens of the concatenated [chosen; rejected] batch, the positions the model sees, and the
+    response tokens whose log-probs count."""
+    lens = [len(p["prompt_ids"]) + len(p[s]) for s in ("chosen_ids", "rejected_ids") for p in pairs]
+    real = sum(lens)
+    positions = real if padding_free else len(lens) * max(lens)
+    response = sum(len(p[s]) for s in ("chosen_ids", "rejected_ids") for p in pairs)
+    return {"tokens": real, "positions": positions, "response_tokens": response, "seq_lens": lens}
+
+
+def model_flops(model, pairs: List[Dict[str, Any]], trainable: Optional[List[str]], ref_forward: bool) -> float:
+    """FLOPs of one optimizer step as defined in the module docstring (the same for every trainer)."""
+    cfg = model.config
+    stats = batch_token_stats(pairs)
+    tokens, resp = stats["tokens"], stats["response_tokens"]
+    layer_params = sum(p.numel() for n, p in model.model.layers.named_parameters() if p.dim() == 2)
+    head = cfg.vocab_size * cfg.hidden_size
+    attn = sum(2 * 2 * L * L * cfg.hidden_size // 2 * 2 for L in stats["seq_lens"]) * cfg.num_hidden_layers
+    # ^ QK^T and AV, 2 FLOPs per MAC, causal half, forward
+    fwd = 2 * tokens * layer_params + 2 * resp * head + attn
+    bwd_input = fwd  # gradients flow back through every layer (down_proj of layer 0 is trainable)
+    if trainable:
+        import re
+
+        rx = [re.compile(t) for t in trainable]
+        w = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and any(r.search(n) for r in rx))
+        bwd_weight = 2 * tokens * w
+    else:
+        bwd_weight = 2 * tokens * layer_params + 2 * resp * head
+    return float(fwd + bwd_input + bwd_weight + (fwd if ref_forward else 0))
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of every optimizer step (``on_step_begin`` to ``on_step_end``)."""
+
+    def __init__(self):
+        self.times: List[float] = []
+        self._t0 = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._t0)
+
+
+def _freeze(model, trainable: Optional[List[str]]) -> None:
+    from bfpo.train.layers import select_trainable
+
+    select_trainable(model, trainable)
+
+
+def _trl_trainer(cfg, model, pairs, out_dir, steps, timer):
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    class PreTokenizedDPOTrainer(DPOTrainer):
+        """TRL 1.16 tokenises text columns in ``_prepare_dataset``; our pairs are already token ids in
+        the columns its collator reads (prompt_ids, chosen_ids, rejected_ids), so that step is skipped."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset
+
+    from bfpo.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()  # only its pad id is used: the token ids never pass through a tokenizer
+    ds = Dataset.from_list([{k: p[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for p in pairs])
+    args = DPOConfig(output_dir=out_dir, loss_type=["ipo"], beta=0.01, precompute_ref_log_probs=cfg["precompute"],
+                     bf16=True, use_cpu=not torch.cuda.is_available(), per_device_train_batch_size=N_PAIRS,
+                     precompute_ref_batch_size=N_PAIRS, gradient_checkpointing=False, max_length=None,
+                     padding_free=False, max_steps=steps, learning_rate=1e-6, logging_steps=steps,
+                     save_strategy="no", report_to="none", seed=0, dataloader_num_workers=0)
+    _freeze(model, cfg["trainable"])
+    return PreTokenizedDPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                                  callbacks=[timer])
+
+
+def _bfpo_trainer(cfg, model, pairs, out_dir, steps, timer):
+    from bfpo.testing import tiny_tokenizer
+    from bfpo.train import BFPOConfig, BFPOTrainer
+
+    tok = tiny_tokenizer()
+    args = BFPOConfig(output_dir=out_dir, loss="bfpo", tau=0.01, trainable=cfg["trainable"],
+                      precompute_ref_log_probs=cfg["precompute"], ref_cache_dir=os.path.join(out_dir, "ref"),
+                      bf16=True, use_cpu=not torch.cuda.is_available(), per_device_train_batch_size=N_PAIRS,
+                      per_device_eval_batch_size=N_PAIRS, max_steps=steps, learning_rate=1e-6,
+                      logging_steps=steps, save_strategy="no", report_to="none", seed=0,
+                      dataloader_num_workers=0, **cfg.get("bfpo_args", {}))
+    tok.pad_token_id = 0
+    return BFPOTrainer(model, args, train_dataset=pairs, processing_class=tok, callbacks=[timer])
+
+
+def run_config(cfg: Dict[str, Any], size: str, warmup: int, steps: int) -> Dict[str, Any]:
+    """Build, train ``warmup + steps`` optimizer steps, and measure (runs inside the child)."""
+    import logging
+    import warnings
+
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("bfpo").setLevel(logging.WARNING)
+    on_cuda = torch.cuda.is_available()
+    model = build_model(size)
+    pairs = synthetic_pairs(model.config.vocab_size)
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{cfg['name']}-") as out_dir:
+        build = _trl_trainer if cfg["trainer"] == "trl" else _bfpo_trainer
+        t0 = time.perf_counter()
+        trainer = build(cfg, model, pairs, out_dir, warmup + steps, timer)
+        setup_s = time.perf_counter() - t0
+        for cb in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(cb)
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats()
+        trainer.train()
+    measured = timer.times[warmup:]
+    step_s = statistics.median(measured)
+    padding_free = bool(cfg.get("bfpo_args", {}).get("padding_free", False))
+    stats = batch_token_stats(pairs, padding_free=padding_free)
+    flops = model_flops(model, pairs, cfg["trainable"], ref_forward=not cfg["precompute"])
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "name": cfg["name"], "trainer": cfg["trainer"], "model": size,
+        "trainable": cfg["trainable"] or "all", "trainable_params": n_train,
+        "precomputed_ref": cfg["precompute"], "padding_free": padding_free,
+        "tokens_per_step": stats["tokens"], "positions_per_step": stats["positions"],
+        "padding_fraction": 1.0 - stats["tokens"] / stats["positions"],
+        "tokens_per_s": stats["tokens"] / step_s, "step_s": step_s,
+        "step_s_all": timer.times, "setup_s": setup_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None,
+        "model_flops_per_step": flops, "achieved_flops": flops / step_s,
+    }
+
+
+def measure_roofline(seconds: float = 1.0) -> Dict[str, float]:
+    """Best bf16 and fp32 matmul FLOP/s on shapes like the model's (tokens x hidden @ hidden x 4*hidden)."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    out = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        best = 0.0
+        for m, k, n in ((3072, 576, 1536), (2048, 2048, 2048)):
+            a = torch.randn(m, k, device=dev, dtype=dtype)
+            b = torch.randn(k, n, device=dev, dtype=dtype)
+            torch.mm(a, b)
+            reps, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / 2:
+                torch.mm(a, b)
+                reps += 1
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            best = max(best, 2.0 * m * k * n * reps / (time.perf_counter() - t0))
+        out[str(dtype).replace("torch.", "")] = best
+    return out
+
+
+# ------------------------------------------------------------------------------- process plumbing
+def _child(target, args, conn) -> None:
+    try:
+        conn.send(("ok", target(*args)))
+    except BaseException:  # the parent reports it with the config's name
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def in_child(target, *args):
+    """Run ``target(*args)`` in a forked child; return its result (or raise with the child's traceback)."""
+    ctx = mp.get_context("fork")
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(target, args, child_conn))
+    proc.start()
+    child_conn.close()
+    status, payload = parent_conn.recv()
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(payload)
+    return payload
+
+
+def machine_info(roofline: Dict[str, float]) -> Dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {
+        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": None,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "roofline_flops": roofline,
+        "baseline_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+    try:
+        import trl
+
+        info["trl"] = trl.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def ratios(configs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Each of our configs against the TRL run with the same trainable parameters and the same model."""
+    by = {(c["model"], c["name"]): c for c in configs}
+    out = {}
+    for c in configs:
+        if c["trainer"] != "bfpo":
+            continue
+        key = None if c["trainable"] == "all" else tuple(c["trainable"])
+        base = by.get((c["model"], EQUAL_SETTINGS.get(key)))
+        if base is None:
+            continue
+        name = c["name"] if c["model"] == configs[0]["model"] else f"{c['model']}/{c['name']}"
+        out[name] = {"vs": base["name"], "tokens_per_s": c["tokens_per_s"] / base["tokens_per_s"],
+                     "peak_rss": c["peak_rss_mb"] / base["peak_rss_mb"]}
+        if c["name"] == PAPER_RECIPE and (c["model"], TRL_USUAL) in by:
+            usual = by[(c["model"], TRL_USUAL)]
+            out[name + "_vs_" + TRL_USUAL] = {
+                "vs": TRL_USUAL, "tokens_per_s": c["tokens_per_s"] / usual["tokens_per_s"],
+                "peak_rss": c["peak_rss_mb"] / usual["peak_rss_mb"]}
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="where to write the results JSON")
+    p.add_argument("--quick", action="store_true", help="tiny model, a few steps (under a minute)")
+    p.add_argument("--configs", nargs="*", help="only these configuration names")
+    p.add_argument("--models", nargs="*", help="only these models (default: smollm2-135m tiny; --quick: tiny)")
+    p.add_argument("--steps", type=int, help="measured steps per config (after warm-up)")
+    p.add_argument("--warmup", type=int, help="warm-up steps per config")
+    a = p.parse_args(argv)
+    import trl  # noqa: F401  (imported before forking, like torch)
+    import bfpo.train  # noqa: F401
+    from trl import DPOTrainer  # noqa: F401
+
+    models = a.models or (["tiny"] if a.quick else ["smollm2-135m", "tiny"])
+    plan = {"smollm2-135m": (1, 4), "tiny": (2, 8)}
+    if a.quick:
+        plan = {m: (1, 3) for m in MODELS}
+    configs = [c for c in CONFIGS if not a.configs or c["name"] in a.configs]
+    roofline = in_child(measure_roofline, 0.5 if a.quick else 2.0)
+    results = []
+    t_start = time.perf_counter()
+    for size in models:
+        warmup, steps = plan[size]
+        warmup = a.warmup if a.warmup is not None else warmup
+        steps = a.steps if a.steps is not None else steps
+        for cfg in configs:
+            t0 = time.perf_counter()
+            try:
+                r = in_child(run_config, cfg, size, warmup, steps)
+            except RuntimeError as e:
+                raise SystemExit(f"benchmark config {cfg['name']} on {size} failed:\n{e}") from None
+            r["achieved_vs_roofline_bf16"] = r["achieved_flops"] / roofline["bfloat16"]
+            results.append(r)
+            print(f"{size:>13} {cfg['name']:<28} {r['tokens_per_s']:9.1f} tok/s  {r['step_s']:7.3f} s/step  "
+                  f"{r['peak_rss_mb']:8.1f} MB  {r['achieved_flops'] / 1e9:7.1f} GFLOP/s  "
+                  f"pad {r['padding_fraction']:.0%}  ({time.perf_counter() - t0:.0f}s)", flush=True)
+    out = {"configs": results, "ratios_vs_trl": ratios(results), "machine": machine_info(roofline),
+           "settings": {"pairs_per_step": N_PAIRS, "seq_len_range": [MIN_LEN, MAX_LEN],
+                        "prompt_len_range": [MIN_PROMPT, MAX_PROMPT], "bf16_autocast": True,
+                        "gradient_checkpointing": False, "optimizer": "AdamW (Trainer default)",
+                        "plan": {m: list(plan[m]) for m in models}, "quick": a.quick,
+                        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+                        "wall_s": time.perf_counter() - t_start}}
+    out["machine"]["torch_threads"] = in_child(torch.get_num_threads)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(out, f, indent=1)
+    for name, r in out["ratios_vs_trl"].items():
+        print(f"{name:<50} vs {r['vs']:<18} tokens/s x{r['tokens_per_s']:.2f}  peak RSS x{r['peak_rss']:.2f}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
