@@ -66,7 +66,12 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 def test_two_process_gloo_run_is_buffered_and_in_sync(tmp_path):
     model_dir = save_tiny_model(tmp_path / "model")
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    import socket
+
+    with socket.socket() as sock:  # a free port, so parallel runs on this machine never collide
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "bfpo.cli", "train", "--config", str(ROOT / "recipes/tiny_bfpo.yaml")]
     ov = overrides(tmp_path, model_dir, out) + ["train.max_steps=4", "train.save_strategy='no'"]
     proc = subprocess.run(cmd + ov, env=ENV, capture_output=True, timeout=300)
