@@ -58,6 +58,8 @@ class BFPOConfig(TrainingArguments):
     max_prompt_length: Optional[int] = 512
     logps_chunk_size: int = 1024
     pad_to_multiple_of: Optional[int] = None
+    padding_free: bool = field(default=False, metadata={
+        "help": "pack chosen+rejected sequences into one row without padding (position_ids restart per sequence)"})
     remove_unused_columns: bool = False
     report_to: Any = "none"
     logging_steps: float = 10

@@ -8,6 +8,13 @@ token log-probs (Eq. 5 uses sequence log-probs, not length-normalised ones).
 
 Patching ``forward`` rather than calling sub-modules keeps DDP, FSDP and DeepSpeed wrappers in the loop.
 Without ``response_mask`` the forward is the original one, so generation and saving are unchanged.
+
+Padding-free batches (``PairCollator(padding_free=True)``): the 2B sequences are concatenated into one row
+of real tokens with ``position_ids`` restarting at 0 for each sequence, ``seq_ids`` naming the sequence of
+every token and ``cu_seqlens`` its boundaries. Transformers builds the block-diagonal causal mask from the
+packed ``position_ids`` for any attention implementation; for ``sdpa``, :func:`enable_packed_sdpa` adds a
+faster path that runs causal SDPA on each sequence's own slice (no T x T mask, no masked-out work), chosen
+only when the private ``bfpo_cu_seqlens`` keyword reaches the attention function.
 """
 
 from __future__ import annotations
@@ -52,10 +59,23 @@ def _token_logps(hidden: torch.Tensor, targets: torch.Tensor, lm_head: torch.nn.
 
 def response_logps_from_hidden(hidden: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor,
                                lm_head: torch.nn.Module, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                               scale: float = 1.0, softcap: Optional[float] = None) -> ResponseLogpsOutput:
-    """Per-sequence summed log p(token_t | tokens_<t) over positions t where ``response_mask`` is 1."""
+                               scale: float = 1.0, softcap: Optional[float] = None,
+                               seq_ids: Optional[torch.Tensor] = None,
+                               num_seqs: Optional[int] = None) -> ResponseLogpsOutput:
+    """Per-sequence summed log p(token_t | tokens_<t) over positions t where ``response_mask`` is 1.
+
+    Rows are sequences, unless ``seq_ids`` (same shape as ``input_ids``) gives the sequence index of every
+    token of a packed row; then there are ``num_seqs`` sequences (the response mask must be 0 on the first
+    token of each sequence, so no target is predicted across a boundary).
+    """
     mask = response_mask[:, 1:].bool()
-    rows = mask.nonzero(as_tuple=True)[0]
+    if seq_ids is None:
+        rows = mask.nonzero(as_tuple=True)[0]
+        num_seqs = input_ids.shape[0]
+    else:
+        rows = seq_ids[:, 1:][mask].long()
+        if num_seqs is None:
+            num_seqs = int(seq_ids.max()) + 1 if seq_ids.numel() else 0
     h = hidden[:, :-1][mask]
     targets = input_ids[:, 1:][mask]
     pieces = []
@@ -66,11 +86,40 @@ def response_logps_from_hidden(hidden: torch.Tensor, input_ids: torch.Tensor, re
         else:
             pieces.append(_token_logps(hc, tc, lm_head, scale, softcap))
     token_logps = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
-    logps = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=hidden.device)
+    logps = torch.zeros(num_seqs, dtype=torch.float32, device=hidden.device)
     logps = logps.index_add(0, rows, token_logps)
     if token_logps.numel() == 0:  # keep the graph connected for an empty batch
         logps = logps + 0.0 * hidden.sum()
-    return ResponseLogpsOutput(logps=logps, num_tokens=mask.sum(-1))
+    num_tokens = mask.sum(-1) if seq_ids is None else torch.bincount(rows, minlength=num_seqs)
+    return ResponseLogpsOutput(logps=logps, num_tokens=num_tokens)
+
+
+PACKED_KWARG = "bfpo_cu_seqlens"
+_PACKED_STATE = {"original": None}
+
+
+def _packed_sdpa(module, query, key, value, attention_mask, *args, **kwargs):
+    """``sdpa`` attention that, given ``bfpo_cu_seqlens`` (sequence boundaries of a packed row), attends
+    causally within each sequence's slice; without it, the original ``sdpa`` function unchanged."""
+    original = _PACKED_STATE["original"]
+    cu = kwargs.pop(PACKED_KWARG, None)
+    if cu is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+        return original(module, query, key, value, attention_mask, *args, **kwargs)
+    kwargs.pop("is_causal", None)
+    outs = [original(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None, *args, is_causal=True,
+                     **kwargs)[0] for s, e in zip(cu[:-1], cu[1:]) if e > s]
+    return torch.cat(outs, dim=1), None  # sdpa returns (batch, seq, heads, head_dim)
+
+
+def enable_packed_sdpa() -> None:
+    """Route ``sdpa`` attention through :func:`_packed_sdpa` (process-wide, idempotent). Calls that do not
+    carry ``bfpo_cu_seqlens`` behave exactly as before."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+    if _PACKED_STATE["original"] is not None:
+        return
+    _PACKED_STATE["original"] = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    AttentionInterface.register("sdpa", _packed_sdpa)
 
 
 def add_response_logps_forward(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
@@ -80,8 +129,10 @@ def add_response_logps_forward(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> N
     original_forward = model.forward
     scale, softcap = _logit_transform(model.config)
 
+    enable_packed_sdpa()
+
     @functools.wraps(type(model).forward)
-    def forward(self, *args, response_mask=None, **kwargs):
+    def forward(self, *args, response_mask=None, seq_ids=None, cu_seqlens=None, **kwargs):
         if response_mask is None:
             return original_forward(*args, **kwargs)
         kwargs["use_cache"] = False
@@ -90,10 +141,18 @@ def add_response_logps_forward(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> N
         if backbone is self:
             raise TypeError(f"{type(self).__name__} exposes no backbone (base_model_prefix); cannot score "
                             "responses without full logits")
+        num_seqs = None
+        if cu_seqlens is not None:  # padding-free: one packed row, sequences delimited by cu_seqlens
+            if "position_ids" not in kwargs or seq_ids is None:
+                raise ValueError("a packed batch (cu_seqlens) needs position_ids and seq_ids")
+            bounds = [int(x) for x in cu_seqlens.tolist()]
+            kwargs[PACKED_KWARG] = bounds
+            kwargs["attention_mask"] = None
+            num_seqs = len(bounds) - 1
         hidden = backbone(*args, **kwargs).last_hidden_state
         input_ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
         return response_logps_from_hidden(hidden, input_ids, response_mask, self.get_output_embeddings(),
-                                          chunk_size, scale, softcap)
+                                          chunk_size, scale, softcap, seq_ids=seq_ids, num_seqs=num_seqs)
 
     model.forward = types.MethodType(forward, model)
     model._bfpo_logps_patched = True

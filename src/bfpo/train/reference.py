@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 import torch
 from tqdm.auto import tqdm
 
-from bfpo.train.collator import REF_KEYS, PairCollator
+from bfpo.train.collator import REF_KEYS, PairCollator, model_inputs
 
 
 def model_fingerprint(model) -> str:
@@ -56,8 +56,7 @@ def compute_reference_logps(model, examples: List[Dict], collator: PairCollator,
     for start in tqdm(range(0, len(indices), batch_size), desc=desc, leave=False):
         batch = collator([examples[i] for i in indices[start:start + batch_size]])
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                        response_mask=batch["response_mask"].to(device))
+            out = model(**{k: v.to(device) for k, v in model_inputs(batch).items()})
         n = batch["safe_chosen"].shape[0]
         chosen.append(out.logps[:n].float().cpu())
         rejected.append(out.logps[n:].float().cpu())

@@ -29,7 +29,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from bfpo.objective import CASES, preference_loss
-from bfpo.train.collator import REF_KEYS, PairCollator
+from bfpo.train.collator import REF_KEYS, PairCollator, model_inputs
 from bfpo.train.config import BFPOConfig
 from bfpo.train.layers import select_trainable
 from bfpo.train.logps import add_response_logps_forward
@@ -91,7 +91,8 @@ class BFPOTrainer(Trainer):
         pad_id = getattr(processing_class, "pad_token_id", None)
         if pad_id is None:
             pad_id = getattr(processing_class, "eos_token_id", None) or 0
-        collator = PairCollator(pad_token_id=pad_id, pad_to_multiple_of=args.pad_to_multiple_of)
+        collator = PairCollator(pad_token_id=pad_id, pad_to_multiple_of=args.pad_to_multiple_of,
+                                padding_free=args.padding_free)
         callbacks = list(callbacks or []) + [JsonlLogCallback()]
         super().__init__(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
@@ -188,8 +189,7 @@ class BFPOTrainer(Trainer):
     def _reference_logps(self, inputs: Dict[str, torch.Tensor], n: int):
         if REF_KEYS[0] in inputs:
             return inputs[REF_KEYS[0]], inputs[REF_KEYS[1]]
-        kwargs = dict(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                      response_mask=inputs["response_mask"])
+        kwargs = model_inputs(inputs)
         with torch.no_grad():
             if self.ref_model is not None:
                 out = self.ref_model(**kwargs)
@@ -200,8 +200,7 @@ class BFPOTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         n = inputs["safe_chosen"].shape[0]
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                    response_mask=inputs["response_mask"])
+        out = model(**model_inputs(inputs))
         policy_chosen, policy_rejected = out.logps[:n], out.logps[n:]
         ref_chosen, ref_rejected = self._reference_logps(inputs, n)
         b1, b2, b3 = self.args.label_constants()
