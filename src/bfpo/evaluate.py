@@ -84,10 +84,16 @@ def _group(samples: Sequence[Dict[str, Any]], key: str) -> Dict[str, List[Dict[s
 
 def aggregate(samples: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """Pure aggregation of judged samples (``kind``, ``category``, ``source``, ``verdict``) into
-    ``by_kind``, ``by_category``, ``gen`` (harmless % per source over its harmful prompts) and ``gen_avg``."""
-    harmful = [s for s in samples if s["kind"] == "harmful"]
+    ``by_kind``, ``by_category``, ``gen`` (harmless % per task over its harmful prompts) and ``gen_avg``.
+
+    A task is the prompt suite behind a record's source (:func:`bfpo.promptsets.suite_of`), so a suite read
+    from several files (RealToxicityPrompts: one file per category) counts once in ``gen_avg``; sources that
+    are no known suite are their own task."""
+    from bfpo.promptsets import suite_of
+
+    harmful = [{**s, "task": suite_of(s["source"])} for s in samples if s["kind"] == "harmful"]
     gen: Dict[str, float] = {}
-    for source, group in _group(harmful, "source").items():
+    for source, group in _group(harmful, "task").items():
         rate = _rates(group)["harmless_rate"]
         if rate is not None:
             gen[source] = 100.0 * rate
