@@ -107,6 +107,10 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     assert sum(d["counts"]["by_case"].values()) == d["counts"]["safety"] + d["counts"]["helpful"]
     assert len(saved["examples"]) == 4 and all(len(e["responses"]) == 6 for e in saved["examples"])
     assert saved["bfpo"]["counts"]["total"] == d["counts"]["safety"] + d["counts"]["helpful"]
+    from bfpo.data.adapters import load_pairs
+
+    back = load_pairs(str(out / "pairs" / "safety.jsonl"), schema="pairs", kind="safety")
+    assert len(back) == d["counts"]["safety"] and all(r.kind == "safety" for r in back)
     assert {"evaluate base", "red teaming + pairs", "sft", "bfpo", "evaluate aligned", "total"} <= set(saved["timings"])
 
 

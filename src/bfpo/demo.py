@@ -23,8 +23,8 @@ The recipe is the paper's section 4.3 run on the model itself, with the SFT stag
 model, and evaluates the SFT model alone, so the table shows what each stage contributes.
 
 ``DIR`` receives ``base/`` and ``aligned/`` (loadable model directories), ``report.md``, ``results.json``
-(settings, timings, pair counts per Figure-3 case, metrics per model, example responses), ``demo.png``
-and the evaluation RESULT.json files under ``eval/``.
+(settings, timings, pair counts per Figure-3 case, metrics per model, example responses), ``demo.png``,
+the training pairs under ``pairs/`` and the evaluation RESULT.json files under ``eval/``.
 """
 
 from __future__ import annotations
@@ -222,6 +222,17 @@ def build_pairs(model_dir: str, prompts: Dict[str, List[dict]], settings: DemoSe
     return {"safety": redteam + own_vs_refusal, "helpful": helpful, "redteam_stats": stats,
             "redteam_pairs": len(redteam), "refusal_pairs": len(own_vs_refusal), "helpful_skipped": skipped,
             "sampled_unsafe": n_unsafe, "sampled_total": len(flat_v)}
+
+
+def write_pairs(folder: Path, safety: Sequence[PairRecord], helpful: Sequence[PairRecord]) -> Tuple[Path, Path]:
+    """Write the training pairs as ``safety.jsonl`` and ``helpful.jsonl`` (``bfpo train``'s ``pairs`` schema)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = (folder / "safety.jsonl", folder / "helpful.jsonl")
+    for path, records in zip(paths, (safety, helpful)):
+        with open(path, "w", encoding="utf-8") as f:
+            for rec in records:
+                f.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
+    return paths
 
 
 def pair_counts(safety: Sequence[PairRecord], helpful: Sequence[PairRecord]) -> Dict[str, Any]:
@@ -528,6 +539,7 @@ def run_demo(out: str, quick: bool = False, compare: bool = False, model: Option
     t0 = time.time()
     data = build_pairs(str(base), prompts, s, progress=progress)
     safety, helpful = data["safety"], data["helpful"]
+    write_pairs(out_dir / "pairs", safety, helpful)
     lap("red teaming + pairs", t0)
     if not safety or not helpful:
         raise RuntimeError(f"the demo needs safety and helpfulness pairs, got {len(safety)} and {len(helpful)}")
