@@ -55,6 +55,36 @@ def test_helpful_pairs_skip_refusals_and_empty_answers():
     assert case_of(p) == "safe_safe" and p.rejected in demo.GENERIC_REFUSALS
 
 
+def _pair(i, kind, sc, sr):
+    from bfpo.data.records import PairRecord
+
+    return PairRecord(prompt=f"p{i}", chosen=f"c{i}", rejected=f"r{i}", safe_chosen=sc, safe_rejected=sr,
+                      source="t", kind=kind)
+
+
+def test_balanced_sft_examples_cap_refusals_per_benign_answer():
+    safety = [_pair(i, "safety", 0.0, 1.0) for i in range(10)] + [_pair(99, "safety", 0.0, 0.0)]
+    helpful = [_pair(100 + i, "helpful", 1.0, 1.0) for i in range(4)]
+    ex = demo.balanced_sft_examples(safety, helpful, refusal_ratio=0.5, seed=1)
+    completions = [e["completion"][0]["content"] for e in ex]
+    assert completions[:4] == ["c100", "c101", "c102", "c103"]  # every benign answer is kept
+    assert len(ex) == 6 and all(c.startswith("r") for c in completions[4:])  # 2 refusals, never unsafe c*
+    assert len(demo.balanced_sft_examples(safety, helpful, refusal_ratio=5.0)) == 4 + 10
+
+
+def test_used_pairs_keeps_what_the_steps_see():
+    from bfpo.data.modes import build_training_set
+
+    safety = [_pair(i, "safety", 0.0, 1.0) for i in range(30)]
+    helpful = [_pair(100 + i, "helpful", 1.0, 1.0) for i in range(10)]
+    t = demo.used_pairs(build_training_set(safety, helpful, "bfpo"), 16, seed=0)
+    assert t.buffered and len(t) == 16 and t.counts()["safety"] == 8 and t.counts()["helpful"] == 8
+    mix = demo.used_pairs(build_training_set(safety, helpful, "mix"), 12, seed=0)
+    assert len(mix) == 12 and not mix.buffered
+    small = build_training_set(safety[:2], helpful[:2], "bfpo")
+    assert demo.used_pairs(small, 16) is small
+
+
 def test_headline_and_targets():
     base = {"by_kind": {"harmful": {"n": 20, "harmless_rate": 0.1, "refusal_rate": 0.1, "unparsed": 0},
                         "benign": {"n": 10, "harmless_rate": 1.0, "refusal_rate": 0.0, "unparsed": 0}}}
@@ -106,7 +136,10 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     assert d["counts"]["safety"] == d["redteam_pairs"] + d["refusal_pairs"]
     assert sum(d["counts"]["by_case"].values()) == d["counts"]["safety"] + d["counts"]["helpful"]
     assert len(saved["examples"]) == 4 and all(len(e["responses"]) == 6 for e in saved["examples"])
-    assert saved["bfpo"]["counts"]["total"] == d["counts"]["safety"] + d["counts"]["helpful"]
+    # BFPO trains on (and scores reference log-probs for) exactly the steps x batch pairs it sees, half each kind
+    q = demo.DemoSettings.quick()
+    used = saved["bfpo"]["counts"]
+    assert used["total"] == q.steps * q.batch_size and used["safety"] == used["helpful"] == q.steps * q.batch_size // 2
     from bfpo.data.adapters import load_pairs
 
     back = load_pairs(str(out / "pairs" / "safety.jsonl"), schema="pairs", kind="safety")
@@ -139,6 +172,7 @@ def test_cli_settings_overrides():
     p = argparse.ArgumentParser()
     demo.add_arguments(p)
     s = demo.settings_from_args(p.parse_args(["--quick", "--steps", "7", "--tau", "0.05", "--sft-steps", "0"]))
+    assert p.parse_args(["--eval-sft"]).eval_sft is True
     assert (s.steps, s.tau, s.sft_steps, s.train_harmful) == (7, 0.05, 0, 6)
     assert demo.settings_from_args(p.parse_args([])) == demo.DemoSettings()
 

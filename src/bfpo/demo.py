@@ -60,7 +60,7 @@ COMPARE_MODES = (("dpo_s", "DPO-S"), ("dpo_h", "DPO-H"), ("mix", "DPO mix"))
 class DemoSettings:
     """Everything that shapes a demo run (recorded in ``results.json``)."""
 
-    train_harmful: Optional[int] = None  # train-split harmful prompts used (None = all)
+    train_harmful: Optional[int] = 96    # train-split harmful prompts used (None = all), 8 per category
     train_benign: Optional[int] = None   # train-split benign prompts used (None = all)
     eval_harmful: Optional[int] = None   # held-out harmful prompts evaluated (None = all)
     eval_benign: Optional[int] = None    # held-out benign prompts evaluated (None = all)
@@ -73,14 +73,15 @@ class DemoSettings:
     max_length: int = 192
     max_prompt_length: int = 96
     # SFT stage (section 4.2)
-    sft_steps: int = 40
+    sft_steps: int = 24
     sft_batch_size: int = 8
     sft_lr: float = 5e-5
     sft_trainable: Optional[List[str]] = None   # None = all parameters
+    sft_refusal_ratio: float = 0.6       # refusal examples per benign answer in the SFT data
     # BFPO stage (Eq. 15)
-    steps: int = 40
+    steps: int = 32
     batch_size: int = 8                  # pairs per step (half safety, half helpful when buffered)
-    lr: float = 5e-5
+    lr: float = 1e-4
     tau: float = 0.01
     alpha: float = 0.5
     trainable: List[str] = field(default_factory=lambda: ["down_proj"])
@@ -160,10 +161,14 @@ def refusal_pairs(rows: Sequence[dict], answers: Sequence[Sequence[str]], verdic
     return out
 
 
-def helpful_pairs(rows: Sequence[dict], answers: Sequence[str]) -> Tuple[List[PairRecord], int]:
-    """Helpfulness pairs on benign prompts: the model's own answer (chosen) over a short refusal; both safe.
+def helpful_pairs(rows: Sequence[dict], answers: Sequence[str],
+                  refusals: Sequence[str] = GENERIC_REFUSALS) -> Tuple[List[PairRecord], int]:
+    """Helpfulness pairs on benign prompts: the model's own answer (chosen) over a refusal (rotating through
+    ``refusals``); both safe. Answers that are empty or are refusals themselves are skipped; returns
+    (pairs, number skipped).
 
-    Answers that are empty or are refusals themselves are skipped; returns (pairs, number skipped).
+    The demo passes the generic refusals AND the handwritten ones the safety pairs teach, so BFPO also learns
+    that those refusals are the worse answer to a benign request (against over-refusal).
     """
     from bfpo.judges import is_refusal
 
@@ -175,7 +180,7 @@ def helpful_pairs(rows: Sequence[dict], answers: Sequence[str]) -> Tuple[List[Pa
             skipped += 1
             continue
         rec = PairRecord(prompt=row["prompt"], chosen=text,
-                         rejected=GENERIC_REFUSALS[len(out) % len(GENERIC_REFUSALS)], safe_chosen=1.0,
+                         rejected=refusals[len(out) % len(refusals)], safe_chosen=1.0,
                          safe_rejected=1.0, source="demo:own-answer-vs-refusal", kind="helpful",
                          metadata={"category": row["category"]})
         out.append(validate_record(rec, where=f"helpful pair for {row['prompt'][:60]!r}"))
@@ -217,7 +222,8 @@ def build_pairs(model_dir: str, prompts: Dict[str, List[dict]], settings: DemoSe
     answers = generate(lm, tok, [r["prompt"] for r in benign], max_new_tokens=s.gen_max_new_tokens,
                        batch_size=s.gen_batch_size, seed=s.seed, bf16=s.bf16,
                        desc="answering (train, benign)", progress=progress)
-    helpful, skipped = helpful_pairs(benign, [a[0] for a in answers])
+    mixed = [t for pair in zip(GENERIC_REFUSALS * 8, [r["text"] for r in safe_refusals()]) for t in pair]
+    helpful, skipped = helpful_pairs(benign, [a[0] for a in answers], mixed)
     n_unsafe = sum(bool(v.harmful) for vs in verdicts for v in vs)
     return {"safety": redteam + own_vs_refusal, "helpful": helpful, "redteam_stats": stats,
             "redteam_pairs": len(redteam), "refusal_pairs": len(own_vs_refusal), "helpful_skipped": skipped,
@@ -259,6 +265,20 @@ def _save_model(model, tokenizer, out_dir: Path, card: str) -> Path:
     return out_dir
 
 
+def balanced_sft_examples(safety: List[PairRecord], helpful: List[PairRecord], refusal_ratio: float,
+                          seed: int = 0) -> List[Dict[str, list]]:
+    """:func:`bfpo.data.modes.sft_examples`, with at most ``refusal_ratio`` safe responses from the safety
+    pairs per benign answer (a seeded sample): SFT on mostly refusals teaches refusing benign requests too."""
+    from bfpo.data.modes import sft_examples
+
+    examples = sft_examples(safety, helpful)
+    benign, safe = examples[:len(helpful)], examples[len(helpful):]
+    cap = round(refusal_ratio * len(benign))
+    if len(safe) > cap:
+        safe = random.Random(seed).sample(safe, cap)
+    return benign + safe
+
+
 def run_sft(model_dir: str, safety: List[PairRecord], helpful: List[PairRecord], out_dir: Path,
             settings: DemoSettings) -> Dict[str, Any]:
     """Section 4.2's SFT stage on the safe responses (TRL ``SFTTrainer``, loss on the completion only)."""
@@ -270,7 +290,7 @@ def run_sft(model_dir: str, safety: List[PairRecord], helpful: List[PairRecord],
     from bfpo.train.model_io import load_model, load_tokenizer, model_card
 
     s = settings
-    examples = sft_examples(safety, helpful)
+    examples = balanced_sft_examples(safety, helpful, s.sft_refusal_ratio, s.seed)
     if not examples:
         raise ValueError("no SFT examples: no helpfulness pairs and no safe responses among the safety pairs")
     tok = load_tokenizer({"name_or_path": model_dir})
@@ -297,6 +317,24 @@ def run_sft(model_dir: str, safety: List[PairRecord], helpful: List[PairRecord],
     return {"examples": len(examples), "loss": [(r["step"], r["loss"]) for r in logs]}
 
 
+def used_pairs(tset, n: int, seed: int = 0):
+    """The ``n`` pairs that ``n / batch`` steps see (one pass), so no reference log-probs are spent on pairs
+    never trained on: a seeded sample, half safety and half helpful when the set is buffered."""
+    from bfpo.data.modes import TrainingSet
+
+    if len(tset) <= n:
+        return tset
+    rng = random.Random(seed)
+    if not tset.buffered:
+        keep = sorted(rng.sample(range(len(tset)), n))
+        return TrainingSet([tset.records[i] for i in keep], tset.buffered, tset.mode)
+    out = []
+    for is_safety in (True, False):
+        idx = [i for i, r in enumerate(tset.records) if (r.kind == "safety") == is_safety]
+        out += [tset.records[i] for i in sorted(rng.sample(idx, min(len(idx), n // 2)))]
+    return TrainingSet(out, tset.buffered, tset.mode)
+
+
 def run_preference(model_dir: str, safety: List[PairRecord], helpful: List[PairRecord], mode: str,
                    out_dir: Path, settings: DemoSettings, ref_cache_dir: Optional[str] = None) -> Dict[str, Any]:
     """Train one preference stage from ``model_dir``: BFPO (``mode="bfpo"``) or a DPO baseline of Table 1."""
@@ -306,7 +344,7 @@ def run_preference(model_dir: str, safety: List[PairRecord], helpful: List[PairR
     from bfpo.train.model_io import load_model, load_tokenizer, model_card
 
     s = settings
-    tset = build_training_set(safety, helpful, mode, seed=s.seed)
+    tset = used_pairs(build_training_set(safety, helpful, mode, seed=s.seed), s.steps * s.batch_size, s.seed)
     tok = load_tokenizer({"name_or_path": model_dir})
     examples, stats = tokenize_pairs(tset.records, tok, s.max_length, s.max_prompt_length, on_error="drop")
     if not examples:
@@ -511,7 +549,7 @@ def prepare_base(out: Path, quick: bool, model: Optional[str], prompts: Dict[str
     return base, name
 
 
-def run_demo(out: str, quick: bool = False, compare: bool = False, model: Optional[str] = None,
+def run_demo(out: str, quick: bool = False, compare: bool = False, eval_sft: bool = False, model: Optional[str] = None,
              settings: Optional[DemoSettings] = None, progress: bool = True) -> Dict[str, Any]:
     """Run the whole demo into ``out`` (must not exist or be empty) and return the results dict."""
     t_start = time.time()
@@ -564,11 +602,13 @@ def run_demo(out: str, quick: bool = False, compare: bool = False, model: Option
 
     names = {"base": "base", "aligned": "SFT + BFPO" if s.sft_steps > 0 else "BFPO"}
     extra: Dict[str, Any] = {}
+    if (compare or eval_sft) and s.sft_steps > 0:
+        t0 = time.time()
+        evals["sft"] = evaluate_dir(sft_dir, heldout_file, out_dir / "eval" / "sft.json", s)
+        names["sft"] = "SFT only"
+        lap("evaluate sft", t0)
     if compare:
         t0 = time.time()
-        if s.sft_steps > 0:
-            evals["sft"] = evaluate_dir(sft_dir, heldout_file, out_dir / "eval" / "sft.json", s)
-            names["sft"] = "SFT only"
         for mode, label in COMPARE_MODES:
             info = run_preference(str(sft_dir), safety, helpful, mode, work / mode, s, ref_cache)
             evals[mode] = evaluate_dir(work / mode, heldout_file, out_dir / "eval" / f"{mode}.json", s)
@@ -611,6 +651,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a tiny random model and a few prompts (checks the pipeline in seconds)")
     parser.add_argument("--compare", action="store_true",
                         help="also train DPO-S, DPO-H and the naive DPO mix on the same pairs, and evaluate SFT alone")
+    parser.add_argument("--eval-sft", action="store_true", help="also evaluate the SFT-stage model alone")
     parser.add_argument("--model", default=None,
                         help="start from this local model directory instead of SmolLM2-135M-Instruct")
     parser.add_argument("--steps", type=int, default=None, help="BFPO steps")
@@ -629,4 +670,4 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
 
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run_demo(args.out, quick=args.quick, compare=args.compare, model=args.model, settings=settings_from_args(args))
+    run_demo(args.out, quick=args.quick, compare=args.compare, eval_sft=args.eval_sft, model=args.model, settings=settings_from_args(args))
