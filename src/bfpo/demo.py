@@ -61,7 +61,7 @@ class DemoSettings:
     """Everything that shapes a demo run (recorded in ``results.json``)."""
 
     train_harmful: Optional[int] = 96    # train-split harmful prompts used (None = all), 8 per category
-    train_benign: Optional[int] = None   # train-split benign prompts used (None = all)
+    train_benign: Optional[int] = 112    # train-split benign prompts used (None = all)
     eval_harmful: Optional[int] = None   # held-out harmful prompts evaluated (None = all)
     eval_benign: Optional[int] = None    # held-out benign prompts evaluated (None = all)
     k: int = 2                           # sampled answers per harmful prompt (red teaming)
@@ -77,9 +77,11 @@ class DemoSettings:
     sft_batch_size: int = 8
     sft_lr: float = 5e-5
     sft_trainable: Optional[List[str]] = None   # None = all parameters
-    sft_refusal_ratio: float = 0.6       # refusal examples per benign answer in the SFT data
+    sft_refusal_ratio: float = 1.0       # refusal examples per benign answer in the SFT data
+    # rejected side of helpfulness pairs: "generic" short refusals, or "mixed" (generic + the handwritten ones)
+    helpful_rejected: str = "generic"
     # BFPO stage (Eq. 15)
-    steps: int = 32
+    steps: int = 24
     batch_size: int = 8                  # pairs per step (half safety, half helpful when buffered)
     lr: float = 1e-4
     tau: float = 0.01
@@ -222,8 +224,10 @@ def build_pairs(model_dir: str, prompts: Dict[str, List[dict]], settings: DemoSe
     answers = generate(lm, tok, [r["prompt"] for r in benign], max_new_tokens=s.gen_max_new_tokens,
                        batch_size=s.gen_batch_size, seed=s.seed, bf16=s.bf16,
                        desc="answering (train, benign)", progress=progress)
-    mixed = [t for pair in zip(GENERIC_REFUSALS * 8, [r["text"] for r in safe_refusals()]) for t in pair]
-    helpful, skipped = helpful_pairs(benign, [a[0] for a in answers], mixed)
+    pool = list(GENERIC_REFUSALS)
+    if s.helpful_rejected == "mixed":
+        pool = [t for pair in zip(GENERIC_REFUSALS * 8, [r["text"] for r in safe_refusals()]) for t in pair]
+    helpful, skipped = helpful_pairs(benign, [a[0] for a in answers], pool)
     n_unsafe = sum(bool(v.harmful) for vs in verdicts for v in vs)
     return {"safety": redteam + own_vs_refusal, "helpful": helpful, "redteam_stats": stats,
             "redteam_pairs": len(redteam), "refusal_pairs": len(own_vs_refusal), "helpful_skipped": skipped,
