@@ -59,14 +59,18 @@ MODELS: Dict[str, Dict[str, Any]] = {
                  tie_word_embeddings=True),
 }
 
-#: (name, trainer, trainable, precomputed reference, extra settings)
+PF = {"padding_free": True}
+#: (name, trainer, trainable, precomputed reference, extra BFPOConfig settings)
 CONFIGS: List[Dict[str, Any]] = [
     dict(name="trl_ipo_full", trainer="trl", trainable=None, precompute=True),
     dict(name="trl_ipo_down_proj", trainer="trl", trainable=["down_proj"], precompute=True),
-    dict(name="bfpo_full_precomputed", trainer="bfpo", trainable=None, precompute=True),
-    dict(name="bfpo_full_ref_model", trainer="bfpo", trainable=None, precompute=False),
-    dict(name="bfpo_down_proj_precomputed", trainer="bfpo", trainable=["down_proj"], precompute=True),
-    dict(name="bfpo_down_proj_ref_model", trainer="bfpo", trainable=["down_proj"], precompute=False),
+    dict(name="bfpo_full_precomputed", trainer="bfpo", trainable=None, precompute=True, bfpo_args=PF),
+    dict(name="bfpo_full_ref_model", trainer="bfpo", trainable=None, precompute=False, bfpo_args=PF),
+    dict(name="bfpo_down_proj_precomputed", trainer="bfpo", trainable=["down_proj"], precompute=True,
+         bfpo_args=PF),
+    dict(name="bfpo_down_proj_ref_model", trainer="bfpo", trainable=["down_proj"], precompute=False, bfpo_args=PF),
+    # the same paper recipe with the padded batch, to measure what padding costs
+    dict(name="bfpo_down_proj_precomputed_padded", trainer="bfpo", trainable=["down_proj"], precompute=True),
 ]
 
 #: which TRL run each of ours is compared with: the one with the same trainable parameters
@@ -331,21 +335,46 @@ def ratios(configs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+def markdown_table(res: Dict[str, Any]) -> str:
+    """The results as a markdown table (one row per model and configuration) plus the ratios."""
+    lines = ["| model | config | trainable params | ref | padding | tokens/s | s/step | peak RSS (MB) | "
+             "GFLOP/s | % of bf16 matmul |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for c in res["configs"]:
+        ref = "precomputed" if c["precomputed_ref"] else "model"
+        pad = "packed, 0%" if c["padding_free"] else f"{c['padding_fraction']:.0%}"
+        cuda = f" / {c['peak_cuda_mb']:.0f} CUDA" if c.get("peak_cuda_mb") else ""
+        lines.append(f"| {c['model']} | {c['name']} | {c['trainable_params'] / 1e6:.1f}M | {ref} | {pad} | "
+                     f"{c['tokens_per_s']:.0f} | {c['step_s']:.2f} | {c['peak_rss_mb']:.0f}{cuda} | "
+                     f"{c['achieved_flops'] / 1e9:.0f} | {100 * c['achieved_vs_roofline_bf16']:.0f}% |")
+    lines += ["", "| ours | against TRL | tokens/s ratio | peak RSS ratio |", "|---|---|---:|---:|"]
+    for name, r in res["ratios_vs_trl"].items():
+        lines.append(f"| {name} | {r['vs']} | {r['tokens_per_s']:.2f}x | {r['peak_rss']:.2f}x |")
+    return "\n".join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="where to write the results JSON")
+    p.add_argument("--out", help="where to write the results JSON")
+    p.add_argument("--table", metavar="RESULTS.json", help="print the markdown table of a results file and exit")
     p.add_argument("--quick", action="store_true", help="tiny model, a few steps (under a minute)")
     p.add_argument("--configs", nargs="*", help="only these configuration names")
     p.add_argument("--models", nargs="*", help="only these models (default: smollm2-135m tiny; --quick: tiny)")
     p.add_argument("--steps", type=int, help="measured steps per config (after warm-up)")
     p.add_argument("--warmup", type=int, help="warm-up steps per config")
     a = p.parse_args(argv)
+    if a.table:
+        with open(a.table) as f:
+            res = json.load(f)
+        print(markdown_table(res))
+        return res
+    if not a.out:
+        p.error("--out is required (or --table RESULTS.json)")
     import trl  # noqa: F401  (imported before forking, like torch)
     import bfpo.train  # noqa: F401
     from trl import DPOTrainer  # noqa: F401
 
     models = a.models or (["tiny"] if a.quick else ["smollm2-135m", "tiny"])
-    plan = {"smollm2-135m": (1, 4), "tiny": (2, 8)}
+    plan = {"smollm2-135m": (1, 3), "tiny": (2, 8)}
     if a.quick:
         plan = {m: (1, 3) for m in MODELS}
     configs = [c for c in CONFIGS if not a.configs or c["name"] in a.configs]
