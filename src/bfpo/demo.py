@@ -662,13 +662,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sft-steps", type=int, default=None, help="SFT steps (0 = no SFT stage, BFPO from the base model)")
     parser.add_argument("--lr", type=float, default=None, help="BFPO learning rate")
     parser.add_argument("--tau", type=float, default=None, help="BFPO tau (KL coefficient)")
+    parser.add_argument("--alpha", type=float, default=None, help="label shift alpha of Eq. 14")
     parser.add_argument("--seed", type=int, default=None)
 
 
 def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     """Defaults (or quick defaults) with the command-line overrides applied."""
     s = DemoSettings.quick() if args.quick else DemoSettings()
-    overrides = {"steps": args.steps, "sft_steps": args.sft_steps, "lr": args.lr, "tau": args.tau, "seed": args.seed}
+    overrides = {"steps": args.steps, "sft_steps": args.sft_steps, "lr": args.lr, "tau": args.tau, "alpha": args.alpha,
+                 "seed": args.seed}
     return replace(s, **{k: v for k, v in overrides.items() if v is not None})
 
 
