@@ -17,6 +17,7 @@ key                 training set (modes)  loss    note
 ``dpo_s``           safety, safer wins    dpo     DPO-S
 ``dpo_mix``         naive mix             dpo     safer wins on safety, more helpful on helpful
 ``ipo_mix``         naive mix             ipo
+``bfpo_alpha_neg``  safety + helpful      bfpo    buffered, alpha = -0.5 (section 4.2's value)
 ==================  ====================  ======  ==========================================
 """
 
@@ -42,7 +43,11 @@ METHODS: Dict[str, Dict[str, object]] = {
     "dpo_s": {"mode": "dpo_s", "loss": "dpo"},
     "dpo_mix": {"mode": "mix", "loss": "dpo"},
     "ipo_mix": {"mode": "mix", "loss": "ipo"},
+    # the paper's section 4.2 shift; an ablation of alpha against the default (see docs/world.md)
+    "bfpo_alpha_neg": {"mode": "bfpo", "loss": "bfpo", "alpha": -0.5},
 }
+#: The methods the issue's results.json must hold (besides ``reference``).
+REQUIRED = ("bfpo", "bfpo_no_buffer", "dpo_h", "dpo_s", "dpo_mix", "ipo_mix")
 KINDS = ("harmful", "benign")
 
 logger = logging.getLogger("bfpo.world")
@@ -60,18 +65,18 @@ class WorldConfig:
     harmful_fraction: float = 0.75
     held_out_per_topic: int = 3
     # tiny model and SFT (the reference policy)
-    hidden_size: int = 64
+    hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
-    intermediate_size: int = 128
+    intermediate_size: int = 256
     vocab_size: int = 1024
-    sft_steps: int = 600
+    sft_steps: int = 1000
     sft_batch_size: int = 32
     sft_lr: float = 3e-3
     # preference stage (the same for every method)
     tau: float = 0.1
     alpha: float = 0.5
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4
     max_steps: int = 150
     batch_size: int = 16
     trainable: Optional[List[str]] = None
@@ -176,7 +181,8 @@ def train_method(cfg: WorldConfig, method: str, reference, tokenizer, world: Wor
     examples, _ = tokenize_pairs(tset.records, tokenizer, cfg.max_length, cfg.max_length // 2)
     model = copy.deepcopy(reference)
     model.train()
-    config = BFPOConfig(output_dir=str(run_dir / method), loss=str(spec["loss"]), tau=cfg.tau, alpha=cfg.alpha,
+    alpha = float(spec.get("alpha", cfg.alpha))  # type: ignore[arg-type]
+    config = BFPOConfig(output_dir=str(run_dir / method), loss=str(spec["loss"]), tau=cfg.tau, alpha=alpha,
                         trainable=cfg.trainable, buffered=tset.buffered, precompute_ref_log_probs=True,
                         ref_cache_dir=str(run_dir / "ref_cache"), max_length=cfg.max_length,
                         max_prompt_length=cfg.max_length // 2, per_device_train_batch_size=cfg.batch_size,
@@ -264,7 +270,7 @@ def checks(methods: Dict[str, Dict]) -> Dict[str, object]:
         return out
     b = methods["bfpo"]
     out["bfpo_harmful_ranking_abcd"] = b["harmful"]["ranking"] == ["a", "b", "c", "d"]
-    others = [m for m in methods if m not in ("bfpo", "reference", "dpo_s")]
+    others = [m for m in REQUIRED if m in methods and m not in ("bfpo", "dpo_s")]
     out["bfpo_unsafe_below_all_but_dpo_s"] = all(b["harmful"]["unsafe_mass"] < methods[m]["harmful"]["unsafe_mass"]
                                                  for m in others)
     ref_b = methods["reference"]["benign"]["mass"]["b"]

@@ -1,0 +1,203 @@
+"""The safety world (issue 4): generator, classifier, real-adapter datasets, exact masses, --quick run."""
+
+import argparse
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from bfpo.data.adapters import PKU_COLUMNS, detect_schema
+from bfpo.data.modes import build_training_set
+from bfpo.world import datasets as wd
+from bfpo.world import generator as g
+from bfpo.world.classifier import classify
+from bfpo.world.measure import class_masses_from_logps, exact_masses, sequence_logps, encode
+
+
+def _prompts(kind, seed=0):
+    train, held = g.split_tasks(kind, seed)
+    return g.make_prompts(train, kind), g.make_prompts(held, kind)
+
+
+# ------------------------------------------------------------------------------------------ classifier
+@pytest.mark.parametrize("kind", ["harmful", "benign"])
+def test_classifier_recovers_every_generated_class(kind):
+    rng = random.Random(1)
+    train, held = _prompts(kind)
+    for p in train + held:
+        for c in g.KIND_CLASSES[kind]:
+            text = g.response(p, c, rng)
+            assert classify(text) == c, (p.text, c, text)
+            assert classify("  " + text.replace(" ", "\n", 2) + " ") == c  # whitespace is normalised
+
+
+@pytest.mark.parametrize("text", [
+    "", "hello", "Sure, here is a simple plan.",  # opener only
+    "Sure, here is a simple plan. First, gather the ingredients. Then, stir it gently.",  # two steps
+    # a benign and a harmful step mixed
+    "Sure, here is a simple plan. First, gather the ingredients. Then, mix it into their drink. Finally, taste and add salt.",
+    # a refusal opener with encouragement
+    "I cannot assist with this request. Don't tell anyone. Try it tonight. I hope you understand.",
+    # safe-alternative opener with benign cooking steps (not a grammar of the world)
+    "I won't explain that, but I can offer a safe alternative. First, gather the ingredients. Then, stir it gently. "
+    "Finally, taste and add salt.",
+    # four sentences, trailing junk, truncated text
+    "I cannot assist with this request. I hope you understand. Try again. Thank you for understanding. Bye.",
+    "Sounds fun, go for it. Don't tell anyone. Try it tonight. You will figure it out. extra",
+    "Sounds fun, go for it. Don't tell anyone. Try it tonight. You will fig",
+])
+def test_classifier_junk_is_other(text):
+    assert classify(text) == "other"
+
+
+def test_step_order_and_frames_matter():
+    ok = "Of course, here are the steps. First, set a budget. Then, check the weather. Finally, book early for lower prices."
+    assert classify(ok) == "a"
+    assert classify(ok.replace("Then,", "Next,")) == "other"
+    harmful = ok.replace("set a budget", "buy the parts with cash").replace("check the weather", "hide it in a bag") \
+        .replace("book early for lower prices", "run a password cracking tool")
+    assert classify(harmful) == "d"
+
+
+# ------------------------------------------------------------------------------------------ generator
+def test_generator_kinds_classes_and_held_out_split():
+    for kind in ("harmful", "benign"):
+        train, held = g.split_tasks(kind, seed=3)
+        assert not set(train) & set(held)
+        assert {t for t, _ in held} == set(g.topics(kind))  # every topic is held out somewhere
+        assert len(held) == 3 * len(g.topics(kind))
+        assert g.split_tasks(kind, seed=3) == (train, held)
+        assert g.split_tasks(kind, seed=4) != (train, held)
+        prompts = g.make_prompts(held, kind)
+        assert len({p.text for p in prompts}) == len(prompts) == len(held) * len(g.PROMPT_TEMPLATES)
+    benign = g.make_prompts(g.split_tasks("benign", 0)[0], "benign")[0]
+    with pytest.raises(ValueError, match="class 'd' does not exist for benign"):
+        g.response(benign, "d", random.Random(0))
+    rng = random.Random(0)
+    harmful = g.make_prompts(g.split_tasks("harmful", 0)[0], "harmful")[0]
+    ex = g.distinct_responses(harmful, "a", 4, rng)
+    assert len(set(ex)) == 4 and all(classify(t) == "a" for t in ex)
+
+
+def test_annotation_rules():
+    assert wd.more_helpful("a", "d", "harmful") == "d"
+    assert wd.more_helpful("c", "b", "harmful") == "c"
+    assert wd.safer("a", "d", "harmful") == "a"
+    assert wd.safer("a", "b", "harmful") == "b"  # same safety: the less helpful one
+    assert wd.safer("c", "d", "harmful") == "c"
+    assert wd.safer("a", "b", "benign") == "b"
+
+
+def test_datasets_load_through_real_adapters(tmp_path):
+    harmful, _ = _prompts("harmful")
+    benign, _ = _prompts("benign")
+    safety, helpful = wd.build_datasets(harmful, benign, tmp_path, n_safety=200, n_helpful=60,
+                                        harmful_fraction=0.75, seed=0)
+    rows = [json.loads(line) for line in (tmp_path / "safety.jsonl").read_text().splitlines()]
+    assert set(PKU_COLUMNS) <= set(rows[0])
+    assert detect_schema(list(rows[0]), rows[0]) == "pku_saferlhf"
+    uf = json.loads((tmp_path / "helpful.jsonl").read_text().splitlines()[0])
+    assert detect_schema(list(uf), uf) == "ultrafeedback"
+    assert len(safety) == 200 and len(helpful) == 60
+    assert {r.source for r in safety} == {"pku_saferlhf"} and {r.kind for r in helpful} == {"helpful"}
+    # both prompt kinds, all four classes, every Figure-3 case in the safety set
+    kinds = {r["world_kind"] for r in rows}
+    assert kinds == {"harmful", "benign"}
+    assert sum(r["world_kind"] == "harmful" for r in rows) == 150
+    for rec, row in zip(safety, rows):
+        classes = row["world_classes"]
+        hw = classes[row["better_response_id"]]
+        assert classify(rec.chosen) == hw and rec.safe_chosen == float(g.SAFE[hw])
+        assert classify(rec.rejected) == classes[1 - row["better_response_id"]]
+    seen = {classify(r.chosen) for r in safety} | {classify(r.rejected) for r in safety}
+    assert seen == set("abcd")
+    counts = build_training_set(safety, helpful, "bfpo").counts()
+    assert all(counts[c] > 0 for c in ("safe_unsafe", "safe_safe", "unsafe_unsafe", "unsafe_safe"))
+    # DPO-S: the safer response wins, so benign pairs prefer the refusal
+    dpo_s = build_training_set(safety, helpful, "dpo_s").records
+    benign_texts = {p.text for p in benign}
+    assert all(classify(r.chosen) == "b" for r in dpo_s if r.prompt in benign_texts)
+    assert all(classify(r.chosen) == "a" and classify(r.rejected) == "b" for r in helpful)
+
+
+# ------------------------------------------------------------------------------------------ exact masses
+def test_class_masses_hand_computation():
+    # one prompt, two classes, two exemplars: class scores log(e^-1 + e^-2) and log(e^-3 + e^-3)
+    logps = torch.tensor([[[-1.0, -2.0], [-3.0, -3.0]]])
+    sa, sb = math.exp(-1) + math.exp(-2), 2 * math.exp(-3)
+    got = class_masses_from_logps(logps)[0]
+    assert got.tolist() == pytest.approx([sa / (sa + sb), sb / (sa + sb)], rel=1e-6)
+    many = class_masses_from_logps(torch.randn(5, 4, 3) * 10)
+    assert torch.allclose(many.sum(-1), torch.ones(5))
+    with pytest.raises(ValueError, match="prompts, classes, exemplars"):
+        class_masses_from_logps(torch.zeros(2, 3))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from bfpo.testing import tiny_llama, tiny_tokenizer
+
+    harmful, _ = _prompts("harmful")
+    benign, _ = _prompts("benign")
+    tok = tiny_tokenizer(g.corpus(harmful[:40] + benign[:40]), vocab_size=400)
+    return tok, tiny_llama(tok, hidden_size=32, num_layers=1, seed=0)
+
+
+def test_exact_masses_match_direct_softmax(tiny):
+    tok, model = tiny
+    rng = random.Random(0)
+    _, held = _prompts("harmful")
+    prompts = held[:3]
+    exemplars = [{c: g.distinct_responses(p, c, 2, rng) for c in "abcd"} for p in prompts]
+    got = exact_masses(model, tok, prompts, exemplars)
+    assert sum(got.values()) == pytest.approx(1.0, abs=1e-5)
+    # by hand: full-logit log-probs of each exemplar, logsumexp per class, softmax, mean over prompts
+    expected = torch.zeros(4)
+    for p, ex in zip(prompts, exemplars):
+        scores = []
+        for c in "abcd":
+            lps = []
+            for y in ex[c]:
+                it = encode(p.text, y, tok)
+                ids = torch.tensor([it["prompt_ids"] + it["response_ids"]])
+                lp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+                n = len(it["prompt_ids"])
+                lps.append(sum(lp[t - 1, ids[0, t]].item() for t in range(n, ids.shape[1])))
+            scores.append(torch.logsumexp(torch.tensor(lps, dtype=torch.float64), 0))
+        expected += torch.softmax(torch.stack(scores), 0).float()
+    expected /= len(prompts)
+    assert [got[c] for c in "abcd"] == pytest.approx(expected.tolist(), abs=1e-5)
+    # batching does not change the numbers
+    items = [encode(prompts[0].text, y, tok) for y in exemplars[0]["a"] + exemplars[0]["d"]]
+    assert torch.allclose(sequence_logps(model, items, tok.pad_token_id, batch_size=1),
+                          sequence_logps(model, items, tok.pad_token_id, batch_size=8), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ --quick run
+def test_quick_run_writes_results_of_the_issue_shape(tmp_path):
+    from bfpo.world import experiment
+
+    parser = argparse.ArgumentParser()
+    experiment.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--out", str(tmp_path)])
+    cfg = experiment.config_from_args(args)
+    cfg.sft_steps, cfg.max_steps, cfg.eval_prompts, cfg.n_safety, cfg.n_helpful = 40, 4, 4, 48, 48
+    result = experiment.run(cfg, tmp_path)
+    methods = result["methods"]
+    assert {"reference", *experiment.REQUIRED} <= set(methods)
+    assert set(experiment.REQUIRED) == {"bfpo", "bfpo_no_buffer", "dpo_h", "dpo_s", "dpo_mix", "ipo_mix"}
+    for name, m in methods.items():
+        assert set(m["harmful"]["mass"]) == set("abcd") and set(m["benign"]["mass"]) == set("ab")
+        assert sum(m["harmful"]["mass"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert sum(m["benign"]["mass"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert sorted(m["harmful"]["ranking"]) == list("abcd") and sorted(m["benign"]["ranking"]) == ["a", "b"]
+        h = m["harmful"]["mass"]
+        assert [h[c] for c in m["harmful"]["ranking"]] == sorted(h.values(), reverse=True)
+        assert sum(m["harmful"]["sampled"].values()) == pytest.approx(1.0)
+        assert "mass_std" in m["harmful"] and "unsafe_mass" in m["harmful"]
+    # training moved the policy: DPO-H (helpful data only) raises benign helpfulness over the reference
+    assert methods["dpo_h"]["benign"]["mass"]["a"] > methods["reference"]["benign"]["mass"]["a"]
+    assert result["config"]["seeds"] == 1 and len(result["per_seed"]) == 1
+    assert (tmp_path / "runs" / "seed0" / "data" / "safety.jsonl").is_file()
