@@ -111,10 +111,12 @@ def _transform(raw: torch.Tensor, scale: float, softcap: Optional[float]) -> tor
 
 def _token_logps(hidden: torch.Tensor, targets: torch.Tensor, lm_head: torch.nn.Module, scale: float,
                  softcap: Optional[float], chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
-    """Token log-probs through ``lm_head`` (a bias-free linear layer: :class:`_TiledTokenLogps`; any other
-    head: its own forward per tile, with activation checkpointing)."""
+    """Token log-probs through ``lm_head`` (a bias-free linear layer with a plain weight:
+    :class:`_TiledTokenLogps`; any other head, or a weight that a wrapper gathers in the module's forward
+    (DeepSpeed ZeRO-3 partitions, FSDP2 DTensors): its own forward per tile, with activation checkpointing)."""
     weight = getattr(lm_head, "weight", None)
-    if isinstance(lm_head, torch.nn.Linear) and lm_head.bias is None and type(weight) is torch.nn.Parameter:
+    if (isinstance(lm_head, torch.nn.Linear) and lm_head.bias is None and type(weight) is torch.nn.Parameter
+            and not hasattr(weight, "ds_id")):
         return _TiledTokenLogps.apply(hidden, weight, targets, chunk_size, scale, softcap)
     pieces = []
     for start in range(0, hidden.shape[0], chunk_size):
