@@ -199,3 +199,18 @@ def test_non_linear_head_falls_back_to_checkpointed_tiles():
     torch.testing.assert_close(tiled, _module_token_logps(hidden, targets, head, 1.0, None))
     tiled.sum().backward()
     assert hidden.grad is not None and torch.isfinite(hidden.grad).all()
+
+
+def test_partitioned_head_weight_uses_module_forward(monkeypatch):
+    from bfpo.train.logps import _TiledTokenLogps, _module_token_logps, _token_logps
+
+    def refuse(*args):
+        raise AssertionError("a ZeRO-3 partitioned weight must go through the module's own forward")
+
+    monkeypatch.setattr(_TiledTokenLogps, "apply", refuse)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 20, bias=False)
+    head.weight.ds_id = 7  # what DeepSpeed ZeRO-3 sets on partitioned parameters
+    hidden, targets = torch.randn(9, 8), torch.randint(0, 20, (9,))
+    torch.testing.assert_close(_token_logps(hidden, targets, head, 1.0, None, chunk_size=4),
+                               _module_token_logps(hidden, targets, head, 1.0, None))
