@@ -145,7 +145,7 @@ def sft_reference(cfg: WorldConfig, world: World, seed: int):
     rng = random.Random(f"world-sft:{seed}")
     pad = tokenizer.pad_token_id
     model.train()
-    for _ in tqdm(range(cfg.sft_steps), desc=f"SFT reference (seed {seed})", leave=False):
+    for _ in tqdm(range(cfg.sft_steps), desc=f"SFT reference (seed {seed})", leave=False, disable=None):
         items = []
         for i in range(cfg.sft_batch_size):
             p = rng.choice(world.train["harmful" if i % 2 else "benign"])
