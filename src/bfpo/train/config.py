@@ -157,6 +157,13 @@ def _check_keys(path, section, d, allowed) -> None:
         raise RecipeError(f"{path}: unknown key(s) in {section!r}: {'; '.join(hints)}{listing}")
 
 
+def add_recipe_arguments(p, example_override: str) -> None:
+    """The command-line shape shared by ``bfpo train`` and ``bfpo sft``: a recipe, --resume, overrides."""
+    p.add_argument("--config", required=True, help="YAML recipe (see recipes/)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    p.add_argument("overrides", nargs="*", help=f"section.key=value overrides, e.g. {example_override}")
+
+
 def make_config(recipe: Dict[str, Any], **defaults) -> BFPOConfig:
     """Build the ``BFPOConfig`` of a recipe's ``train`` section (``defaults`` fill missing keys)."""
     train = {**defaults, **(recipe.get("train") or {})}

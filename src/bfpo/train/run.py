@@ -15,15 +15,13 @@ import json
 import logging
 from typing import Any, Dict, List, Optional
 
-from bfpo.train.config import load_recipe, make_config
+from bfpo.train.config import add_recipe_arguments, load_recipe, make_config
 
 logger = logging.getLogger("bfpo.train")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML recipe (see recipes/)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.tau=0.1")
+    add_recipe_arguments(p, "train.tau=0.1")
 
 
 def load_sources(recipe: Dict[str, Any]):

@@ -12,15 +12,13 @@ import argparse
 import logging
 from typing import Any, Dict
 
-from bfpo.train.config import RecipeError, load_recipe
+from bfpo.train.config import RecipeError, add_recipe_arguments, load_recipe
 
 logger = logging.getLogger("bfpo.sft")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML recipe with model, data and sft sections")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. sft.learning_rate=1e-5")
+    add_recipe_arguments(p, "sft.learning_rate=1e-5")
 
 
 def make_sft_config(recipe: Dict[str, Any]):

@@ -21,8 +21,8 @@ import logging
 import os
 import shutil
 from collections import defaultdict
-from contextlib import nullcontext
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Dict, List, Optional
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -139,8 +139,6 @@ class BFPOTrainer(Trainer):
         cache_dir = self.args.ref_cache_dir or default_cache_dir()
         key = f"{model_fingerprint(unwrapped)[:16]}-{data_fingerprint(examples)[:16]}"
         path = os.path.join(cache_dir, f"{key}.pt")
-        from pathlib import Path
-
         cached = load_cached(Path(path), len(examples))
         if cached is None:
             world, rank = self.accelerator.num_processes, self.accelerator.process_index
