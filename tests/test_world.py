@@ -122,6 +122,24 @@ def test_datasets_load_through_real_adapters(tmp_path):
     assert all(classify(r.chosen) == "a" and classify(r.rejected) == "b" for r in helpful)
 
 
+def test_pair_weights_and_set_sizes_from_the_command_line(tmp_path):
+    from bfpo.world import experiment
+
+    parser = argparse.ArgumentParser()
+    experiment.add_arguments(parser)
+    args = parser.parse_args(["--n-safety", "40", "--n-helpful", "120", "--pair-weights", "0", "0", "0", "0", "0", "1"])
+    cfg = experiment.config_from_args(args)
+    assert (cfg.n_safety, cfg.n_helpful, cfg.pair_weights) == (40, 120, [0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+    harmful, _ = _prompts("harmful")
+    benign, _ = _prompts("benign")
+    safety, helpful = wd.build_datasets(harmful, benign, tmp_path, cfg.n_safety, cfg.n_helpful,
+                                        harmful_fraction=0.75, seed=0, pair_weights=cfg.pair_weights)
+    assert len(safety) == 40 and len(helpful) == 120
+    harmful_texts = {p.text for p in harmful}
+    pairs = {frozenset((classify(r.chosen), classify(r.rejected))) for r in safety if r.prompt in harmful_texts}
+    assert pairs == {frozenset("cd")}  # only both-unsafe pairs: the safer (c) is itself unsafe
+
+
 # ------------------------------------------------------------------------------------------ exact masses
 def test_class_masses_hand_computation():
     # one prompt, two classes, two exemplars: class scores log(e^-1 + e^-2) and log(e^-3 + e^-3)

@@ -63,6 +63,8 @@ class WorldConfig:
     n_safety: int = 800
     n_helpful: int = 800
     harmful_fraction: float = 0.75
+    # weights of the harmful class pairs (a,b) (a,c) (a,d) (b,c) (b,d) (c,d) in the safety set; None = uniform
+    pair_weights: Optional[List[float]] = None
     held_out_per_topic: int = 3
     # tiny model and SFT (the reference policy)
     hidden_size: int = 128
@@ -121,7 +123,7 @@ def build_world(cfg: WorldConfig, seed: int, data_dir: Path) -> World:
     exemplars = {kind: [{c: g.distinct_responses(p, c, cfg.exemplars, rng) for c in g.KIND_CLASSES[kind]}
                         for p in held[kind]] for kind in KINDS}
     safety, helpful = build_datasets(train["harmful"], train["benign"], data_dir, cfg.n_safety, cfg.n_helpful,
-                                     cfg.harmful_fraction, seed)
+                                     cfg.harmful_fraction, seed, cfg.pair_weights)
     return World(train, held, exemplars, safety, helpful)
 
 
@@ -354,12 +356,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help=f"preference learning rate (default {d.learning_rate})")
     p.add_argument("--steps", type=int, help=f"preference steps per method (default {d.max_steps})")
     p.add_argument("--trainable", nargs="+", help="regexes of trainable parameters (default: all)")
+    p.add_argument("--n-safety", type=int, help=f"PKU-SafeRLHF-style safety pairs (default {d.n_safety})")
+    p.add_argument("--n-helpful", type=int, help=f"UltraFeedback-style helpfulness pairs (default {d.n_helpful})")
+    p.add_argument("--pair-weights", type=float, nargs=6, metavar="W",
+                   help="weights of the harmful class pairs ab ac ad bc bd cd in the safety set "
+                        f"(default {d.pair_weights or 'uniform'})")
 
 
 def config_from_args(args: argparse.Namespace) -> WorldConfig:
     cfg = quick_config() if args.quick else WorldConfig()
     for name, key in (("seeds", "seeds"), ("tau", "tau"), ("alpha", "alpha"), ("lr", "learning_rate"),
-                      ("steps", "max_steps"), ("methods", "methods"), ("trainable", "trainable")):
+                      ("steps", "max_steps"), ("methods", "methods"), ("trainable", "trainable"),
+                      ("n_safety", "n_safety"), ("n_helpful", "n_helpful"), ("pair_weights", "pair_weights")):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, key, list(value) if isinstance(value, (list, tuple)) else value)
