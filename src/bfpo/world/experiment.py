@@ -60,11 +60,13 @@ class WorldConfig:
     seeds: int = 3
     methods: List[str] = field(default_factory=lambda: list(METHODS))
     # data
-    n_safety: int = 800
-    n_helpful: int = 800
+    # a helpfulness set four times the safety set, and safety pairs where both responses are unsafe (c vs d)
+    # as likely as the other five class pairs together (see docs/world.md, "Why this data mix")
+    n_safety: int = 400
+    n_helpful: int = 1600
     harmful_fraction: float = 0.75
     # weights of the harmful class pairs (a,b) (a,c) (a,d) (b,c) (b,d) (c,d) in the safety set; None = uniform
-    pair_weights: Optional[List[float]] = None
+    pair_weights: Optional[List[float]] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0, 4.0])
     held_out_per_topic: int = 3
     # tiny model and SFT (the reference policy)
     hidden_size: int = 128
@@ -92,7 +94,7 @@ class WorldConfig:
 
 def quick_config() -> WorldConfig:
     """One seed, fewer steps and prompts: the path the tests run (well under a minute)."""
-    return WorldConfig(seeds=1, n_safety=160, n_helpful=160, sft_steps=150, max_steps=20, eval_prompts=8,
+    return WorldConfig(seeds=1, n_safety=64, n_helpful=256, sft_steps=150, max_steps=20, eval_prompts=8,
                        exemplars=2, samples=2, max_new_tokens=48)
 
 
