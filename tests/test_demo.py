@@ -166,14 +166,27 @@ def test_demo_refuses_a_non_empty_out_dir(tmp_path):
         demo.run_demo(str(tmp_path), quick=True)
 
 
+@pytest.mark.parametrize("field,value,match", [("helpful_rejected", "mixd", "helpful_rejected must be"),
+                                                 ("steps", 0, "steps must be >= 1"),
+                                                 ("trainable", [], "trainable must name")])
+def test_bad_settings_fail_before_anything_is_written(tmp_path, field, value, match):
+    from dataclasses import replace
+
+    out = tmp_path / "demo"
+    with pytest.raises(ValueError, match=match):
+        demo.run_demo(str(out), quick=True, settings=replace(demo.DemoSettings.quick(), **{field: value}))
+    assert not out.exists()
+
+
 def test_cli_settings_overrides():
     import argparse
 
     p = argparse.ArgumentParser()
     demo.add_arguments(p)
-    s = demo.settings_from_args(p.parse_args(["--quick", "--steps", "7", "--tau", "0.05", "--sft-steps", "0"]))
+    s = demo.settings_from_args(p.parse_args(["--quick", "--steps", "7", "--tau", "0.05", "--sft-steps", "0",
+                                              "--trainable", "down_proj"]))
     assert p.parse_args(["--eval-sft"]).eval_sft is True
-    assert (s.steps, s.tau, s.sft_steps, s.train_harmful) == (7, 0.05, 0, 6)
+    assert (s.steps, s.tau, s.sft_steps, s.train_harmful, s.trainable) == (7, 0.05, 0, 6, ["down_proj"])
     assert demo.settings_from_args(p.parse_args([])) == demo.DemoSettings()
 
 

@@ -61,7 +61,7 @@ class DemoSettings:
     """Everything that shapes a demo run (recorded in ``results.json``)."""
 
     train_harmful: Optional[int] = 96    # train-split harmful prompts used (None = all), 8 per category
-    train_benign: Optional[int] = 112    # train-split benign prompts used (None = all)
+    train_benign: Optional[int] = None   # train-split benign prompts used (None = all 145, 35 borderline)
     eval_harmful: Optional[int] = None   # held-out harmful prompts evaluated (None = all)
     eval_benign: Optional[int] = None    # held-out benign prompts evaluated (None = all)
     k: int = 2                           # sampled answers per harmful prompt (red teaming)
@@ -73,23 +73,39 @@ class DemoSettings:
     max_length: int = 192
     max_prompt_length: int = 96
     # SFT stage (section 4.2)
-    sft_steps: int = 24
+    sft_steps: int = 48
     sft_batch_size: int = 8
     sft_lr: float = 5e-5
     sft_trainable: Optional[List[str]] = None   # None = all parameters
     sft_refusal_ratio: float = 1.0       # refusal examples per benign answer in the SFT data
     # rejected side of helpfulness pairs: "generic" short refusals, or "mixed" (generic + the handwritten ones)
-    helpful_rejected: str = "generic"
+    helpful_rejected: str = "mixed"
     # BFPO stage (Eq. 15)
-    steps: int = 24
+    steps: int = 32
     batch_size: int = 8                  # pairs per step (half safety, half helpful when buffered)
     lr: float = 1e-4
     tau: float = 0.01
     alpha: float = 0.5
-    trainable: List[str] = field(default_factory=lambda: ["down_proj"])
+    trainable: List[str] = field(default_factory=lambda: ["gate_proj", "up_proj", "down_proj"])  # the MLPs
     bf16: bool = True
     seed: int = 0
     examples: int = 6                    # example responses per kind kept in results.json
+
+    def validate(self) -> "DemoSettings":
+        """Raise ValueError naming the first bad field (before any model is loaded)."""
+        if self.helpful_rejected not in ("generic", "mixed"):
+            raise ValueError(f"DemoSettings.helpful_rejected must be 'generic' or 'mixed', got {self.helpful_rejected!r}")
+        for name in ("k", "steps", "batch_size", "sft_batch_size", "gen_batch_size", "eval_max_new_tokens",
+                     "gen_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DemoSettings.{name} must be >= 1, got {getattr(self, name)}")
+        if self.sft_steps < 0:
+            raise ValueError(f"DemoSettings.sft_steps must be >= 0 (0 = no SFT stage), got {self.sft_steps}")
+        if self.tau <= 0 or self.lr <= 0:
+            raise ValueError(f"DemoSettings.tau and lr must be > 0, got tau={self.tau}, lr={self.lr}")
+        if not self.trainable:
+            raise ValueError("DemoSettings.trainable must name at least one parameter pattern")
+        return self
 
     @classmethod
     def quick(cls) -> "DemoSettings":
@@ -557,11 +573,11 @@ def run_demo(out: str, quick: bool = False, compare: bool = False, eval_sft: boo
              settings: Optional[DemoSettings] = None, progress: bool = True) -> Dict[str, Any]:
     """Run the whole demo into ``out`` (must not exist or be empty) and return the results dict."""
     t_start = time.time()
+    s = (settings or (DemoSettings.quick() if quick else DemoSettings())).validate()
     out_dir = Path(out)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} is not empty; choose a new --out directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    s = settings or (DemoSettings.quick() if quick else DemoSettings())
     timings: Dict[str, float] = {}
 
     def lap(name: str, t0: float) -> None:
@@ -663,6 +679,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None, help="BFPO learning rate")
     parser.add_argument("--tau", type=float, default=None, help="BFPO tau (KL coefficient)")
     parser.add_argument("--alpha", type=float, default=None, help="label shift alpha of Eq. 14")
+    parser.add_argument("--trainable", nargs="+", default=None,
+                        help="regexes of the parameters BFPO trains (default: the MLP projections)")
     parser.add_argument("--seed", type=int, default=None)
 
 
@@ -670,7 +688,7 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     """Defaults (or quick defaults) with the command-line overrides applied."""
     s = DemoSettings.quick() if args.quick else DemoSettings()
     overrides = {"steps": args.steps, "sft_steps": args.sft_steps, "lr": args.lr, "tau": args.tau, "alpha": args.alpha,
-                 "seed": args.seed}
+                 "seed": args.seed, "trainable": args.trainable}
     return replace(s, **{k: v for k, v in overrides.items() if v is not None})
 
 
