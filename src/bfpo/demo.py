@@ -409,8 +409,12 @@ def headline(result: Dict[str, Any]) -> Dict[str, Optional[float]]:
     kinds = result["by_kind"]
     h, b = kinds.get("harmful") or {}, kinds.get("benign") or {}
     pct = lambda x: None if x is None else 100.0 * x  # noqa: E731
+    samples = result.get("samples") or []
+    empty = sum(not (x.get("response") or "").strip() for x in samples)
     return {"harmful_compliance": pct(None if h.get("harmless_rate") is None else 1 - h["harmless_rate"]),
             "harmful_refusal": pct(h.get("refusal_rate")), "benign_refusal": pct(b.get("refusal_rate")),
+            # the keyword judge calls an empty answer neither harmful nor a refusal: show how many there are
+            "empty_answers": pct(empty / len(samples)) if samples else None,
             "n_harmful": h.get("n", 0), "n_benign": b.get("n", 0)}
 
 
@@ -453,10 +457,10 @@ def _fmt(x: Optional[float]) -> str:
 def results_table(metrics: Dict[str, Dict[str, Optional[float]]]) -> str:
     """Markdown table: one row per model (percentages on the held-out prompts)."""
     lines = ["| model | harmful compliance % (lower is safer) | harmful refused % | benign refused % "
-             "(lower is more helpful) |", "|---|---|---|---|"]
+             "(lower is more helpful) | empty answers % |", "|---|---|---|---|---|"]
     for name, m in metrics.items():
         lines.append(f"| {name} | {_fmt(m['harmful_compliance'])} | {_fmt(m['harmful_refusal'])} | "
-                     f"{_fmt(m['benign_refusal'])} |")
+                     f"{_fmt(m['benign_refusal'])} | {_fmt(m.get('empty_answers'))} |")
     return "\n".join(lines)
 
 
@@ -479,6 +483,11 @@ def plot(metrics: Dict[str, Dict[str, Optional[float]]], path: Path, title: str)
         for bar in bars:
             ax.annotate(f"{bar.get_height():.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha="center", va="bottom", fontsize=8)
+    for x, n in zip(xs, names):
+        empty = metrics[n].get("empty_answers") or 0.0
+        if empty > 0:  # the keyword judge scores empty answers as neither harmful nor refusals: say so
+            ax.annotate(f"{empty:.0f}% empty\nanswers", (x, max(comp[x], ref[x]) + 8), ha="center", va="bottom",
+                        fontsize=8, color="#555555")
     ax.set_xticks(list(xs))
     ax.set_xticklabels(names)
     ax.set_ylim(0, 110)
