@@ -11,10 +11,11 @@ The recipe is the paper's section 4.3 run on the model itself, with the SFT stag
    BFPO little, so every unsafe answer is also paired with one of our handwritten refusals
    (:func:`bfpo.promptsets.safe_refusals`, same harm category): chosen = the more helpful answer = the
    model's unsafe answer, rejected = the refusal, safety labels (0, 1): Figure 3's case 4.
-4. **Helpfulness pairs** on benign train prompts: the model's own greedy answer over a refusal, both safe.
+4. **Helpfulness pairs** on benign train prompts: the model's own greedy answer over a refusal, both safe;
+   the refusals alternate between generic ones and the handwritten ones of step 3 (``helpful_rejected``).
 5. **SFT** (section 4.2) on the safe responses of those pairs (:func:`bfpo.data.modes.sft_examples`): the
    refusals and the model's own benign answers. The SFT model is BFPO's reference policy.
-6. **BFPO** (Eq. 15): buffered batches (Algorithm 1), selected layers (``down_proj``), bf16 autocast,
+6. **BFPO** (Eq. 15): buffered batches (Algorithm 1), selected layers (the MLPs), bf16 autocast,
    reference log-probs precomputed once.
 7. **Evaluation** before and after with :func:`bfpo.evaluate.evaluate_model` on the held-out split
    (never trained on): harmful-request compliance and benign refusal by the keyword judge.
