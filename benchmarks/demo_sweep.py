@@ -22,13 +22,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bfpo.data.records import PairRecord
+from bfpo.data.adapters import load_pairs
 from bfpo.demo import GENERIC_REFUSALS, DemoSettings, evaluate_dir, headline, run_preference, run_sft
-
-
-def load_pairs(path: Path):
-    with open(path, encoding="utf-8") as f:
-        return [PairRecord.from_dict(json.loads(line), where=f"{path}:{i + 1}") for i, line in enumerate(f)]
 
 
 def main() -> None:
@@ -40,7 +35,7 @@ def main() -> None:
     cfg = json.loads(args.config)
     name, rejected, mode = cfg.pop("name"), cfg.pop("rejected", "as-is"), cfg.pop("mode", "bfpo")
     s = replace(DemoSettings(), **cfg)
-    safety, helpful = load_pairs(args.run / "pairs" / "safety.jsonl"), load_pairs(args.run / "pairs" / "helpful.jsonl")
+    safety, helpful = (load_pairs(str(args.run / "pairs" / f"{kind}.jsonl")) for kind in ("safety", "helpful"))
     if rejected != "as-is":
         from bfpo.promptsets import safe_refusals
 
