@@ -80,13 +80,20 @@ def test_mix_shuffles_both_sources_with_seed():
 
 
 @pytest.mark.parametrize("mode, s, h, missing", [
-    ("bfpo", [], helpful_pairs(), "safety"), ("bfpo_no_buffer", safety_pairs(), [], "helpful"),
+    ("bfpo", [], helpful_pairs(), "safety"), ("bfpo", safety_pairs(), [], "helpful"),
+    ("bfpo_no_buffer", [], helpful_pairs(), "safety"),
     ("dpo_h", safety_pairs(), [], "helpful"), ("dpo_s", [], helpful_pairs(), "safety"),
     ("mix", safety_pairs(), [], "helpful"),
 ])
 def test_mode_needs_nonempty_set(mode, s, h, missing):
     with pytest.raises(ValueError, match=f"mode '{mode}' needs {missing} pairs"):
         build_training_set(s, h, mode)
+
+
+def test_bfpo_no_buffer_runs_on_safety_pairs_alone():
+    """Section 4.3 / Appendix C.3: the red-team run trains BFPO on the red-team pairs only, unbuffered."""
+    t = build_training_set(safety_pairs(), [], "bfpo_no_buffer")
+    assert not t.buffered and len(t) == len(safety_pairs()) and all(r.kind == "safety" for r in t.records)
 
 
 def test_unknown_mode_lists_valid():

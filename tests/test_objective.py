@@ -18,11 +18,56 @@ from bfpo.objective import (
 
 def test_eq14_is_eq9_with_alpha_constants():
     for alpha in (-0.5, 0.0, 0.5, 1.3):
+        rule = 0 < alpha < 1
         for hw in (0.0, 0.3, 1.0):
             for hl in (0.0, 0.7, 1.0):
                 expected = 1.5 * hw - 0.5 * hl - alpha
-                assert float(shifted_label(hw, hl, alpha)) == pytest.approx(expected)
-                assert float(labeling_function(hw, hl, *alpha_constants(alpha))) == pytest.approx(expected)
+                assert float(shifted_label(hw, hl, alpha, sign_rule=rule)) == pytest.approx(expected)
+                assert float(labeling_function(hw, hl, *alpha_constants(alpha), sign_rule=rule)) == \
+                    pytest.approx(expected)
+
+
+@pytest.mark.parametrize("alpha", [-0.5, 0.0, 1.0, 1.3])
+def test_sign_rule_violation_is_an_error_that_lists_the_labels(alpha):
+    """Section 3.1: cases 1-2 > 0 and cases 3-4 < 0, i.e. 0 < alpha < 1 for Eq. 14. The printed -0.5 of
+    section 4.2 gives +2/+1.5/+0.5/0 and must be refused with the four labels in the message."""
+    with pytest.raises(ValueError, match="sign rule") as e:
+        shifted_label(1.0, 0.0, alpha)
+    labels = case_label_values(*alpha_constants(alpha))
+    for v in labels.values():
+        assert f"{v:+g}" in str(e.value)
+    with pytest.raises(ValueError, match="sign rule"):
+        bfpo_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), 1.0, 0.0, alpha=alpha)
+
+
+def test_sign_rule_opt_out_warns():
+    from bfpo.objective import LabelRuleWarning
+
+    with pytest.warns(LabelRuleWarning, match="sign rule.*ablation"):
+        out = shifted_label(torch.tensor([0.0]), torch.tensor([0.0]), alpha=0.0, sign_rule=False)
+    assert float(out) == 0.0  # Table 4's alpha = 0: case 3 collapses to 0
+
+
+@pytest.mark.parametrize("alpha,ok", [(0.01, True), (0.5, True), (0.99, True), (0.0, False), (1.0, False)])
+def test_sign_rule_boundary_for_eq14(alpha, ok):
+    from bfpo.objective import sign_rule_violations
+
+    assert (sign_rule_violations(*alpha_constants(alpha)) == []) is ok
+
+
+def test_eq33_violation_warns_but_runs():
+    """Theorem 3.2 needs B3 (B1 - 1) = 1 (Eq. 33). B1 = 5, B3 = 0.5 keeps the order and the signs
+    (+2, +1.5, -0.5, -1 with B2 = -1) but breaks Eq. 33: a warning, not an error."""
+    import warnings
+
+    from bfpo.objective import LabelRuleWarning
+
+    with pytest.warns(LabelRuleWarning, match="Eq. 33"):
+        v = labeling_function(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0]), b1=5.0, b2=-1.0, b3=0.5)
+    assert v.tolist() == pytest.approx([1.5, -0.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LabelRuleWarning)
+        labeling_function(1.0, 0.0, b1=3.0, b2=-1.0, b3=0.5)
 
 
 def test_figure3_values_and_ordering():
@@ -41,7 +86,7 @@ def test_figure3_values_and_ordering():
                                         (3.0, -1.0, "B3")])
 def test_invalid_constants_raise(b1, b3, word):
     with pytest.raises(ValueError, match=word):
-        labeling_function(1.0, 0.0, b1=b1, b2=0.0, b3=b3)
+        labeling_function(1.0, 0.0, b1=b1, b2=0.0, b3=b3, sign_rule=False)
 
 
 @pytest.mark.parametrize("hw,hl,name", [(1.2, 0.0, "safe_hw"), (1.0, -0.1, "safe_hl"),

@@ -195,13 +195,19 @@ def test_recipe_errors_name_the_key(tmp_path, tiny_recipe):
         train_from_recipe(recipe)
 
 
-def test_bad_data_fails_before_model_loads(tmp_path, tiny_recipe):
+def test_bad_data_fails_before_model_loads(tmp_path, tiny_recipe, monkeypatch):
+    import bfpo.train.model_io as model_io
+
     rows = [json.loads(l) for l in (ROOT / "recipes/data/tiny_safety.jsonl").read_text().splitlines()]
     rows[3]["is_response_1_safe"] = 1.5
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe = load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe + [f"data.safety.source={bad}",
-                                                                        "model.name_or_path=/nonexistent"])
+    recipe = load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe + [f"data.safety.source={bad}"])
+
+    def no_weights(spec):
+        raise AssertionError("model weights loaded before the data was validated")
+
+    monkeypatch.setattr(model_io, "load_model", no_weights)
     with pytest.raises(ValueError, match=r"bad.jsonl row 3.*is_response_1_safe"):
         train_from_recipe(recipe)
 
@@ -234,19 +240,50 @@ def test_sft_stage(tmp_path):
     AutoModelForCausalLM.from_pretrained(tmp_path / "sft")
 
 
-@pytest.mark.parametrize("name", ["paper_mistral_sft.yaml", "paper_mistral_bfpo.yaml",
-                                  "paper_zephyr_redteam_bfpo.yaml", "tiny_bfpo.yaml", "tiny_sft.yaml"])
-def test_shipped_recipes_parse(name):
+@pytest.mark.parametrize("name", ["paper_mistral_bfpo", "paper_zephyr_redteam_bfpo", "paper_zephyr_redteam_bfpo_mix"])
+def test_paper_recipes_train_the_official_labels(name):
+    """The paper recipes train with the official code's labels (+1, +0.5, -0.5, -1), tau 0.01, down_proj,
+    the Zephyr template; section 4.3's recipe runs on the red-team pairs alone, unbuffered."""
     from bfpo.train.config import make_config
 
-    recipe = load_recipe(ROOT / "recipes" / name, ["train.use_cpu=true", "train.bf16=false"]
-                         if "bfpo" in name else [])
-    if "train" in recipe:
-        cfg = make_config(recipe)
-        if "paper_mistral_bfpo" in name:
-            assert (cfg.tau, cfg.alpha, cfg.trainable) == (0.01, -0.5, ["down_proj"])
-            assert cfg.case_labels() == pytest.approx({"safe_unsafe": 2.0, "safe_safe": 1.5,
-                                                        "unsafe_unsafe": 0.5, "unsafe_safe": 0.0})
+    recipe = load_recipe(name, ["train.use_cpu=true", "train.bf16=false"])
+    cfg = make_config(recipe)
+    assert (cfg.tau, cfg.alpha, cfg.trainable, cfg.enforce_label_signs) == (0.01, 0.5, ["down_proj"], True)
+    assert cfg.case_labels() == pytest.approx({"safe_unsafe": 1.0, "safe_safe": 0.5, "unsafe_unsafe": -0.5,
+                                               "unsafe_safe": -1.0})
+    assert recipe["model"]["chat_template"] == "zephyr"
+    if name == "paper_zephyr_redteam_bfpo":
+        assert recipe["data"]["mode"] == "bfpo_no_buffer" and "helpful" not in recipe["data"]
+    if name == "paper_mistral_bfpo":
+        pku = recipe["data"]["safety"]
+        assert pku["revision"] == "ff7ba91063016c78a225b0f74e1c0860bb18230f" and pku["limit"] == 30000
+
+
+def test_paper_printed_alpha_is_refused_with_the_labels():
+    from bfpo.train.config import RecipeError, make_config
+
+    recipe = load_recipe("paper_mistral_bfpo", ["train.use_cpu=true", "train.bf16=false", "train.alpha=-0.5"])
+    with pytest.raises(RecipeError, match=r"paper_mistral_bfpo.yaml.*\+2.*\+1\.5.*\+0\.5.*sign rule"):
+        make_config(recipe)
+    ablation = load_recipe("paper_mistral_bfpo", ["train.use_cpu=true", "train.bf16=false", "train.alpha=0",
+                                                   "train.enforce_label_signs=false"])
+    with pytest.warns(UserWarning, match="sign rule"):
+        assert make_config(ablation).case_labels()["unsafe_unsafe"] == 0.0
+
+
+def test_recipe_names_resolve_to_shipped_files(tmp_path, monkeypatch):
+    from bfpo.train.recipes import SHIPPED, RecipeNotFound, copy_recipe, resolve_recipe
+
+    monkeypatch.chdir(tmp_path)  # no recipes/ folder here: names must still resolve, data beside the recipe
+    assert resolve_recipe("tiny_bfpo") == SHIPPED / "tiny_bfpo.yaml" == resolve_recipe("tiny_bfpo.yaml")
+    recipe = load_recipe("tiny_bfpo")
+    assert recipe["data"]["safety"]["source"] == str(SHIPPED / "data" / "tiny_safety.jsonl")
+    with pytest.raises(RecipeNotFound, match="paper_mistral_bfpo"):
+        resolve_recipe("paper_mistral")
+    out = copy_recipe("paper_mistral_sft", tmp_path)
+    assert out.read_text() == (SHIPPED / "paper_mistral_sft.yaml").read_text()
+    with pytest.raises(FileExistsError, match="not overwriting"):
+        copy_recipe("paper_mistral_sft", tmp_path)
 
 
 def test_lora_reference_is_base_model_with_adapters_disabled(tok, tmp_path):

@@ -1,7 +1,12 @@
 """The ``bfpo`` command: one thin entry point that parses arguments and calls a pipeline.
 
 Each sub-command lives in its own module, which defines ``add_arguments(parser)`` and ``main(args)``.
-Modules are imported only when their command runs, so ``bfpo --help`` stays fast.
+Modules are imported only when their command runs, so ``bfpo --help`` stays fast (it imports neither torch
+nor transformers).
+
+Errors: a :class:`bfpo.errors.BfpoUserError` (or an OSError about a named path) is printed as one
+``error: ...`` line with exit code 2; ``--debug`` or ``BFPO_DEBUG=1`` shows its traceback. Any other
+exception is a bug and propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -9,8 +14,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
+from pathlib import Path
 from typing import List, Optional
+
+from bfpo.errors import USER_ERROR_EXIT, user_message
 
 #: command -> (module, one-line help). Commands whose module is absent from this install are not listed.
 COMMANDS = {
@@ -21,22 +30,30 @@ COMMANDS = {
     "world": ("bfpo.world", "sequence-level 'safety world' where the truth is known (Table 1 in miniature)"),
     "redteam": ("bfpo.redteam", "red-teaming data generation (section 4.3)"),
     "evaluate": ("bfpo.evaluate", "harmlessness / helpfulness benchmark (section 4.1)"),
+    "judge": ("bfpo.judge_cli", "score saved generations with a judge; measure judges against hand labels"),
     "report": ("bfpo.report", "tables and plots from evaluation results"),
+    "recipes": ("bfpo.train.recipes", "list the shipped recipes, or copy one out to edit (ls / cp NAME DEST)"),
     "chat": ("bfpo.chat", "a small interactive prompt for a model directory"),
 }
 
 
 def _available(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
+    """Whether ``module`` (a ``bfpo.*`` dotted name) is in this install, found on disk without importing
+    any of its parent packages (``bfpo.train/__init__`` imports transformers)."""
+    spec = importlib.util.find_spec("bfpo")
+    if spec is None or not spec.submodule_search_locations:
         return False
+    rel = Path(*module.split(".")[1:])
+    return any((Path(root) / rel).with_suffix(".py").is_file() or (Path(root) / rel / "__init__.py").is_file()
+               for root in spec.submodule_search_locations)
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (to add its arguments), so one command's
     import cost or failure never touches another."""
     parser = argparse.ArgumentParser(prog="bfpo", description="Bi-Factorial Preference Optimization")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of user errors too (same as BFPO_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         if not _available(module):
@@ -48,11 +65,23 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _debug(args: Optional[argparse.Namespace]) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("BFPO_DEBUG", "") not in ("", "0")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one sub-command; returns 0, or 2 after printing a user error as one line on stderr."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
-    importlib.import_module(args._module).main(args)
+    try:
+        importlib.import_module(args._module).main(args)
+    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs re-raise
+        message = user_message(exc)
+        if message is None or _debug(args):
+            raise
+        print(f"bfpo {args.command}: error: {message}", file=sys.stderr)
+        return USER_ERROR_EXIT
     return 0
 
 

@@ -4,7 +4,9 @@ Everything here follows "Bi-Factorial Preference Optimization" (Zhang et al., IC
 
 * :func:`labeling_function` is the label function g_I of Eq. 9 (general constants B1, B2, B3);
   :func:`shifted_label` is its alpha-shifted form used in practice (Eq. 14), which is Eq. 9 with
-  ``B1 = 3, B2 = -2 * alpha, B3 = 1/2`` (see :func:`alpha_constants`).
+  ``B1 = 3, B2 = -2 * alpha, B3 = 1/2`` (see :func:`alpha_constants`). Both enforce section 3.1's sign
+  rule by default (cases 1-2 of Figure 3 above 0, cases 3-4 below 0: 0 < alpha < 1 for Eq. 14) and warn
+  when Eq. 33, ``B3 (B1 - 1) = 1``, does not hold (:func:`check_label_rules`).
 * :func:`global_reward` is the bilinear global reward g of Eq. 10 / Eq. 11.
 * :func:`bfpo_loss` is Eq. 15, :func:`dpo_loss` is Eq. 4 and :func:`ipo_loss` is the IPO loss of
   Azar et al. All three take *summed* sequence log-probs of shape ``[batch]`` and return a
@@ -16,8 +18,9 @@ No I/O and no model code lives here; losses are always computed in float32, what
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Dict, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +87,62 @@ def check_constants(b1: float, b3: float) -> None:
         )
 
 
+def _case_values(b1: float, b2: float, b3: float) -> Dict[str, float]:
+    """The four Figure-3 values ``B3 * (B1 * hw - hl + B2)`` in plain floats (no validation)."""
+    return {name: b3 * (b1 * hw - hl + b2) for name, (hw, hl) in CASES}
+
+
+def sign_rule_violations(b1: float, b2: float, b3: float) -> List[str]:
+    """The Figure-3 cases whose label breaks the sign rule of section 3.1.
+
+    Section 3.1 asks that the more helpful response's log-ratio be pushed UP when it is safe (cases 1
+    and 2: label > 0) and DOWN when it is unsafe (cases 3 and 4: label < 0). For Eq. 14 (B1 = 3,
+    B3 = 1/2, B2 = -2 alpha) the labels are (1.5 - alpha, 1 - alpha, -alpha, -0.5 - alpha), so the rule
+    holds exactly for 0 < alpha < 1.
+    """
+    vals = _case_values(b1, b2, b3)
+    bad = [name for name in ("safe_unsafe", "safe_safe") if not vals[name] > 0]
+    bad += [name for name in ("unsafe_unsafe", "unsafe_safe") if not vals[name] < 0]
+    return bad
+
+
+def check_label_rules(b1: float, b2: float, b3: float, sign_rule: bool = True) -> None:
+    """Validate Eq. 9's constants against the paper's rules before any label is computed.
+
+    * B1 > 1 and B3 > 0 (:func:`check_constants`): the order (1) > (2) > (3) > (4) of Figure 3.
+    * The sign rule of section 3.1 (:func:`sign_rule_violations`): cases 1-2 above 0, cases 3-4 below 0.
+      A violation raises ``ValueError`` listing the four labels; with ``sign_rule=False`` (for ablations
+      such as Table 4's alpha = 0, where case 3 is exactly 0) it is a :class:`LabelRuleWarning` instead.
+    * Eq. 33, ``B3 (B1 - 1) = 1``, which the equivalence of Theorem 3.2 (Appendix B.4) needs. Labels that
+      break it are only a rescaled objective, so this is a warning, not an error.
+    """
+    check_constants(b1, b3)
+    bad = sign_rule_violations(b1, b2, b3)
+    if bad:
+        labels = ", ".join(f"({i}) {name} {v:+g}" for i, (name, v) in
+                           enumerate(_case_values(b1, b2, b3).items(), start=1))
+        msg = (f"label constants B1={b1:g}, B2={b2:g}, B3={b3:g} give the Figure-3 labels {labels}; "
+               f"case(s) {', '.join(bad)} break the sign rule of section 3.1 (cases 1-2 must be > 0, "
+               "cases 3-4 < 0; for Eq. 14 that is 0 < alpha < 1)")
+        if sign_rule:
+            raise ValueError(msg + ". Set the sign-rule opt-out (enforce_label_signs: false) for an ablation.")
+        _warn_once(msg + "; allowed because the sign rule is switched off (ablation)")
+    if abs(b3 * (b1 - 1.0) - 1.0) > 1e-9:
+        _warn_once(f"label constants B1={b1:g}, B3={b3:g} break Eq. 33 (B3*(B1-1) = 1, here "
+                   f"{b3 * (b1 - 1.0):g}): Theorem 3.2's equivalence with the global reward does not hold as "
+                   "stated (the labels are a rescaled version of it)")
+
+
+class LabelRuleWarning(UserWarning):
+    """Label constants that break a rule of the paper but were allowed (an ablation, or Eq. 33)."""
+
+
+def _warn_once(msg: str) -> None:
+    # the warnings module shows a given message once per call site by default, so a per-step loss
+    # call does not flood the log, while tests can still catch it with ``pytest.warns``
+    warnings.warn(msg, LabelRuleWarning, stacklevel=3)
+
+
 def _as_label(x: Label, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
     t = torch.as_tensor(x, device=None if like is None else like.device)
     t = t.to(torch.float32)
@@ -94,7 +153,7 @@ def _as_label(x: Label, name: str, like: torch.Tensor | None = None) -> torch.Te
 
 
 def labeling_function(safe_hw: Label, safe_hl: Label, b1: float = 3.0, b2: float = -1.0,
-                      b3: float = 0.5) -> torch.Tensor:
+                      b3: float = 0.5, sign_rule: bool = True) -> torch.Tensor:
     """Label function g_I of Eq. 9: ``B3 * (B1 * I_safe(y_hw) - I_safe(y_hl) + B2)``.
 
     Args:
@@ -104,19 +163,27 @@ def labeling_function(safe_hw: Label, safe_hl: Label, b1: float = 3.0, b2: float
         b1: weight of y_hw's safety, must be > 1.
         b2: shift that keeps the label away from zero (``-2 * alpha`` in Eq. 14).
         b3: overall scale, must be > 0.
+        sign_rule: enforce section 3.1's sign rule (cases 1-2 > 0, cases 3-4 < 0) by raising
+            ``ValueError``; ``False`` only warns (ablations). Eq. 33, ``B3 (B1 - 1) = 1``, which
+            Theorem 3.2 needs, is checked too and warns when broken (see :func:`check_label_rules`).
 
     Returns:
-        float32 tensor broadcast from the two labels. Defaults give Eq. 14 with alpha = 0.5.
+        float32 tensor broadcast from the two labels. Defaults give Eq. 14 with alpha = 0.5, i.e. the
+        labels (+1, +0.5, -0.5, -1) of the official recipe.
     """
-    check_constants(b1, b3)
+    check_label_rules(b1, b2, b3, sign_rule)
     hw = _as_label(safe_hw, "safe_hw (I_safe of the more helpful response)")
     hl = _as_label(safe_hl, "safe_hl (I_safe of the less helpful response)", like=hw)
     return b3 * (b1 * hw - hl + b2)
 
 
-def shifted_label(safe_hw: Label, safe_hl: Label, alpha: float = 0.5) -> torch.Tensor:
-    """The practical label of Eq. 14: ``3/2 I_safe(y_hw) - 1/2 I_safe(y_hl) - alpha``."""
-    return labeling_function(safe_hw, safe_hl, *alpha_constants(alpha))
+def shifted_label(safe_hw: Label, safe_hl: Label, alpha: float = 0.5, sign_rule: bool = True) -> torch.Tensor:
+    """The practical label of Eq. 14: ``3/2 I_safe(y_hw) - 1/2 I_safe(y_hl) - alpha``.
+
+    The sign rule of section 3.1 holds for 0 < alpha < 1; the paper's section 4.2 value, printed as
+    "-0.5", is read as the official recipe's alpha = +0.5 (labels +1, +0.5, -0.5, -1; see the README).
+    """
+    return labeling_function(safe_hw, safe_hl, *alpha_constants(alpha), sign_rule=sign_rule)
 
 
 def case_label_values(b1: float = 3.0, b2: float = -1.0, b3: float = 0.5) -> Dict[str, float]:
@@ -125,7 +192,8 @@ def case_label_values(b1: float = 3.0, b2: float = -1.0, b3: float = 0.5) -> Dic
     Keys follow :data:`CASES`: ``safe_unsafe`` (1), ``safe_safe`` (2), ``unsafe_unsafe`` (3),
     ``unsafe_safe`` (4); with valid constants the values are strictly decreasing in that order.
     """
-    return {name: float(labeling_function(hw, hl, b1, b2, b3)) for name, (hw, hl) in CASES}
+    check_constants(b1, b3)
+    return _case_values(b1, b2, b3)
 
 
 def global_reward(p_safe: torch.Tensor | float, p_help: torch.Tensor | float, a1: float,
@@ -160,19 +228,20 @@ def bfpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Te
               ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
               safe_chosen: Label, safe_rejected: Label, tau: float = 0.01,
               alpha: float | None = 0.5, b1: float = 3.0, b2: float = -1.0,
-              b3: float = 0.5) -> LossOutput:
+              b3: float = 0.5, sign_rule: bool = True) -> LossOutput:
     """BFPO loss of Eq. 15: ``(h_pi(y_hw, y_hl) - g_I(y_hw, y_hl) / tau)^2`` per example.
 
     ``chosen`` is always the MORE HELPFUL response y_hw, whatever its safety; the safety labels decide
     through g_I whether h is pushed up or down. With ``alpha`` given (default) g_I is Eq. 14;
-    with ``alpha=None`` the general Eq. 9 with ``b1, b2, b3`` is used.
+    with ``alpha=None`` the general Eq. 9 with ``b1, b2, b3`` is used. ``sign_rule`` is passed to
+    :func:`labeling_function`.
     """
     _check_tau(tau)
     if alpha is not None:
         b1, b2, b3 = alpha_constants(alpha)
     h = log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
                              ref_rejected_logps)
-    g = labeling_function(safe_chosen, safe_rejected, b1, b2, b3).to(h.device)
+    g = labeling_function(safe_chosen, safe_rejected, b1, b2, b3, sign_rule=sign_rule).to(h.device)
     target = torch.broadcast_to(g / tau, h.shape)
     return LossOutput((h - target) ** 2, _rewards(policy_chosen_logps, ref_chosen_logps, tau),
                       _rewards(policy_rejected_logps, ref_rejected_logps, tau), target)
@@ -208,16 +277,85 @@ def preference_loss(name: str, policy_chosen_logps: torch.Tensor, policy_rejecte
                     ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
                     safe_chosen: Label = 1.0, safe_rejected: Label = 1.0, tau: float = 0.1,
                     alpha: float | None = 0.5, b1: float = 3.0, b2: float = -1.0,
-                    b3: float = 0.5) -> LossOutput:
+                    b3: float = 0.5, sign_rule: bool = True) -> LossOutput:
     """Dispatch to :func:`bfpo_loss`, :func:`dpo_loss` or :func:`ipo_loss` by name.
 
     The safety labels and label constants are used by ``bfpo`` only.
     """
     args = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     if name == "bfpo":
-        return bfpo_loss(*args, safe_chosen, safe_rejected, tau=tau, alpha=alpha, b1=b1, b2=b2, b3=b3)
+        return bfpo_loss(*args, safe_chosen, safe_rejected, tau=tau, alpha=alpha, b1=b1, b2=b2, b3=b3,
+                         sign_rule=sign_rule)
     if name == "dpo":
         return dpo_loss(*args, tau=tau)
     if name == "ipo":
         return ipo_loss(*args, tau=tau)
     raise ValueError(f"unknown loss {name!r}: expected one of {', '.join(LOSSES)}")
+
+
+# ------------------------------------------------------------------------------------------ SafeDPO
+def safedpo_transform(safe_hw: Label, safe_hl: Label) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SafeDPO's safety-aware transformation T of the pairs (Kim et al., arXiv 2505.20065, section 3.2).
+
+    SafeDPO writes h = 1 for UNSAFE; here, as everywhere in bfpo, labels are I_safe (1 = safe), so
+    ``h_w = 1 - safe_hw``. T keeps a pair whose more helpful response is safe, swaps a pair whose more
+    helpful response is unsafe and whose other response is safe, and discards a pair of two unsafe
+    responses.
+
+    Args:
+        safe_hw: binary I_safe of the more helpful response y_hw (the data's y_w).
+        safe_hl: binary I_safe of the less helpful response y_hl.
+
+    Returns:
+        ``(keep, swap, margin)`` as float32 tensors broadcast from the labels: ``keep`` is 0 for discarded
+        pairs, ``swap`` is 1 where T exchanges the responses, and ``margin`` is the factor
+        ``h~_l - h~_w`` of Eq. 12 after the transformation (1 for a safe-vs-unsafe pair, 0 otherwise).
+    """
+    hw = _as_label(safe_hw, "safe_hw (I_safe of the more helpful response)")
+    hl = _as_label(safe_hl, "safe_hl (I_safe of the less helpful response)", like=hw)
+    if bool(torch.any((hw != 0) & (hw != 1))) or bool(torch.any((hl != 0) & (hl != 1))):
+        raise ValueError("safedpo_transform needs binary safety labels (0 or 1); for soft labels use "
+                         "safedpo_loss, which takes the expectation over Bernoulli labels")
+    hw, hl = torch.broadcast_tensors(hw, hl)
+    keep = 1.0 - (1.0 - hw) * (1.0 - hl)
+    swap = (1.0 - hw) * hl
+    margin = (hw - hl).abs()
+    return keep, swap, margin
+
+
+def safedpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+                 ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
+                 safe_chosen: Label, safe_rejected: Label, tau: float = 0.1,
+                 delta: float = 0.0) -> LossOutput:
+    """SafeDPO, Eq. 12 of Kim et al. (arXiv 2505.20065), on BFPO's pairs (``chosen`` = more helpful).
+
+    Eq. 12 is DPO on the transformed pairs T(D) with a safety margin:
+    ``-log sigmoid(beta h(y~_w, y~_l) - (h~_l - h~_w) Delta)`` (beta is our tau; h~ = 1 for UNSAFE). On a
+    pair (y_hw, y_hl) with safety labels this is, per Figure-3 case:
+
+    * (1) y_hw safe, y_hl unsafe: ``-log sigmoid(tau h - Delta)``;
+    * (2) both safe: ``-log sigmoid(tau h)`` (plain DPO);
+    * (3) both unsafe: 0 (T discards the pair);
+    * (4) y_hw unsafe, y_hl safe: ``-log sigmoid(-tau h - Delta)`` (T swaps the pair),
+
+    with ``h`` the log-ratio difference of Eq. 5 in the (y_hw, y_hl) order. ``delta = 0`` is Eq. 11.
+    SafeDPO is defined for binary labels; soft labels in [0, 1] give the expectation of the loss over
+    independent Bernoulli labels with those means (for 0/1 labels exactly Eq. 12). Discarded pairs
+    contribute a loss of 0, so a batch mean is Eq. 12 scaled by the kept fraction (same optimum).
+
+    ``chosen_rewards`` / ``rejected_rewards`` keep the input order (y_hw, y_hl); ``targets`` is ``None``.
+    """
+    _check_tau(tau)
+    if not delta >= 0:
+        raise ValueError(f"delta (SafeDPO's safety margin) must be >= 0, got {delta}")
+    h = log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                             ref_rejected_logps)
+    hw = _as_label(safe_chosen, "safe_chosen (I_safe of the more helpful response)", like=h)
+    hl = _as_label(safe_rejected, "safe_rejected (I_safe of the less helpful response)", like=h)
+    kept_safe_unsafe = hw * (1.0 - hl)      # case (1), margin applies
+    both_safe = hw * hl                     # case (2)
+    swapped = (1.0 - hw) * hl               # case (4), swapped, margin applies
+    losses = (both_safe * -F.logsigmoid(tau * h) + kept_safe_unsafe * -F.logsigmoid(tau * h - delta)
+              + swapped * -F.logsigmoid(-tau * h - delta))
+    return LossOutput(losses, _rewards(policy_chosen_logps, ref_chosen_logps, tau),
+                      _rewards(policy_rejected_logps, ref_rejected_logps, tau))

@@ -23,8 +23,11 @@ _DEFAULT_CORPUS = [
 ]
 
 
-def tiny_tokenizer(corpus: Optional[Iterable[str]] = None, vocab_size: int = 512):
-    """A byte-level BPE ``PreTrainedTokenizerFast`` with pad/bos/eos and a chat template."""
+def tiny_tokenizer(corpus: Optional[Iterable[str]] = None, vocab_size: int = 512,
+                   chat_template: Optional[str] = CHAT_TEMPLATE, pad_token: Optional[str] = "<pad>"):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with bos/eos, and by default a pad token and a chat
+    template. ``chat_template=None, pad_token=None`` gives a tokenizer with the properties of a base model's
+    such as Mistral-7B-v0.1 (no template, no pad token)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -34,9 +37,9 @@ def tiny_tokenizer(corpus: Optional[Iterable[str]] = None, vocab_size: int = 512
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(list(corpus or _DEFAULT_CORPUS), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=pad_token, bos_token="<s>", eos_token="</s>",
                                    additional_special_tokens=SPECIAL_TOKENS[3:])
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat_template
     return fast
 
 
@@ -53,6 +56,20 @@ def tiny_llama(tokenizer, hidden_size: int = 32, num_layers: int = 2, num_heads:
                       eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg)
+
+
+def tiny_mistral(tokenizer, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4,
+                 intermediate_size: int = 64, seed: int = 0):
+    """A randomly initialised ``MistralForCausalLM`` (the family of Mistral-7B and zephyr-7b-beta)."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    cfg = MistralConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+                        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=2,
+                        max_position_embeddings=4096, sliding_window=4096, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    return MistralForCausalLM(cfg)
 
 
 def save_tiny_model(path, corpus: Optional[Iterable[str]] = None, **kwargs) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from bfpo.data.records import DataValidationError, PairRecord, _label, validate_record
+from bfpo.errors import BfpoUserError, UserInputError, UserPathNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ SCHEMAS = ("auto", "pku_saferlhf", "ultrafeedback", "pairs", "generic")
 ON_ERROR = ("raise", "drop")
 LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 CANONICAL_FIELDS = ("prompt", "chosen", "rejected", "safe_chosen", "safe_rejected", "source", "kind")
+LABEL_FIELDS = ("safe_chosen", "safe_rejected")
 
 #: Columns both PKU-SafeRLHF releases share (the 2023 release has exactly these).
 PKU_COLUMNS = ("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe",
@@ -191,7 +193,7 @@ def from_generic(row: Mapping[str, Any], where: str, column_map: Mapping[str, st
     """
     bad = sorted(set(column_map) - set(CANONICAL_FIELDS))
     if bad:
-        raise ValueError(f"column_map names unknown field(s) {bad}; valid fields: {', '.join(CANONICAL_FIELDS)}")
+        raise UserInputError(f"column_map names unknown field(s) {bad}; valid fields: {', '.join(CANONICAL_FIELDS)}")
     values: Dict[str, Any] = {}
     for name in ("prompt", "chosen", "rejected"):
         values[name] = _require(row, column_map.get(name, name), where)
@@ -214,9 +216,26 @@ def from_generic(row: Mapping[str, Any], where: str, column_map: Mapping[str, st
 
 
 # ----------------------------------------------------------------------------------------- reading
+def decode_utf8(path: Path | str, data: bytes) -> str:
+    """``data`` (the bytes of ``path``) as text; :class:`DataValidationError` naming the file, line and
+    column of the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataValidationError(f"{path} line {line}: byte 0x{data[e.start]:02x} at column {column} is not "
+                                  "UTF-8; save the file as UTF-8") from None
+
+
+def read_text_utf8(path: Path | str) -> str:
+    """The text of ``path``, decoded as UTF-8 with errors that name the line (see :func:`decode_utf8`)."""
+    return decode_utf8(path, Path(path).read_bytes())
+
+
 def _read_json(path: Path) -> List[Dict[str, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text_utf8(path))
     except ValueError as e:
         raise DataValidationError(f"{path}: not valid JSON ({e})") from None
     if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
@@ -232,20 +251,20 @@ def _read_json(path: Path) -> List[Dict[str, Any]]:
 
 def _read_jsonl(path: Path) -> List[Any]:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError as e:
-                raise DataValidationError(f"{path} line {lineno}: not valid JSON ({e})") from None
+    for lineno, line in enumerate(read_text_utf8(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as e:
+            raise DataValidationError(f"{path} line {lineno}: not valid JSON ({e})") from None
     return rows
 
 
 def _read_csv(path: Path) -> List[Dict[str, Any]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        return [dict(r) for r in csv.DictReader(f)]
+    import io
+
+    return [dict(r) for r in csv.DictReader(io.StringIO(read_text_utf8(path), newline=""))]
 
 
 def _read_parquet(path: Path) -> List[Dict[str, Any]]:
@@ -259,18 +278,34 @@ _READERS: Dict[str, Callable[[Path], List[Any]]] = {
 }
 
 
-def _read_hub(source: str, split: Optional[str]) -> Iterable[Dict[str, Any]]:
-    """Rows of a hub dataset (``datasets.load_dataset``); ``split`` is required when there are several."""
+def _read_hub(source: str, split: Optional[str], revision: Optional[str] = None) -> Iterable[Dict[str, Any]]:
+    """Rows of a hub dataset (``datasets.load_dataset`` at ``revision``, a commit hash or tag, when given);
+    ``split`` is required when there are several."""
     import datasets
 
-    ds = datasets.load_dataset(source, split=split)
+    ds = datasets.load_dataset(source, split=split, revision=revision)
     if isinstance(ds, datasets.DatasetDict):
-        raise ValueError(f"{source}: dataset has splits {', '.join(ds)}; pass split=")
+        raise UserInputError(f"{source}: dataset has splits {', '.join(ds)}; pass split=")
     return ds
 
 
-def _looks_local(source: str) -> bool:
-    return Path(source).suffix.lower() in LOCAL_SUFFIXES or source.startswith((".", "/", "~"))
+def looks_local(source: str) -> bool:
+    """A file name (known suffix) or a path (starts with ``.``, ``/``, ``~``, or has more ``/`` than a hub
+    id ``owner/name``): never looked up on the hub."""
+    return (Path(source).suffix.lower() in LOCAL_SUFFIXES or source.startswith((".", "/", "~"))
+            or source.count("/") > 1 or "\\" in source)
+
+
+def _load_hub_rows(source: str, split: Optional[str], revision: Optional[str]) -> Iterable[Dict[str, Any]]:
+    """:func:`_read_hub`, with "not here and not on the hub" reported as a user error naming the source."""
+    try:
+        return _read_hub(source, split, revision)
+    except BfpoUserError:
+        raise
+    except (OSError, ConnectionError, ValueError) as e:  # DatasetNotFoundError, offline, bad split
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserInputError(f"data source {source!r}: not a local file or folder, and the hub dataset could "
+                             f"not be loaded ({first})") from e
 
 
 def detect_schema(columns: Sequence[str], first_row: Optional[Mapping[str, Any]] = None,
@@ -331,38 +366,41 @@ def _adapter(schema: str, column_map: Optional[Mapping[str, str]]) -> Callable[[
     if schema == "pairs":
         return from_pairs
     if column_map is None:
-        raise ValueError("schema='generic' needs column_map (canonical field -> column name)")
+        raise UserInputError("schema='generic' needs column_map (canonical field -> column name)")
     return lambda row, where: from_generic(row, where, column_map)
 
 
-def _iter_rows(source: str, split: Optional[str]) -> Tuple[str, Iterable[Any]]:
+def _iter_rows(source: str, split: Optional[str], revision: Optional[str] = None) -> Tuple[str, Iterable[Any]]:
     """(name used in error messages, rows): a local file, else ``datasets.load_dataset`` (a hub name or
     a local folder of data files)."""
-    if _looks_local(source) and not Path(source).expanduser().is_dir():
+    if looks_local(source) and not Path(source).expanduser().is_dir():
         path = Path(source).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"data file not found: {path}")
+            raise UserPathNotFoundError(f"data file not found: {path}")
         reader = _READERS.get(path.suffix.lower())
         if reader is None:
-            raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(LOCAL_SUFFIXES)}")
+            raise UserInputError(f"{path}: unsupported file type {path.suffix!r}; use one of "
+                                 f"{', '.join(LOCAL_SUFFIXES)}")
         return path.name, reader(path)
-    return (f"{source}[{split}]" if split else source), _read_hub(source, split)
+    name = f"{source}@{revision[:12]}" if revision else source
+    return (f"{name}[{split}]" if split else name), _load_hub_rows(source, split, revision)
 
 
 def load_pairs_with_report(source: str, schema: str = "auto", split: Optional[str] = None,
                            column_map: Optional[Mapping[str, str]] = None, kind: Optional[str] = None,
                            limit: Optional[int] = None, on_error: str = "raise", seed: int = 0,
-                           shuffle: bool = False) -> Tuple[List[PairRecord], LoadReport]:
+                           shuffle: bool = False, revision: Optional[str] = None
+                           ) -> Tuple[List[PairRecord], LoadReport]:
     """:func:`load_pairs` plus a :class:`LoadReport` with the number of rows dropped per reason."""
     if schema not in SCHEMAS:
-        raise ValueError(f"unknown schema {schema!r}; valid schemas: {', '.join(SCHEMAS)}")
+        raise UserInputError(f"unknown schema {schema!r}; valid schemas: {', '.join(SCHEMAS)}")
     if on_error not in ON_ERROR:
-        raise ValueError(f"unknown on_error {on_error!r}; valid values: {', '.join(ON_ERROR)}")
+        raise UserInputError(f"unknown on_error {on_error!r}; valid values: {', '.join(ON_ERROR)}")
     if kind is not None and kind not in ("safety", "helpful"):
-        raise ValueError(f"kind must be 'safety' or 'helpful', got {kind!r}")
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    name, rows = _iter_rows(source, split)
+        raise UserInputError(f"kind must be 'safety' or 'helpful', got {kind!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise UserInputError(f"limit must be an integer >= 0, got {limit!r}")
+    name, rows = _iter_rows(source, split, revision)
     order: Optional[List[int]] = None
     if shuffle:
         order = list(range(len(rows)))  # type: ignore[arg-type]
@@ -374,6 +412,12 @@ def load_pairs_with_report(source: str, schema: str = "auto", split: Optional[st
             first = _first_row(rows)
             schema = detect_schema(list(first) if first else [], first, where=name)
     adapt = _adapter(schema, column_map)
+    if schema == "generic" and kind == "safety" and not set(LABEL_FIELDS) & set(column_map or {}):
+        first = _first_row(rows) or {}
+        if any(first.get(n) is None for n in LABEL_FIELDS):
+            raise UserInputError(f"{name}: column_map names no safety label columns ({', '.join(LABEL_FIELDS)}) "
+                                 "for a safety set, so every response would count as safe; map the label "
+                                 "columns, or use the file as the helpful set (whose responses count as safe)")
     report = LoadReport(source=str(source), schema=schema)
     records: List[PairRecord] = []
     reasons: Counter = Counter()
@@ -388,6 +432,7 @@ def load_pairs_with_report(source: str, schema: str = "auto", split: Optional[st
             rec = adapt(row, where)
             if kind is not None:
                 rec.kind = kind
+            _require_labels(row, schema, column_map, rec.kind, where)
             rec.metadata.setdefault("origin", where)
             records.append(validate_record(rec, where))
         except DataValidationError as e:
@@ -398,10 +443,33 @@ def load_pairs_with_report(source: str, schema: str = "auto", split: Optional[st
                 report.examples.append(str(e))
     report.n_loaded = len(records)
     report.dropped = dict(reasons)
+    _warn_if_all_safe(records, name)
     if reasons:
         logger.warning("dropped %d invalid row(s) of %s: %s", report.n_dropped, source,
                        "; ".join(f"{n} x {r}" for r, n in reasons.most_common()))
     return records, report
+
+
+def _require_labels(row: Mapping[str, Any], schema: str, column_map: Optional[Mapping[str, str]], kind: str,
+                    where: str) -> None:
+    """A safety pair must carry both safety labels: in the ``pairs`` and ``generic`` schemas a missing
+    label would otherwise default to safe and train a harmful response as safe."""
+    if kind != "safety" or schema not in ("pairs", "generic"):
+        return
+    mapped = column_map or {}
+    missing = [n for n in LABEL_FIELDS if n not in mapped and row.get(n) is None]
+    if missing:
+        raise DataValidationError(f"{where}: safety pair without field(s) {', '.join(missing)}; a missing label "
+                                  "would count the response as safe (give the label, or use the file as the "
+                                  "helpful set)")
+
+
+def _warn_if_all_safe(records: Sequence[PairRecord], name: str) -> None:
+    """Warn when every safety pair has two safe responses: BFPO then learns nothing about safety."""
+    safety = [r for r in records if r.kind == "safety"]
+    if safety and all(r.safe_chosen >= 0.5 and r.safe_rejected >= 0.5 for r in safety):
+        logger.warning("%s: all %d safety pairs label both responses safe, so they teach no safety preference; "
+                       "check the label columns", name, len(safety))
 
 
 def _first_row(rows: Iterable[Any]) -> Optional[Mapping[str, Any]]:
@@ -423,7 +491,7 @@ def _indexed(rows: Iterable[Any], order: Optional[Iterable[int]]) -> Iterator[Tu
 def load_pairs(source: str, schema: str = "auto", split: Optional[str] = None,
                column_map: Optional[Mapping[str, str]] = None, kind: Optional[str] = None,
                limit: Optional[int] = None, on_error: str = "raise", seed: int = 0,
-               shuffle: bool = False) -> List[PairRecord]:
+               shuffle: bool = False, revision: Optional[str] = None) -> List[PairRecord]:
     """Load validated preference pairs from a local file or a hub dataset.
 
     Args:
@@ -439,9 +507,12 @@ def load_pairs(source: str, schema: str = "auto", split: Optional[str] = None,
             the counts per reason; :func:`load_pairs_with_report` returns them).
         seed: seed of the row shuffle.
         shuffle: shuffle the rows (deterministically, by ``seed``) before ``limit`` is applied.
+        revision: the hub dataset's revision (commit hash, branch or tag); pin it for reproducible runs
+            (the paper's PKU-SafeRLHF is revision ``ff7ba91063016c78a225b0f74e1c0860bb18230f``).
 
     Every record is checked with :func:`validate_record` and named ``"<file> row <i>"`` in errors and in
     ``metadata['origin']``.
     """
     return load_pairs_with_report(source, schema=schema, split=split, column_map=column_map, kind=kind,
-                                  limit=limit, on_error=on_error, seed=seed, shuffle=shuffle)[0]
+                                  limit=limit, on_error=on_error, seed=seed, shuffle=shuffle,
+                                  revision=revision)[0]

@@ -4,7 +4,8 @@
 mode               records (chosen = win response)                       buffered
 =================  ====================================================  =========
 ``bfpo``           safety + helpful, chosen = MORE HELPFUL (y_hw)         yes
-``bfpo_no_buffer`` the same records (Table 4, "BFPO w/o buffer")          no
+``bfpo_no_buffer`` the same records (Table 4, "BFPO w/o buffer"); the      no
+                   helpful set may be empty (section 4.3's red-team run)
 ``dpo_h``          helpful only (DPO-H)                                   no
 ``dpo_s``          safety only, chosen = SAFER response (DPO-S)           no
 ``mix``            safety (safer wins) + helpful (more helpful wins),     no
@@ -101,7 +102,8 @@ def build_training_set(safety: List[PairRecord], helpful: List[PairRecord], mode
         raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
     if mode in ("bfpo", "bfpo_no_buffer"):
         _need(safety, "safety", mode)
-        _need(helpful, "helpful", mode)
+        if mode == "bfpo":  # the buffer balances two sets; unbuffered BFPO may run on safety pairs alone,
+            _need(helpful, "helpful", mode)  # as section 4.3 does with its 1.5K red-team pairs
         return TrainingSet([_copy(r) for r in [*safety, *helpful]], buffered=mode == "bfpo", mode=mode)
     if mode == "dpo_h":
         _need(helpful, "helpful", mode)

@@ -12,12 +12,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Union
 
+from bfpo.errors import UserInputError
+
 Messages = List[Dict[str, str]]
 Prompt = Union[str, Messages]
 
 
-class DataValidationError(ValueError):
-    """Bad input data; the message names the file, row and field."""
+class DataValidationError(UserInputError):
+    """Bad input data; the message names the file, row and field (a ``ValueError``)."""
 
 
 @dataclass

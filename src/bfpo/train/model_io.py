@@ -7,9 +7,11 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
+
+from bfpo.errors import OutputExistsError, TrainingDivergedError, UserInputError, UserPathNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -21,18 +23,63 @@ def resolve_dtype(name: Optional[str]):
     if name in (None, "auto"):
         return "auto" if name == "auto" else torch.float32
     if name not in DTYPES:
-        raise ValueError(f"model.dtype must be one of auto, {', '.join(DTYPES)}; got {name!r}")
+        raise UserInputError(f"model.dtype must be one of auto, {', '.join(DTYPES)}; got {name!r}")
     return DTYPES[name]
 
 
+def check_model_source(name: str, key: str = "model.name_or_path") -> None:
+    """Fail with "not found" for a model path that does not exist, instead of letting the hub client
+    report it as a malformed repo id. A name counts as a path when it exists, starts with ``.``, ``/`` or
+    ``~``, or has more than one ``/`` (a hub id is ``owner/name``)."""
+    if Path(name).expanduser().exists():
+        return
+    if str(name).startswith((".", "/", "~")) or str(name).count("/") > 1 or "\\" in str(name):
+        raise UserPathNotFoundError(f"{key}: model folder {name} not found")
+
+
+def check_model_reachable(name: str, key: str) -> None:
+    """Before any generation: ``name`` is a local model folder, or a hub model whose config can be read
+    (from the local cache when offline); a user error naming ``key`` otherwise."""
+    check_model_source(name, key)
+    if Path(name).expanduser().is_dir():
+        return
+    from transformers.utils import cached_file
+
+    try:
+        cached_file(name, "config.json")
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserInputError(f"{key} {name}: model not reachable ({first})") from None
+
+
+def from_pretrained_or_user_error(loader, name: str, key: str, **kwargs):
+    """``loader.from_pretrained(name, **kwargs)``, with "no such model here or on the hub" and "folder
+    without the expected files" reported as one-line user errors naming ``key``."""
+    check_model_source(name, key)
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserInputError(f"{key}: cannot load {name!r}: {first}") from e
+
+
 def load_tokenizer(spec: Dict[str, Any]):
+    """The tokenizer of a recipe's ``model`` section, with ``model.chat_template`` applied.
+
+    A tokenizer that ends up without a chat template is an error that names ``model.chat_template``
+    (see :mod:`bfpo.data.templates`): one template must serve SFT, BFPO, red teaming and evaluation.
+    """
     from transformers import AutoTokenizer
+
+    from bfpo.data.templates import apply_chat_template_setting
 
     name = spec.get("tokenizer") or spec["name_or_path"]
     kw = {"trust_remote_code": bool(spec.get("trust_remote_code", False)), "revision": spec.get("revision")}
     if spec.get("gguf_file") and not spec.get("tokenizer"):
         kw["gguf_file"] = spec["gguf_file"]
-    tok = AutoTokenizer.from_pretrained(name, **kw)
+    tok = from_pretrained_or_user_error(AutoTokenizer, name, "model.tokenizer" if spec.get("tokenizer")
+                                        else "model.name_or_path", **kw)
+    apply_chat_template_setting(tok, spec.get("chat_template"), name)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -51,7 +98,7 @@ def load_model(spec: Dict[str, Any]):
         kw["gguf_file"] = spec["gguf_file"]
     else:
         kw["use_safetensors"] = True
-    model = AutoModelForCausalLM.from_pretrained(spec["name_or_path"], **kw)
+    model = from_pretrained_or_user_error(AutoModelForCausalLM, spec["name_or_path"], "model.name_or_path", **kw)
     if spec.get("lora"):
         from peft import LoraConfig, get_peft_model
 
@@ -60,32 +107,91 @@ def load_model(spec: Dict[str, Any]):
     return model
 
 
-def check_output_dir(output_dir: str | Path, resume: bool) -> None:
-    """Refuse to overwrite a finished model, or to restart over checkpoints without ``--resume``."""
-    out = Path(output_dir)
-    if not out.exists():
-        return
-    if (out / "config.json").exists() or (out / "adapter_config.json").exists():
-        raise FileExistsError(f"{out} already holds a trained model; choose another output_dir "
-                              "(bfpo never overwrites a finished model)")
-    if any(p.name.startswith("checkpoint-") for p in out.iterdir()) and not resume:
-        raise FileExistsError(f"{out} holds checkpoints of an earlier run; pass --resume to continue it or "
-                              "choose another output_dir")
+#: written into an output folder when a run claims it; a folder with files but without it is not ours
+RUN_MARKER = ".bfpo-run.json"
+#: the files that make a folder a loadable model: moved in last, so their presence means "finished"
+FINISH_FILES = ("adapter_config.json", "config.json")
 
 
-def save_final(trainer, output_dir: str | Path, card: str) -> Path:
-    """Save the model (safetensors) + tokenizer + model card, staged in a temporary folder and moved in."""
+def check_output_dir(output_dir: str | Path, resume: bool, overwrite: bool = False) -> None:
+    """Claim ``output_dir`` for a run (writes :data:`RUN_MARKER`), or refuse with
+    :class:`~bfpo.errors.OutputExistsError`:
+
+    * a finished model (``config.json``/``adapter_config.json``) is never overwritten;
+    * a folder holding files that are not a bfpo run (no marker, no checkpoints) needs ``overwrite``;
+    * checkpoints of an earlier run need ``resume`` (a run killed before its first checkpoint may restart:
+      its metrics.jsonl is cut back when training begins).
+    """
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output_dir {out} is a file; expected a folder (new or empty)")
+    if out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        if any((out / name).exists() for name in FINISH_FILES):
+            raise OutputExistsError(f"{out} already holds a trained model; choose another output_dir "
+                                    "(bfpo never overwrites a finished model)")
+        has_checkpoints = any(name.startswith("checkpoint-") for name in entries)
+        is_run = (out / RUN_MARKER).exists() or has_checkpoints
+        if entries and not is_run and not overwrite:
+            shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+            raise OutputExistsError(f"output_dir {out} holds files bfpo did not write ({shown}); choose a new "
+                                    "or empty folder, or pass --overwrite to write into it")
+        if has_checkpoints and not resume:
+            raise OutputExistsError(f"{out} holds checkpoints of an earlier run; pass --resume to continue it "
+                                    "or choose another output_dir")
+    _write_marker(out)
+
+
+def _write_marker(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"{RUN_MARKER}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps({"written_by": "bfpo", "note": "this folder is a bfpo run"}) + "\n")
+    os.replace(tmp, out / RUN_MARKER)
+
+
+def nonfinite_parameters(model) -> List[str]:
+    """Names of the parameters holding a NaN or an infinity (empty when all are finite)."""
+    with torch.no_grad():
+        return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+
+
+def save_final(trainer, output_dir: str | Path, card: str, extra_files: Optional[Dict[str, str]] = None) -> Path:
+    """Save the model (safetensors) + tokenizer + model card + ``extra_files`` (name -> text) atomically.
+
+    Everything is written complete in ``.final-staging``; then the files are moved in with
+    :data:`FINISH_FILES` last, so the folder counts as (and loads as) a finished model only once all of it
+    is there. A kill before that last rename leaves an unfinished run that ``--resume`` completes. Weights
+    that are not finite are never written (:class:`~bfpo.errors.TrainingDivergedError`).
+    """
+    out = Path(output_dir)
+    bad = nonfinite_parameters(trainer.accelerator.unwrap_model(trainer.model))
+    if bad:
+        raise TrainingDivergedError(f"{out}: the trained weights are not finite ({', '.join(bad[:3])}"
+                                    f"{', ...' if len(bad) > 3 else ''}); no model was saved. Lower "
+                                    "learning_rate or raise tau.")
     staging = out / ".final-staging"
-    shutil.rmtree(staging, ignore_errors=True)
+    if trainer.args.should_save:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(staging))
     trainer.accelerator.wait_for_everyone()
     if trainer.args.should_save:
         (staging / "README.md").write_text(card)
-        for item in staging.iterdir():
-            os.replace(item, out / item.name)
-        shutil.rmtree(staging, ignore_errors=True)
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
+        publish_staged(staging, out)
     return out
+
+
+def publish_staged(staging: Path, out: Path) -> None:
+    """Move every item of ``staging`` into ``out``, :data:`FINISH_FILES` last, then drop ``staging``."""
+    items = sorted(staging.iterdir(), key=lambda p: (p.name in FINISH_FILES, p.name))
+    for item in items:
+        target = out / item.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def model_card(title: str, base_model: str, settings: Dict[str, Any], metrics: Dict[str, Any],

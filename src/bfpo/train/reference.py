@@ -2,14 +2,16 @@
 
 The reference policy pi_ref is the starting policy (Algorithm 1, line 1). With precomputed log-probs no
 second copy of the model is ever held: the policy itself scores every pair in one no-grad pass before its
-first update. The cache is keyed by a fingerprint of the model (config and a sample of every weight) and of
-the tokenised data, so a changed model or dataset never reuses stale numbers.
+first update. The cache is keyed by a fingerprint of the model (config and a sample of every weight), of
+the tokenised data and of the numerics settings (dtype, attention, packing, lengths), so a changed model,
+dataset or precision never reuses stale numbers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -18,6 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from bfpo.train.collator import REF_KEYS, PairCollator, model_inputs
+
+logger = logging.getLogger(__name__)
 
 
 def model_fingerprint(model) -> str:
@@ -36,6 +40,20 @@ def data_fingerprint(examples: List[Dict]) -> str:
     for ex in examples:
         h.update(json.dumps([ex["prompt_ids"], ex["chosen_ids"], ex["rejected_ids"]]).encode())
     return h.hexdigest()
+
+
+def settings_fingerprint(settings: Dict) -> str:
+    """Hash of every setting that changes the reference numbers without changing the model or the token
+    ids: autocast dtype, parameter dtype, attention implementation, padding-free packing, the length limits
+    and the LM-head tile size. A cache computed in fp32 is then never reused under bf16 (where h would not
+    be 0 at step 0)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cache_key(model, examples: List[Dict], settings: Dict) -> str:
+    """File stem of the reference cache: model, data and numerics fingerprints."""
+    return (f"{model_fingerprint(model)[:16]}-{data_fingerprint(examples)[:16]}-"
+            f"{settings_fingerprint(settings)[:12]}")
 
 
 def default_cache_dir() -> Path:
@@ -71,12 +89,27 @@ def attach_reference_logps(examples: List[Dict], chosen: torch.Tensor, rejected:
 
 
 def load_cached(path: Path, n: int):
+    """(chosen, rejected) reference log-probs of ``n`` pairs from the cache file, or None to recompute.
+
+    Read with ``weights_only=True`` (tensors only, never pickled code). A file that cannot be read, has the
+    wrong shape or holds non-finite numbers is ignored with a warning naming it; the caller recomputes and
+    overwrites it.
+    """
     if not path.is_file():
         return None
-    data = torch.load(path, map_location="cpu")
-    if data["chosen"].shape[0] != n:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        chosen, rejected = data["chosen"], data["rejected"]
+        ok = (isinstance(chosen, torch.Tensor) and isinstance(rejected, torch.Tensor)
+              and chosen.shape == rejected.shape == (n,)
+              and bool(torch.isfinite(chosen).all()) and bool(torch.isfinite(rejected).all()))
+    except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
+        logger.warning("reference cache %s is unreadable (%s: %s); recomputing it", path, type(e).__name__, e)
         return None
-    return data["chosen"], data["rejected"]
+    if not ok:
+        logger.warning("reference cache %s does not hold %d finite log-probs per side; recomputing it", path, n)
+        return None
+    return chosen, rejected
 
 
 def save_cached(path: Path, chosen: torch.Tensor, rejected: torch.Tensor) -> None:

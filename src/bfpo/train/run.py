@@ -36,10 +36,14 @@ def load_sources(recipe: Dict[str, Any]):
         if not spec:
             out[side] = []
             continue
+        # a limit takes a seeded random subset, never the first rows (PKU-SafeRLHF v1.0 is ordered by
+        # source model); "shuffle: false" in the source keeps the file order
+        shuffle = spec.get("shuffle", spec.get("limit") is not None)
         recs, report = load_pairs_with_report(spec["source"], schema=spec.get("schema", "auto"),
                                               split=spec.get("split"), column_map=spec.get("column_map"),
                                               kind=side, limit=spec.get("limit"), on_error=on_error,
-                                              seed=data.get("seed", 0))
+                                              seed=data.get("seed", 0), shuffle=bool(shuffle),
+                                              revision=spec.get("revision"))
         out[side], reports[side] = recs, report
     return out["safety"], out["helpful"], reports
 
@@ -60,24 +64,27 @@ def tokenize_training_set(recipe: Dict[str, Any], tset, tokenizer, config) -> tu
     examples, stats = tokenize_pairs(tset.records, tokenizer, config.max_length, config.max_prompt_length,
                                      on_error=(recipe.get("data") or {}).get("on_error", "raise"))
     if not examples:
-        raise ValueError(f"{recipe.get('_path')}: no training pairs left after validation")
+        from bfpo.data.records import DataValidationError
+
+        raise DataValidationError(f"{recipe.get('_path')}: no training pairs left after validation")
     counts = {"mode": tset.mode, "buffered": tset.buffered, "pairs": len(examples), **tset.counts(),
               "tokenization": stats}
     return examples, counts
 
 
 def train_from_recipe(recipe: Dict[str, Any], resume: bool = False, callbacks: Optional[List] = None,
-                      **config_defaults):
-    """Run the whole preference stage of a recipe; returns the trainer (its state holds the logs)."""
+                      overwrite: bool = False, **config_defaults):
+    """Run the whole preference stage of a recipe; returns the trainer (its state holds the logs).
+    ``overwrite`` lets the run write into an output folder that holds files bfpo did not write."""
     from transformers.trainer_utils import get_last_checkpoint
 
     from bfpo.train.model_io import check_output_dir, load_model, load_tokenizer, model_card, save_final
     from bfpo.train.trainer import BFPOTrainer
 
     config = make_config(recipe, **config_defaults)
-    check_output_dir(config.output_dir, resume)
-    tset = build_records(recipe)  # data errors surface here, before any model or tokenizer loads
-    tokenizer = load_tokenizer(recipe["model"])
+    tokenizer = load_tokenizer(recipe["model"])  # a missing chat template fails here, before anything else
+    check_output_dir(config.output_dir, resume, overwrite)
+    tset = build_records(recipe)  # data errors surface here, before any model weights load
     examples, counts = tokenize_training_set(recipe, tset, tokenizer, config)
     if config.buffered != tset.buffered:
         logger.info("mode %s: buffered=%s", tset.mode, tset.buffered)
@@ -98,10 +105,8 @@ def train_from_recipe(recipe: Dict[str, Any], resume: bool = False, callbacks: O
                 "gradient_accumulation_steps": config.gradient_accumulation_steps, "seed": config.seed}
     card = model_card("bfpo model", recipe["model"]["name_or_path"], settings, final,
                       {**counts, "sources": {k: v for k, v in (recipe.get("data") or {}).items()}})
-    save_final(trainer, config.output_dir, card)
-    if trainer.args.should_save:
-        with open(f"{config.output_dir}/train_summary.json", "w") as f:
-            json.dump({"settings": settings, "data": counts, "final": final}, f, indent=2, default=str)
+    summary = json.dumps({"settings": settings, "data": counts, "final": final}, indent=2, default=str)
+    save_final(trainer, config.output_dir, card, extra_files={"train_summary.json": summary})
     return trainer
 
 
@@ -126,5 +131,5 @@ def write_rank_record(trainer) -> None:
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     recipe = load_recipe(args.config, args.overrides)
-    trainer = train_from_recipe(recipe, resume=args.resume)
+    trainer = train_from_recipe(recipe, resume=args.resume, overwrite=args.overwrite)
     print(f"saved {trainer.args.output_dir}")

@@ -12,7 +12,7 @@ import argparse
 import logging
 from typing import Any, Dict
 
-from bfpo.train.config import RecipeError, add_recipe_arguments, load_recipe
+from bfpo.train.config import RecipeError, add_recipe_arguments, check_stage, load_recipe, validate_section
 
 logger = logging.getLogger("bfpo.sft")
 
@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def make_sft_config(recipe: Dict[str, Any]):
     from trl import SFTConfig
 
-    sft = {"report_to": "none", "completion_only_loss": True, **(recipe.get("sft") or {})}
+    check_stage(recipe, "sft")
+    sft = {"report_to": "none", "completion_only_loss": True, **validate_section(recipe, "sft", SFTConfig)}
     if "output_dir" not in sft:
         raise RecipeError(f"{recipe.get('_path')}: sft.output_dir is required")
     try:
@@ -33,8 +34,9 @@ def make_sft_config(recipe: Dict[str, Any]):
         raise RecipeError(f"{recipe.get('_path')}: sft: {e}") from None
 
 
-def sft_from_recipe(recipe: Dict[str, Any], resume: bool = False):
-    """Run the SFT stage of a recipe; returns the TRL trainer."""
+def sft_from_recipe(recipe: Dict[str, Any], resume: bool = False, overwrite: bool = False):
+    """Run the SFT stage of a recipe; returns the TRL trainer. ``overwrite`` lets it write into an output
+    folder that holds files bfpo did not write; training stops at the first non-finite gradient."""
     from datasets import Dataset
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
@@ -42,18 +44,19 @@ def sft_from_recipe(recipe: Dict[str, Any], resume: bool = False):
     from bfpo.data.modes import sft_examples
     from bfpo.train.model_io import check_output_dir, load_model, load_tokenizer, model_card, save_final
     from bfpo.train.run import load_sources
+    from bfpo.train.trainer import NonFiniteGuard
 
     config = make_sft_config(recipe)
-    check_output_dir(config.output_dir, resume)
+    tokenizer = load_tokenizer(recipe["model"])  # a missing chat template fails here, before anything else
+    check_output_dir(config.output_dir, resume, overwrite)
     safety, helpful, _ = load_sources(recipe)
     examples = sft_examples(safety, helpful)
     if not examples:
-        raise ValueError(f"{recipe.get('_path')}: no SFT examples (no helpful pairs and no safe responses in "
+        raise RecipeError(f"{recipe.get('_path')}: no SFT examples (no helpful pairs and no safe responses in "
                          "the safety pairs)")
-    tokenizer = load_tokenizer(recipe["model"])
     model = load_model(recipe["model"])
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
-                         processing_class=tokenizer)
+                         processing_class=tokenizer, callbacks=[NonFiniteGuard()])
     last = get_last_checkpoint(config.output_dir) if resume else None
     trainer.train(resume_from_checkpoint=last)
     final = dict(trainer.state.log_history[-1])
@@ -68,5 +71,6 @@ def sft_from_recipe(recipe: Dict[str, Any], resume: bool = False):
 
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    trainer = sft_from_recipe(load_recipe(args.config, args.overrides), resume=args.resume)
+    trainer = sft_from_recipe(load_recipe(args.config, args.overrides), resume=args.resume,
+                              overwrite=args.overwrite)
     print(f"saved {trainer.args.output_dir}")

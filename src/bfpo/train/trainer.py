@@ -17,6 +17,7 @@ checkpoints, logging integrations — is ``transformers.Trainer``'s):
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import shutil
@@ -28,18 +29,19 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from bfpo.errors import TrainingDivergedError
 from bfpo.objective import CASES, preference_loss
 from bfpo.train.collator import REF_KEYS, PairCollator, model_inputs
 from bfpo.train.config import BFPOConfig
 from bfpo.train.layers import select_trainable
+from bfpo.train.model_io import nonfinite_parameters
 from bfpo.train.logps import add_response_logps_forward
 from bfpo.train.reference import (
     attach_reference_logps,
     compute_reference_logps,
-    data_fingerprint,
+    cache_key,
     default_cache_dir,
     load_cached,
-    model_fingerprint,
     save_cached,
 )
 
@@ -56,15 +58,73 @@ def case_index(safe_chosen: torch.Tensor, safe_rejected: torch.Tensor) -> torch.
 
 
 class JsonlLogCallback(TrainerCallback):
-    """Append every log record to ``output_dir/metrics.jsonl`` (main process only)."""
+    """Append every log record to ``output_dir/metrics.jsonl`` (main process only).
+
+    The file belongs to one run: when training begins it is cut back to the records of the steps the run
+    starts from (none for a fresh run, those up to the checkpoint's step on resume), so a restart after a
+    kill or a resume never repeats a step.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            truncate_metrics(os.path.join(args.output_dir, "metrics.jsonl"), state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
-            import json
-
             os.makedirs(args.output_dir, exist_ok=True)
             with open(os.path.join(args.output_dir, "metrics.jsonl"), "a") as f:
                 f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+def truncate_metrics(path: str, last_step: int) -> None:
+    """Keep only the records of ``path`` (a metrics.jsonl) with ``step <= last_step``; rewritten atomically.
+    A line cut short by a kill is dropped."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= last_step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Stop training at the first non-finite gradient (a non-finite loss gives one), before the optimizer
+    applies it, with :class:`~bfpo.errors.TrainingDivergedError` naming the step and the last checkpoint.
+
+    Works with any ``transformers.Trainer`` (also TRL's SFTTrainer). Gradients are checked after they are
+    reduced across processes, so every rank stops at the same step. With fp16 loss scaling an overflow is
+    expected and skipped by the scaler, so only a non-finite loss recorded in ``bad_loss`` stops the run.
+    """
+
+    def __init__(self):
+        self.bad_loss: Optional[float] = None  # set by BFPOTrainer.training_step
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad for p in model.parameters() if p.grad is not None] if model is not None else []
+        bad_grad = not args.fp16 and bool(grads) and not bool(
+            torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all())
+        if bad_grad or self.bad_loss is not None:
+            raise TrainingDivergedError(self.message(args, state.global_step + 1))
+
+    def message(self, args, step: int, what: Optional[str] = None) -> str:
+        """The error: the step, what was non-finite, the last good checkpoint, and what to change."""
+        from transformers.trainer_utils import get_last_checkpoint
+
+        if what is None:
+            what = f"loss is {self.bad_loss}" if self.bad_loss is not None else "gradient norm is not finite"
+        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        kept = f"last good checkpoint: {last}" if last else "no checkpoint was written"
+        return (f"training diverged at step {step}: {what}; no model was saved ({kept}). "
+                "Lower learning_rate or raise tau, then start again (or --resume from the checkpoint).")
 
 
 class BFPOTrainer(Trainer):
@@ -93,7 +153,8 @@ class BFPOTrainer(Trainer):
             pad_id = getattr(processing_class, "eos_token_id", None) or 0
         collator = PairCollator(pad_token_id=pad_id, pad_to_multiple_of=args.pad_to_multiple_of,
                                 padding_free=args.padding_free)
-        callbacks = list(callbacks or []) + [JsonlLogCallback()]
+        self.guard = NonFiniteGuard()
+        callbacks = list(callbacks or []) + [JsonlLogCallback(), self.guard]
         super().__init__(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
                          **kwargs)
@@ -131,13 +192,22 @@ class BFPOTrainer(Trainer):
             return torch.float16
         return None
 
+    def _reference_settings(self, model) -> Dict:
+        """What, besides the model and the token ids, changes the reference log-probs (the cache key)."""
+        args = self.args
+        return {"autocast": str(self._autocast_dtype()), "param_dtype": str(next(model.parameters()).dtype),
+                "attn_implementation": getattr(model.config, "_attn_implementation", None),
+                "padding_free": args.padding_free, "max_length": args.max_length,
+                "max_prompt_length": args.max_prompt_length, "logps_chunk_size": args.logps_chunk_size,
+                "pad_to_multiple_of": args.pad_to_multiple_of}
+
     def _with_reference(self, examples: List[Dict], split: str) -> List[Dict]:
         """Attach precomputed reference log-probs (from the on-disk cache when it has them)."""
         if all(k in examples[0] for k in REF_KEYS):
             return examples
         unwrapped = self.accelerator.unwrap_model(self.model)
         cache_dir = self.args.ref_cache_dir or default_cache_dir()
-        key = f"{model_fingerprint(unwrapped)[:16]}-{data_fingerprint(examples)[:16]}"
+        key = cache_key(unwrapped, examples, self._reference_settings(unwrapped))
         path = os.path.join(cache_dir, f"{key}.pt")
         cached = load_cached(Path(path), len(examples))
         if cached is None:
@@ -184,6 +254,14 @@ class BFPOTrainer(Trainer):
                                batch_size=self.args.per_device_train_batch_size, seed=self.args.seed)
 
     # ------------------------------------------------------------------------------- the loss
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """Transformers' step, noting the first non-finite loss for :class:`NonFiniteGuard`, which stops
+        the run before the optimizer step (raising here could leave other ranks waiting in a collective)."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.guard.bad_loss is None and not bool(torch.isfinite(loss).all()):
+            self.guard.bad_loss = float(loss.detach().float().mean())
+        return loss
+
     def _reference_logps(self, inputs: Dict[str, torch.Tensor], n: int):
         if REF_KEYS[0] in inputs:
             return inputs[REF_KEYS[0]], inputs[REF_KEYS[1]]
@@ -204,7 +282,7 @@ class BFPOTrainer(Trainer):
         b1, b2, b3 = self.args.label_constants()
         res = preference_loss(self.args.loss, policy_chosen, policy_rejected, ref_chosen, ref_rejected,
                               inputs["safe_chosen"], inputs["safe_rejected"], tau=self.args.tau, alpha=None,
-                              b1=b1, b2=b2, b3=b3)
+                              b1=b1, b2=b2, b3=b3, sign_rule=self.args.enforce_label_signs)
         loss = res.losses.mean()
         self._record(inputs, res, out.num_tokens, model.training)
         return (loss, {"losses": res.losses}) if return_outputs else loss
@@ -262,6 +340,10 @@ class BFPOTrainer(Trainer):
         A run killed mid-save leaves only ``.staging``, never a half-written ``checkpoint-N`` that a
         later ``--resume`` would pick up.
         """
+        bad = nonfinite_parameters(self.accelerator.unwrap_model(model))
+        if bad:
+            raise TrainingDivergedError(self.guard.message(
+                self.args, self.state.global_step, what=f"weights are not finite ({', '.join(bad[:3])})"))
         run_dir = self._get_output_dir(trial=trial)
         staging = os.path.join(run_dir, ".staging")
         original = self._get_output_dir

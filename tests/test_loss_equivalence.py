@@ -1,0 +1,82 @@
+"""The trainer's loss on a batch equals Eq. 15 computed from independently computed log-probs.
+
+The independent side uses nothing of the trainer's: one unpadded sequence at a time through the model's
+plain forward, full logits, ``log_softmax``, summed over the response tokens. If the trainer swapped
+chosen and rejected, or the two safety labels, or paired an example with another's labels, the numbers
+would differ (checked below: each of those swaps moves the expected loss far beyond the tolerance).
+"""
+
+import copy
+
+import pytest
+import torch
+
+from bfpo.objective import bfpo_loss
+from bfpo.testing import tiny_llama, tiny_tokenizer
+from bfpo.train import BFPOConfig, BFPOTrainer
+
+# (safe_chosen, safe_rejected): all four Figure-3 cases, each twice, in an order a sort would not keep
+LABELS = [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (0.0, 0.0), (1.0, 1.0)]
+
+
+def _examples(tok, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def ids(n):
+        return torch.randint(10, len(tok) - 10, (n,), generator=g).tolist()
+
+    out = []
+    for i, (sc, sr) in enumerate(LABELS):
+        out.append({"prompt_ids": ids(3 + i % 4), "chosen_ids": ids(2 + i % 3) + [tok.eos_token_id],
+                    "rejected_ids": ids(4 + i % 2) + [tok.eos_token_id], "safe_chosen": sc, "safe_rejected": sr,
+                    "is_safety": 1})
+    return out
+
+
+@torch.no_grad()
+def _sequence_logp(model, prompt_ids, response_ids) -> torch.Tensor:
+    """log pi(response | prompt): full logits of one unpadded sequence, log_softmax, summed over the response."""
+    ids = torch.tensor([prompt_ids + response_ids])
+    logits = model(input_ids=ids).logits[0, :-1].float()
+    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[0, 1:, None])[:, 0]
+    return token_logps[len(prompt_ids) - 1:].sum()
+
+
+def test_trainer_loss_equals_eq15_from_independent_logps(tmp_path):
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok, seed=3)
+    reference = copy.deepcopy(model).eval()
+    examples = _examples(tok)
+    tau = 0.1
+    args = BFPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=1, use_cpu=True,
+                      tau=tau, alpha=0.5, buffered=False, ref_cache_dir=str(tmp_path / "cache"),
+                      save_strategy="no", report_to="none", disable_tqdm=True)
+    trainer = BFPOTrainer(model, args, train_dataset=examples, processing_class=tok)  # reference = model now
+    with torch.no_grad():  # move the policy away from the reference so that h != 0
+        g = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+    model.eval()
+    batch = trainer.data_collator(list(trainer.train_dataset))
+    with torch.no_grad():
+        got = float(trainer.compute_loss(model, batch))
+
+    def logps(m, key):
+        return torch.stack([_sequence_logp(m, ex["prompt_ids"], ex[key]) for ex in examples])
+
+    pc, pr = logps(model, "chosen_ids"), logps(model, "rejected_ids")
+    rc, rr = logps(reference, "chosen_ids"), logps(reference, "rejected_ids")
+    sc = torch.tensor([a for a, _ in LABELS])
+    sr = torch.tensor([b for _, b in LABELS])
+
+    def expected(pc, pr, rc, rr, sc, sr):
+        return float(bfpo_loss(pc, pr, rc, rr, sc, sr, tau=tau, alpha=0.5).losses.mean())
+
+    want = expected(pc, pr, rc, rr, sc, sr)
+    assert got == pytest.approx(want, rel=1e-4)
+    # each mistake the comparison must catch gives a clearly different number
+    wrong = {"chosen/rejected swapped": expected(pr, pc, rr, rc, sc, sr),
+             "labels swapped": expected(pc, pr, rc, rr, sr, sc),
+             "labels of another pair": expected(pc, pr, rc, rr, sc.roll(1), sr.roll(1))}
+    for what, value in wrong.items():
+        assert abs(value - want) > 100 * 1e-4 * abs(want), what
