@@ -80,3 +80,23 @@ def test_trainer_loss_equals_eq15_from_independent_logps(tmp_path):
              "labels of another pair": expected(pc, pr, rc, rr, sc.roll(1), sr.roll(1))}
     for what, value in wrong.items():
         assert abs(value - want) > 100 * 1e-4 * abs(want), what
+
+
+def test_reference_cache_is_keyed_by_precision(tmp_path):
+    """A cache computed in fp32 is never reused under bf16 autocast (h would not be 0 at step 0)."""
+    tok = tiny_tokenizer()
+    examples = _examples(tok)
+    files = []
+    for bf16 in (False, True, False):
+        args = BFPOConfig(output_dir=str(tmp_path / f"out{bf16}"), per_device_train_batch_size=8, max_steps=1,
+                          use_cpu=True, bf16=bf16, buffered=False, ref_cache_dir=str(tmp_path / "cache"),
+                          save_strategy="no", report_to="none", disable_tqdm=True)
+        trainer = BFPOTrainer(tiny_llama(tok, seed=3), args, train_dataset=examples, processing_class=tok)
+        files.append(sorted(p.name for p in (tmp_path / "cache").iterdir()))
+        ref = torch.tensor([ex["ref_chosen_logps"] for ex in trainer.train_dataset])
+        if bf16:
+            bf16_ref = ref
+        else:
+            fp32_ref = ref
+    assert len(files[0]) == 1 and len(files[1]) == 2 and files[2] == files[1]  # fp32 reused, bf16 its own
+    assert not torch.allclose(bf16_ref, fp32_ref, atol=1e-4)  # the two precisions really differ

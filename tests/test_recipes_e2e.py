@@ -174,3 +174,19 @@ def test_mistral_without_template_is_refused_naming_the_key(world, tmp_path):
     with pytest.raises(ChatTemplateError, match="model.chat_template"):
         sft_from_recipe(recipe)
     assert not (tmp_path / "o").exists()  # refused before the output folder is touched
+
+
+def test_evaluate_uses_the_same_template_or_refuses(world, tmp_path):
+    """Red teaming and evaluation render prompts with the training template: a base model without one is
+    refused (naming --chat-template) before its weights load; given ``zephyr`` it runs."""
+    from bfpo.data.templates import ChatTemplateError
+    from bfpo.evaluate import evaluate_model
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": HARMFUL[0], "source": "t"}) + "\n")
+    base = str(world["models"]["mistralai/Mistral-7B-v0.1"])
+    with pytest.raises(ChatTemplateError, match="--chat-template"):
+        evaluate_model(base, prompts=str(prompts), out=str(tmp_path / "r.json"), max_new_tokens=2, progress=False)
+    r = evaluate_model(base, prompts=str(prompts), out=str(tmp_path / "r.json"), max_new_tokens=2, progress=False,
+                       chat_template="zephyr")
+    assert r["by_kind"]["harmful"]["n"] == 1

@@ -53,7 +53,8 @@ def default_device() -> str:
 
 
 def load_model(model_dir_or_name: str, dtype: str = "auto", device: Optional[str] = None,
-               trust_remote_code: bool = False, backend: str = "hf") -> Tuple[Any, Any]:
+               trust_remote_code: bool = False, backend: str = "hf", chat_template: Optional[str] = None,
+               require_chat_template: bool = False) -> Tuple[Any, Any]:
     """Load ``(model, tokenizer)`` for generation.
 
     Args:
@@ -62,8 +63,16 @@ def load_model(model_dir_or_name: str, dtype: str = "auto", device: Optional[str
         device: "cpu", "cuda", "cuda:1"...; default: CUDA when available.
         trust_remote_code: off by default; only turn it on for code you have read.
         backend: "hf" (transformers) or "vllm" (returns a ``vllm.LLM`` as the model).
+        chat_template: a built-in template name (``zephyr``, ``chatml``) or a Jinja string that replaces the
+            tokenizer's (see :mod:`bfpo.data.templates`); use the one the model was trained with.
+        require_chat_template: refuse (naming ``--chat-template``) a tokenizer left without a template,
+            before any weights load, instead of falling back to plain-text prompts.
     """
     tok = load_tokenizer(model_dir_or_name, trust_remote_code=trust_remote_code)
+    if chat_template is not None or require_chat_template:
+        from bfpo.data.templates import apply_chat_template_setting
+
+        apply_chat_template_setting(tok, chat_template, model_dir_or_name, key="--chat-template")
     if backend == "vllm":
         try:
             import vllm

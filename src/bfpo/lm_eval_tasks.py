@@ -103,10 +103,11 @@ def extract_results(results: Mapping[str, Mapping[str, object]], tasks: Iterable
 
 
 def run_discriminative(model_dir: Union[str, Path], tasks: Optional[List[str]] = None, limit: Optional[int] = None,
-                       batch_size: int = 8, device: str = "cpu",
+                       batch_size: int = 8, device: str = "cpu", dtype: str = "float32",
                        include_path: Optional[Union[str, Path]] = None, crows: str = "paper",
                        task_manager=None) -> dict:
-    """Score a local model directory on the discriminative tasks with ``lm_eval.simple_evaluate``.
+    """Score a model (a local directory or a hub name) on the discriminative tasks with
+    ``lm_eval.simple_evaluate``, on ``device`` (``cpu``, ``cuda``, ``cuda:1``...) in ``dtype``.
 
     ``tasks`` defaults to :data:`DISC_TASKS`; ``limit`` caps examples per task (a smoke run, not comparable
     with the paper); ``include_path`` adds a folder of extra lm-eval task YAMLs. Returns
@@ -121,8 +122,7 @@ def run_discriminative(model_dir: Union[str, Path], tasks: Optional[List[str]] =
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("the discriminative benchmark needs lm-evaluation-harness: "
                           "pip install 'bfpo[eval]' (lm-eval>=0.4.5,<0.5)") from exc
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").exists():
+    if Path(model_dir).exists() and not (Path(model_dir) / "config.json").exists():
         raise FileNotFoundError(f"{model_dir} is not a model directory (no config.json)")
     tasks = list(tasks or DISC_TASKS)
     manager = task_manager or TaskManager(include_path=str(include_path) if include_path else None)
@@ -131,7 +131,7 @@ def run_discriminative(model_dir: Union[str, Path], tasks: Optional[List[str]] =
         raise ValueError(f"lm-eval {getattr(lm_eval, '__version__', '?')} does not know task(s) {unknown}")
     try:
         output = lm_eval.simple_evaluate(
-            model="hf", model_args={"pretrained": str(model_dir), "dtype": "float32"}, tasks=tasks,
+            model="hf", model_args={"pretrained": str(model_dir), "dtype": dtype}, tasks=tasks,
             batch_size=batch_size, device=device, limit=limit, task_manager=manager,
             log_samples=False, bootstrap_iters=0)
     except ConnectionError as exc:

@@ -72,3 +72,10 @@ def apply_chat_template_setting(tokenizer: Any, value: Optional[str], model_name
             f"the tokenizer of {model_name} has no chat template; set {key} to a built-in name "
             f"({', '.join(BUILTIN)}) or a Jinja template string (the paper's recipes use zephyr)")
     return tokenizer
+
+
+def add_chat_template_argument(parser: Any) -> None:
+    """``--chat-template`` for the commands that generate (``evaluate``, ``redteam``)."""
+    parser.add_argument("--chat-template", default=None,
+                        help=f"built-in template name ({', '.join(BUILTIN)}) or a Jinja string; needed when the "
+                             "model's tokenizer has none (use the template the model was trained with)")
