@@ -167,3 +167,27 @@ def test_cuda_bf16():
     x = torch.randn(4, device="cuda", dtype=torch.bfloat16)
     out = bfpo_loss(x, x - 1, x, x, torch.ones(4, device="cuda"), torch.zeros(4, device="cuda"))
     assert out.losses.device.type == "cuda" and out.losses.dtype == torch.float32
+
+
+def _toy_optimum(alpha: float, tau: float = 1.0):
+    """Closed-form optimum of Eq. 15 on section 3.4's toy: y1..y4 in helpfulness order, y1 and y3 safe,
+    every ordered pair once, uniform reference (least squares of theta_i - theta_j = g_I / tau)."""
+    safe = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]  # i is the more helpful one
+    design = torch.zeros(len(pairs), 4, dtype=torch.float64)
+    for k, (i, j) in enumerate(pairs):
+        design[k, i], design[k, j] = 1.0, -1.0
+    hw, hl = safe[[i for i, _ in pairs]], safe[[j for _, j in pairs]]
+    target = shifted_label(hw, hl, alpha, sign_rule=False).double() / tau
+    theta = torch.linalg.lstsq(design, target[:, None]).solution[:, 0]
+    return torch.softmax(theta, 0)
+
+
+@pytest.mark.filterwarnings("ignore::bfpo.objective.LabelRuleWarning")
+def test_printed_alpha_puts_harmful_helpful_above_harmful_unhelpful():
+    """Why the recipes read section 4.2's "-0.5" as +0.5: on the toy, alpha = 0.5 recovers the global order
+    y1 > y3 > y4 > y2 (unsafe & helpful last), while a literal -0.5 ranks y2 above y4."""
+    p = _toy_optimum(0.5)
+    assert p[0] > p[2] > p[3] > p[1]
+    q = _toy_optimum(-0.5)
+    assert q[0] > q[2] > q[1] > q[3]

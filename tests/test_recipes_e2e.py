@@ -190,3 +190,17 @@ def test_evaluate_uses_the_same_template_or_refuses(world, tmp_path):
     r = evaluate_model(base, prompts=str(prompts), out=str(tmp_path / "r.json"), max_new_tokens=2, progress=False,
                        chat_template="zephyr")
     assert r["by_kind"]["harmful"]["n"] == 1
+
+
+def test_every_shipped_recipe_file_is_package_data():
+    """A pip install has the recipes: pyproject's package-data globs cover every file under bfpo/recipes."""
+    import fnmatch
+    import tomllib
+
+    globs = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-data"]["bfpo"]
+    files = [p.relative_to(SHIPPED.parent).as_posix() for p in SHIPPED.rglob("*") if p.is_file()
+             and "__pycache__" not in p.parts]
+    assert len(files) >= 10
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)]
+    assert not missing, f"not shipped in the wheel: {missing}"
