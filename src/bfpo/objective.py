@@ -9,8 +9,10 @@ Everything here follows "Bi-Factorial Preference Optimization" (Zhang et al., IC
   when Eq. 33, ``B3 (B1 - 1) = 1``, does not hold (:func:`check_label_rules`).
 * :func:`global_reward` is the bilinear global reward g of Eq. 10 / Eq. 11.
 * :func:`bfpo_loss` is Eq. 15, :func:`dpo_loss` is Eq. 4 and :func:`ipo_loss` is the IPO loss of
-  Azar et al. All three take *summed* sequence log-probs of shape ``[batch]`` and return a
-  :class:`LossOutput` with per-example losses and the implicit rewards ``tau * (log pi - log pi_ref)``.
+  Azar et al.; :func:`safedpo_loss` is SafeDPO (Kim et al., arXiv 2505.20065, Eq. 12), the baseline
+  that uses the same data as BFPO (docs/baselines.md). All of them take *summed* sequence log-probs of
+  shape ``[batch]`` and return a :class:`LossOutput` with per-example losses and the implicit rewards
+  ``tau * (log pi - log pi_ref)``.
 
 No I/O and no model code lives here; losses are always computed in float32, whatever the input dtype
 (bfloat16 log-probs are upcast), on whatever device the inputs live.
@@ -270,17 +272,19 @@ def ipo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
                       _rewards(policy_rejected_logps, ref_rejected_logps, tau), target)
 
 
-LOSSES = ("bfpo", "dpo", "ipo")
+LOSSES = ("bfpo", "dpo", "ipo", "safedpo")
 
 
 def preference_loss(name: str, policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
                     ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
                     safe_chosen: Label = 1.0, safe_rejected: Label = 1.0, tau: float = 0.1,
                     alpha: float | None = 0.5, b1: float = 3.0, b2: float = -1.0,
-                    b3: float = 0.5, sign_rule: bool = True) -> LossOutput:
-    """Dispatch to :func:`bfpo_loss`, :func:`dpo_loss` or :func:`ipo_loss` by name.
+                    b3: float = 0.5, sign_rule: bool = True, delta: float = 0.0) -> LossOutput:
+    """Dispatch to :func:`bfpo_loss`, :func:`dpo_loss`, :func:`ipo_loss` or :func:`safedpo_loss` by name.
 
-    The safety labels and label constants are used by ``bfpo`` only.
+    The safety labels are used by ``bfpo`` and ``safedpo`` (both take ``chosen`` = the more helpful
+    response); the label constants by ``bfpo`` only; ``delta`` (SafeDPO's safety margin, Eq. 12) by
+    ``safedpo`` only.
     """
     args = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     if name == "bfpo":
@@ -290,6 +294,8 @@ def preference_loss(name: str, policy_chosen_logps: torch.Tensor, policy_rejecte
         return dpo_loss(*args, tau=tau)
     if name == "ipo":
         return ipo_loss(*args, tau=tau)
+    if name == "safedpo":
+        return safedpo_loss(*args, safe_chosen, safe_rejected, tau=tau, delta=delta)
     raise ValueError(f"unknown loss {name!r}: expected one of {', '.join(LOSSES)}")
 
 
