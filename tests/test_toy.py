@@ -59,3 +59,52 @@ def test_several_tau_nest_under_tau(tmp_path):
 def test_bad_arguments_rejected(tmp_path):
     with pytest.raises(SystemExit, match="--steps"):
         cli_main(["illustrate", "--out", str(tmp_path), "--steps", "0"])
+
+
+# ------------------------------------------------------------------ Theorem 3.2 and SafeDPO in the toy
+@pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.75])
+def test_theorem32_closed_forms_agree_in_the_toy(tau, alpha):
+    """BFPO's least-squares optimum equals the MORL optimum pi_ref exp(g / tau) / Z with Eq. 10's g and
+    Eq. 33's constants, also for a non-uniform reference."""
+    b1, b2, b3 = toy.alpha_constants(alpha)
+    for ref in (None, [0.1, 0.4, 0.2, 0.3]):
+        check = toy.theorem32_check(tau, toy.SAFE, ref=ref, b1=b1, b2=b2, b3=b3)
+        assert check["dependence"] == pytest.approx(0.0, abs=1e-12)
+        assert check["max_abs"] < 1e-10
+    assert toy.bfpo_optimum(tau, toy.SAFE, b1=b1, b2=b2, b3=b3) == pytest.approx(
+        toy.closed_form_bfpo(tau, alpha), abs=1e-10)
+
+
+def test_theorem32_values_alpha_half():
+    # g = (I_safe - 1/2)(p_help + 1/2) with p_help = (7/8, 5/8, 3/8, 1/8): (0.6875, -0.5625, 0.4375, -0.3125)
+    g = toy.global_reward_eq33(toy.SAFE, [0.25] * 4, *toy.alpha_constants(0.5))
+    assert g.tolist() == pytest.approx([0.6875, -0.5625, 0.4375, -0.3125])
+    assert toy.morl_optimum(1.0, toy.SAFE) == pytest.approx([0.4110, 0.1177, 0.3201, 0.1512], abs=1e-4)
+    # Eq. 12 itself (alpha = 0): the theorem holds, but g ranks the unsafe y2 above y4
+    check = toy.theorem32_check(1.0, toy.SAFE, b1=3.0, b2=0.0, b3=0.5)
+    assert check["max_abs"] < 1e-10
+    assert toy.ranking(check["morl"]) == [1, 3, 2, 4]
+
+
+def test_theorem32_needs_eq33_and_independence():
+    # Eq. 33 broken (B3 (B1 - 1) = 1/2): the optima differ
+    broken = toy.theorem32_check(1.0, toy.SAFE, b1=2.0, b2=-0.5, b3=0.5)
+    assert not broken["eq33_holds"] and broken["max_abs"] > 1e-2
+    # safety correlated with helpfulness under mu: Appendix B.3's Eq. 29 -> 30 step does not hold
+    dep = toy.theorem32_check(1.0, [1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    assert dep["dependence"] > 0.1 and dep["max_abs"] > 1e-2
+    assert toy.ranking(dep["bfpo"])[:3] == toy.ranking(dep["morl"])[:3] == [1, 2, 3]
+
+
+def test_illustrate_safedpo_and_theorem_block(illustrate_run):
+    out, res = illustrate_run
+    th = res["theorem_3_2"]
+    assert th["closed_form_vs_morl_max_abs"] < 1e-10
+    assert th["trained_bfpo_vs_morl_max_abs"] < 0.01
+    s = res["methods"]["safedpo"]
+    # SafeDPO puts y1 first and y3 second (every kept pair ranks them above the unsafe actions) ...
+    assert s["ranking"][:2] == [1, 3]
+    # ... and leaves less unsafe mass than BFPO's finite optimum
+    unsafe = lambda p: p[1] + p[3]
+    assert unsafe(s["mean_probs"]) < unsafe(res["methods"]["bfpo"]["mean_probs"])
