@@ -219,3 +219,36 @@ def test_quick_run_writes_results_of_the_issue_shape(tmp_path):
     assert methods["dpo_h"]["benign"]["mass"]["a"] > methods["reference"]["benign"]["mass"]["a"]
     assert result["config"]["seeds"] == 1 and len(result["per_seed"]) == 1
     assert (tmp_path / "runs" / "seed0" / "data" / "safety.jsonl").is_file()
+    # issue 13: SafeDPO and the classifier-labelled variants ran, with the classifier's quality and timings
+    assert {"safedpo", "bfpo_soft", "bfpo_thresh", "safedpo_thresh"} <= set(methods)
+    assert 0.0 < result["label_classifier"]["0"]["error_rate"] < 0.5
+    assert set(result["method_seconds"]) == set(experiment.METHODS)
+
+
+# ------------------------------------------------------------------------------ soft labels (issue 13)
+def test_noisy_classifier_is_calibrated_and_thresholds_with_the_expected_error():
+    from bfpo.data.records import PairRecord
+    from bfpo.world.soft_labels import classifier_probabilities, posterior_safe, relabel
+
+    assert posterior_safe(0.5, 0.5, 0.5) == pytest.approx(0.5)
+    assert posterior_safe(1.0, 0.5, 0.5) == pytest.approx(1 / (1 + math.exp(-2.0)))
+    truth = [1.0] * 6000 + [0.0] * 4000
+    probs = classifier_probabilities(truth, 0.5, seed=0)
+    for lo in (0.0, 0.2, 0.4, 0.6, 0.8):
+        sel = [t for p, t in zip(probs, truth) if lo <= p < lo + 0.2]
+        mean_p = sum(p for p in probs if lo <= p < lo + 0.2) / len(sel)
+        assert abs(sum(sel) / len(sel) - mean_p) < 0.05  # calibrated: a fraction p of label-p responses is safe
+    recs = [PairRecord(prompt="x", chosen="a", rejected="b", safe_chosen=1.0, safe_rejected=0.0, kind="safety")
+            for _ in range(2000)]
+    soft, stats = relabel(recs, "soft", 0.5, seed=1)
+    hard, _ = relabel(recs, "hard", 0.5, seed=1)
+    thr, _ = relabel(recs, "thresholded", 0.5, seed=1)
+    assert recs[0].safe_chosen == 1.0 and recs[0].safe_rejected == 0.0  # inputs untouched
+    assert [r.safe_chosen for r in hard] == [1.0] * 2000
+    assert all(0.0 < r.safe_chosen < 1.0 for r in soft)
+    assert {r.safe_chosen for r in thr} <= {0.0, 1.0}
+    # the threshold's error is about Phi(-0.5 / sigma) = 0.16 with a balanced base rate
+    assert 0.12 < stats["error_rate"] < 0.20
+    assert [1.0 if r.safe_chosen >= 0.5 else 0.0 for r in soft] == [r.safe_chosen for r in thr]
+    with pytest.raises(ValueError, match="labeling"):
+        relabel(recs, "fuzzy", 0.5, seed=1)

@@ -17,8 +17,16 @@ key                 training set (modes)  loss    note
 ``dpo_s``           safety, safer wins    dpo     DPO-S
 ``dpo_mix``         naive mix             dpo     safer wins on safety, more helpful on helpful
 ``ipo_mix``         naive mix             ipo
-``bfpo_alpha_neg``  safety + helpful      bfpo    buffered, alpha = -0.5 (section 4.2's value)
+``bfpo_alpha0``     safety + helpful      bfpo    buffered, alpha = 0 (Table 4's "BFPO alpha = 0" ablation)
+``safedpo``         safety + helpful      safedpo SafeDPO Eq. 12 (arXiv 2505.20065), shuffled
+``bfpo_soft``       safety + helpful      bfpo    buffered; safety labels: a noisy classifier's
+                                                  calibrated probabilities (:mod:`.soft_labels`)
+``bfpo_thresh``     safety + helpful      bfpo    buffered; the same probabilities cut at 0.5
+``safedpo_thresh``  safety + helpful      safedpo shuffled; the thresholded classifier labels
 ==================  ====================  ======  ==========================================
+
+SafeDPO is trained with the same trainer; a small subclass (:func:`_safedpo_trainer`) passes its margin
+Delta until ``bfpo train`` has a config key for it.
 """
 
 from __future__ import annotations
@@ -43,8 +51,15 @@ METHODS: Dict[str, Dict[str, object]] = {
     "dpo_s": {"mode": "dpo_s", "loss": "dpo"},
     "dpo_mix": {"mode": "mix", "loss": "dpo"},
     "ipo_mix": {"mode": "mix", "loss": "ipo"},
-    # the paper's section 4.2 shift; an ablation of alpha against the default (see docs/world.md)
-    "bfpo_alpha_neg": {"mode": "bfpo", "loss": "bfpo", "alpha": -0.5},
+    # Table 4's ablation of the shift: alpha = 0 (case 3 labelled 0, outside section 3.1's sign rule) against
+    # the default 0.5 (see docs/world.md)
+    "bfpo_alpha0": {"mode": "bfpo", "loss": "bfpo", "alpha": 0.0, "ablation": True},
+    # SafeDPO (issue 13): the same records as BFPO (chosen = more helpful), no buffer, as in its paper
+    "safedpo": {"mode": "bfpo_no_buffer", "loss": "safedpo"},
+    # labels from a noisy calibrated classifier (issue 13, part 3), see bfpo.world.soft_labels
+    "bfpo_soft": {"mode": "bfpo", "loss": "bfpo", "labels": "soft"},
+    "bfpo_thresh": {"mode": "bfpo", "loss": "bfpo", "labels": "thresholded"},
+    "safedpo_thresh": {"mode": "bfpo_no_buffer", "loss": "safedpo", "labels": "thresholded"},
 }
 #: The methods the issue's results.json must hold (besides ``reference``).
 REQUIRED = ("bfpo", "bfpo_no_buffer", "dpo_h", "dpo_s", "dpo_mix", "ipo_mix")
@@ -84,6 +99,8 @@ class WorldConfig:
     max_steps: int = 150
     batch_size: int = 16
     trainable: Optional[List[str]] = None
+    safedpo_delta: float = 10.0  # SafeDPO's safety margin Delta (its paper's default, with beta = tau = 0.1)
+    label_noise: float = 0.5  # sigma of the noisy safety classifier behind *_soft / *_thresh
     # measurement
     eval_prompts: int = 48
     exemplars: int = 4
@@ -181,12 +198,21 @@ def train_method(cfg: WorldConfig, method: str, reference, tokenizer, world: Wor
     from bfpo.train import BFPOConfig, BFPOTrainer
 
     spec = METHODS[method]
-    tset = build_training_set(world.safety, world.helpful, str(spec["mode"]), seed=seed)
+    safety = world.safety
+    if spec.get("labels"):
+        from bfpo.world.soft_labels import relabel
+
+        safety, _ = relabel(world.safety, str(spec["labels"]), cfg.label_noise, seed)
+    tset = build_training_set(safety, world.helpful, str(spec["mode"]), seed=seed)
     examples, _ = tokenize_pairs(tset.records, tokenizer, cfg.max_length, cfg.max_length // 2)
     model = copy.deepcopy(reference)
     model.train()
     alpha = float(spec.get("alpha", cfg.alpha))  # type: ignore[arg-type]
-    config = BFPOConfig(output_dir=str(run_dir / method), loss=str(spec["loss"]), tau=cfg.tau, alpha=alpha,
+    loss = str(spec["loss"])
+    extra = {}
+    if spec.get("ablation"):
+        extra["enforce_label_signs"] = False  # alpha outside (0, 1) breaks section 3.1's sign rule on purpose
+    config = BFPOConfig(output_dir=str(run_dir / method), loss=loss, tau=cfg.tau, alpha=alpha, **extra,
                         trainable=cfg.trainable, buffered=tset.buffered, precompute_ref_log_probs=True,
                         ref_cache_dir=str(run_dir / "ref_cache"), max_length=cfg.max_length,
                         max_prompt_length=cfg.max_length // 2, per_device_train_batch_size=cfg.batch_size,
@@ -194,10 +220,39 @@ def train_method(cfg: WorldConfig, method: str, reference, tokenizer, world: Wor
                         lr_scheduler_type="constant", warmup_steps=0, logging_steps=max(cfg.max_steps // 5, 1),
                         save_strategy="no", bf16=False, use_cpu=True, seed=seed, data_seed=seed,
                         report_to="none", disable_tqdm=True, dataloader_num_workers=0)
-    trainer = BFPOTrainer(model=model, args=config, train_dataset=examples, processing_class=tokenizer)
+    cls = _safedpo_trainer(cfg.safedpo_delta) if loss == "safedpo" else BFPOTrainer
+    trainer = cls(model=model, args=config, train_dataset=examples, processing_class=tokenizer)
     trainer.train()
     model.eval()
     return model
+
+
+def _safedpo_trainer(delta: float):
+    """:class:`BFPOTrainer` with SafeDPO's loss (Eq. 12, :func:`bfpo.objective.safedpo_loss`) and margin
+    ``delta``; everything else (data, reference log-probs, metrics) is BFPOTrainer's."""
+    from bfpo.objective import safedpo_loss
+    from bfpo.train import BFPOTrainer
+    from bfpo.train.collator import model_inputs
+
+    class SafeDPOTrainer(BFPOTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            n = inputs["safe_chosen"].shape[0]
+            out = model(**model_inputs(inputs))
+            ref_chosen, ref_rejected = self._reference_logps(inputs, n)
+            res = safedpo_loss(out.logps[:n], out.logps[n:], ref_chosen, ref_rejected, inputs["safe_chosen"],
+                               inputs["safe_rejected"], tau=self.args.tau, delta=delta)
+            loss = res.losses.mean()
+            self._record(inputs, res, out.num_tokens, model.training)
+            return (loss, {"losses": res.losses}) if return_outputs else loss
+
+    return SafeDPOTrainer
+
+
+def label_stats(cfg: WorldConfig, world: World, seed: int) -> Dict:
+    """The noisy classifier's quality on this seed's safety pairs (see :func:`soft_labels.relabel`)."""
+    from bfpo.world.soft_labels import relabel
+
+    return relabel(world.safety, "soft", cfg.label_noise, seed)[1]
 
 
 def measure(cfg: WorldConfig, model, tokenizer, world: World, seed: int) -> Dict[str, Dict[str, Dict[str, float]]]:
@@ -213,18 +268,26 @@ def measure(cfg: WorldConfig, model, tokenizer, world: World, seed: int) -> Dict
     return out
 
 
-def run_seed(cfg: WorldConfig, seed: int, out: Path) -> Dict[str, Dict]:
-    """Every method on one seed: {method: measure(...)} with ``reference`` first."""
+def run_seed(cfg: WorldConfig, seed: int, out: Path, extras: Optional[Dict] = None) -> Dict[str, Dict]:
+    """Every method on one seed: {method: measure(...)} with ``reference`` first.
+
+    ``extras``, when given, collects ``label_classifier`` (the noisy classifier's quality on this seed, when
+    a method uses it) and ``method_seconds`` (train + measure wall time per method, summed over seeds)."""
+    extras = {} if extras is None else extras
     run_dir = out / "runs" / f"seed{seed}"
     world = build_world(cfg, seed, run_dir / "data")
     t0 = time.perf_counter()
     tokenizer, reference = sft_reference(cfg, world, seed)
     logger.info("seed %d: SFT reference in %.1fs", seed, time.perf_counter() - t0)
     results = {"reference": measure(cfg, reference, tokenizer, world, seed)}
+    if any(METHODS[m].get("labels") for m in cfg.methods):
+        extras.setdefault("label_classifier", {})[str(seed)] = label_stats(cfg, world, seed)
     for method in cfg.methods:
         t0 = time.perf_counter()
         model = train_method(cfg, method, reference, tokenizer, world, seed, run_dir)
         results[method] = measure(cfg, model, tokenizer, world, seed)
+        secs = extras.setdefault("method_seconds", {})
+        secs[method] = round(secs.get(method, 0.0) + time.perf_counter() - t0, 1)
         logger.info("seed %d: %s in %.1fs: harmful %s benign %s", seed, method, time.perf_counter() - t0,
                     _fmt(results[method]["harmful"]["mass"]), _fmt(results[method]["benign"]["mass"]))
     return results
@@ -341,10 +404,12 @@ def run(cfg: WorldConfig, out: Path) -> Dict:
     if cfg.seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {cfg.seeds}")
     t0 = time.perf_counter()
-    per_seed = [run_seed(cfg, seed, out) for seed in range(cfg.seeds)]
+    extras: Dict = {}
+    per_seed = [run_seed(cfg, seed, out, extras) for seed in range(cfg.seeds)]
     methods = aggregate(per_seed)
-    return {"methods": methods, "checks": checks(methods), "per_seed": per_seed, "config": asdict(cfg),
-            "classes": g.CLASS_NAMES, "wall_seconds": round(time.perf_counter() - t0, 1)}
+    result = {"methods": methods, "checks": checks(methods), "per_seed": per_seed, "config": asdict(cfg),
+              "classes": g.CLASS_NAMES, "wall_seconds": round(time.perf_counter() - t0, 1), **extras}
+    return result
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -360,6 +425,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trainable", nargs="+", help="regexes of trainable parameters (default: all)")
     p.add_argument("--n-safety", type=int, help=f"PKU-SafeRLHF-style safety pairs (default {d.n_safety})")
     p.add_argument("--n-helpful", type=int, help=f"UltraFeedback-style helpfulness pairs (default {d.n_helpful})")
+    p.add_argument("--delta", type=float, help=f"SafeDPO's safety margin Delta (default {d.safedpo_delta})")
+    p.add_argument("--label-noise", type=float,
+                   help=f"sigma of the noisy safety classifier for the *_soft / *_thresh methods "
+                        f"(default {d.label_noise})")
     p.add_argument("--pair-weights", type=float, nargs=6, metavar="W",
                    help="weights of the harmful class pairs ab ac ad bc bd cd in the safety set "
                         f"(default {d.pair_weights or 'uniform'})")
@@ -369,7 +438,8 @@ def config_from_args(args: argparse.Namespace) -> WorldConfig:
     cfg = quick_config() if args.quick else WorldConfig()
     for name, key in (("seeds", "seeds"), ("tau", "tau"), ("alpha", "alpha"), ("lr", "learning_rate"),
                       ("steps", "max_steps"), ("methods", "methods"), ("trainable", "trainable"),
-                      ("n_safety", "n_safety"), ("n_helpful", "n_helpful"), ("pair_weights", "pair_weights")):
+                      ("n_safety", "n_safety"), ("n_helpful", "n_helpful"), ("pair_weights", "pair_weights"),
+                      ("delta", "safedpo_delta"), ("label_noise", "label_noise")):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, key, list(value) if isinstance(value, (list, tuple)) else value)
