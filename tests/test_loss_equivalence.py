@@ -100,3 +100,27 @@ def test_reference_cache_is_keyed_by_precision(tmp_path):
             fp32_ref = ref
     assert len(files[0]) == 1 and len(files[1]) == 2 and files[2] == files[1]  # fp32 reused, bf16 its own
     assert not torch.allclose(bf16_ref, fp32_ref, atol=1e-4)  # the two precisions really differ
+
+
+@pytest.mark.parametrize("disable", [True, False])
+def test_dropout_is_off_so_h_is_zero_at_step_zero(tmp_path, disable):
+    """With attention dropout in the model, the first training-mode loss equals mean((g_I / tau)^2) only
+    when the trainer switches dropout off (``disable_dropout``, on by default as in TRL's DPOConfig)."""
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok, seed=3)
+    for module in model.modules():  # Llama-style attention passes this rate to SDPA in training mode
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = 0.5
+    examples = _examples(tok)
+    tau = 0.1
+    args = BFPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=1, use_cpu=True,
+                      tau=tau, buffered=False, ref_cache_dir=str(tmp_path / "cache"), save_strategy="no",
+                      report_to="none", disable_tqdm=True, disable_dropout=disable)
+    trainer = BFPOTrainer(model, args, train_dataset=examples, processing_class=tok)
+    model.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        got = float(trainer.compute_loss(model, trainer.data_collator(list(trainer.train_dataset))))
+    g = torch.tensor([1.5 * a - 0.5 * b - 0.5 for a, b in LABELS])  # Eq. 14, alpha = 0.5
+    at_zero = float(((g / tau) ** 2).mean())
+    assert (got == pytest.approx(at_zero, rel=1e-5)) is disable

@@ -72,6 +72,9 @@ class BFPOConfig(TrainingArguments):
     pad_to_multiple_of: Optional[int] = None
     padding_free: bool = field(default=False, metadata={
         "help": "pack chosen+rejected sequences into one row without padding (position_ids restart per sequence)"})
+    disable_dropout: bool = field(default=True, metadata={
+        "help": "switch dropout off in the policy and the reference (as TRL's DPOConfig): with dropout on, "
+                "h is not 0 at step 0 and the reference log-probs are noisy"})
     remove_unused_columns: bool = False
     report_to: Any = "none"
     logging_steps: float = 10
@@ -152,10 +155,39 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Dict[str, An
             if "source" not in data[side]:
                 raise RecipeError(f"{path}: data.{side}.source is required")
             data[side]["source"] = _local_source(data[side]["source"], path)
+    _check_data_values(path, data)
     train_fields = {f.name for f in fields(BFPOConfig)}
     _check_keys(path, "train", recipe.get("train") or {}, train_fields)
     recipe["_path"] = str(path)
     return recipe
+
+
+def _check_data_values(path: Path, data: Dict[str, Any]) -> None:
+    """The ``data`` section's values that are not TrainingArguments fields: mode, on_error, seed and each
+    source's limit and shuffle (types and ranges; RecipeError naming the key)."""
+    from bfpo.data.adapters import ON_ERROR, SCHEMAS
+    from bfpo.data.modes import MODES
+
+    choices = {"mode": MODES, "on_error": ON_ERROR}
+    for key, allowed in choices.items():
+        if key in data and data[key] not in allowed:
+            raise RecipeError(f"{path}: data.{key}: expected one of {', '.join(allowed)}, got {data[key]!r}")
+    if "seed" in data:
+        data["seed"] = validated_value(str(path), "data.seed", data["seed"], int)
+    for side in ("safety", "helpful"):
+        spec = data.get(side) or {}
+        if spec.get("schema") is not None and spec["schema"] not in SCHEMAS:
+            raise RecipeError(f"{path}: data.{side}.schema: expected one of {', '.join(SCHEMAS)}, "
+                              f"got {spec['schema']!r}")
+        if spec.get("limit") is not None:
+            spec["limit"] = validated_value(str(path), f"data.{side}.limit", spec["limit"], int)
+            if spec["limit"] < 0:
+                raise RecipeError(f"{path}: data.{side}.limit: must be >= 0, got {spec['limit']}")
+        if spec.get("shuffle") is not None:
+            spec["shuffle"] = validated_value(str(path), f"data.{side}.shuffle", spec["shuffle"], bool)
+        if spec.get("column_map") is not None and not isinstance(spec["column_map"], dict):
+            raise RecipeError(f"{path}: data.{side}.column_map: expected a mapping of field -> column, "
+                              f"got {spec['column_map']!r}")
 
 
 def _local_source(source: Any, recipe_path: Path) -> Any:

@@ -1,10 +1,12 @@
-"""Selected layers theta' (Algorithm 1, line 2): only parameters whose names match are trainable."""
+"""Model surgery before training: the selected layers theta' (Algorithm 1, line 2) and dropout off."""
 
 from __future__ import annotations
 
 import logging
 import re
 from typing import Sequence, Tuple
+
+from bfpo.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +28,14 @@ def select_trainable(model, patterns: Sequence[str] | None) -> Tuple[int, int]:
             p.requires_grad_(True)
         logger.info("trainable parameters: all %d", total)
         return total, total
+    if isinstance(patterns, str):  # one pattern, not its characters
+        patterns = [patterns]
     compiled = [(pat, re.compile(pat)) for pat in patterns]
     for pat, rx in compiled:
         if not any(rx.search(name) for name, _ in params):
             examples = ", ".join(name for name, _ in params[:6])
-            raise ValueError(f"trainable pattern {pat!r} matches no parameter of {type(model).__name__}; "
-                             f"parameter names look like: {examples}, ...")
+            raise UserInputError(f"trainable pattern {pat!r} matches no parameter of {type(model).__name__}; "
+                                 f"parameter names look like: {examples}, ...")
     trainable = 0
     for name, p in params:
         on = any(rx.search(name) for _, rx in compiled)
@@ -40,3 +44,27 @@ def select_trainable(model, patterns: Sequence[str] | None) -> Tuple[int, int]:
     logger.info("trainable parameters: %d / %d (%.2f%%) matching %s", trainable, total,
                 100.0 * trainable / max(total, 1), list(patterns))
     return trainable, total
+
+
+def disable_dropout(model) -> int:
+    """Switch every dropout off: ``nn.Dropout`` modules, attention-probability dropout (the
+    ``attention_dropout`` attribute Llama/Mistral-style attention passes to SDPA) and the config's
+    ``*dropout*`` rates, so the policy at step 0 scores a pair exactly as the reference did (h = 0).
+
+    TRL's DPOTrainer, torchtune and the reference DPO code do the same. Returns how many settings changed.
+    """
+    import torch
+
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p != 0:
+            module.p, changed = 0.0, changed + 1
+        rate = getattr(module, "attention_dropout", None)
+        if isinstance(rate, float) and rate != 0:
+            module.attention_dropout, changed = 0.0, changed + 1
+    config = getattr(model, "config", None)
+    for key, value in (config.to_dict() if config is not None else {}).items():
+        if "dropout" in key and isinstance(value, float) and value != 0:
+            setattr(config, key, 0.0)
+            changed += 1
+    return changed

@@ -33,7 +33,7 @@ from bfpo.errors import TrainingDivergedError
 from bfpo.objective import CASES, preference_loss
 from bfpo.train.collator import REF_KEYS, PairCollator, model_inputs
 from bfpo.train.config import BFPOConfig
-from bfpo.train.layers import select_trainable
+from bfpo.train.layers import disable_dropout, select_trainable
 from bfpo.train.model_io import nonfinite_parameters
 from bfpo.train.logps import add_response_logps_forward
 from bfpo.train.reference import (
@@ -146,6 +146,10 @@ class BFPOTrainer(Trainer):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.is_peft = base is not model
         add_response_logps_forward(base, args.logps_chunk_size)
+        if args.disable_dropout:
+            disable_dropout(model)
+            if ref_model is not None:
+                disable_dropout(ref_model)
         if args.trainable and not self.is_peft:
             select_trainable(model, args.trainable)
         pad_id = getattr(processing_class, "pad_token_id", None)
