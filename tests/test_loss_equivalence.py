@@ -124,3 +124,39 @@ def test_dropout_is_off_so_h_is_zero_at_step_zero(tmp_path, disable):
     g = torch.tensor([1.5 * a - 0.5 * b - 0.5 for a, b in LABELS])  # Eq. 14, alpha = 0.5
     at_zero = float(((g / tau) ** 2).mean())
     assert (got == pytest.approx(at_zero, rel=1e-5)) is disable
+
+
+def test_trl_format_dataset_trains_with_two_label_columns(tmp_path):
+    """A TRL DPOTrainer user's dataset (conversational and text rows) trains after adding two columns, and
+    the trainer tokenises it exactly as the data layer does."""
+    from datasets import Dataset
+
+    from bfpo.data.adapters import records_from_trl_dataset
+    from bfpo.data.tokenize import tokenize_pairs
+
+    tok = tiny_tokenizer()
+    rows = [{"prompt": [{"role": "user", "content": f"How do I pick lock {i}?" if i % 2 else f"Bake bread {i}?"}],
+             "chosen": [{"role": "assistant", "content": "Step one, step two." if i % 2 else "Mix, then bake."}],
+             "rejected": [{"role": "assistant", "content": "I can't help with that." if i % 2 else "No."}]}
+            for i in range(8)]
+    text = records_from_trl_dataset([{"prompt": "Bake bread?", "chosen": "Mix, then bake.", "rejected": "No.",
+                                      "safe_chosen": True, "safe_rejected": True}])
+    assert (text[0].prompt, text[0].chosen, text[0].kind) == ("Bake bread?", "Mix, then bake.", "helpful")
+    ds = Dataset.from_list(rows)
+    with pytest.raises(ValueError, match="train_dataset row 0.*safe_chosen"):  # a missing label is not "safe"
+        BFPOTrainer(tiny_llama(tok), BFPOConfig(output_dir=str(tmp_path / "x"), use_cpu=True), train_dataset=ds,
+                    processing_class=tok)
+    ds = ds.add_column("safe_chosen", [float(i % 2 == 0) for i in range(8)])
+    ds = ds.add_column("safe_rejected", [1.0] * 8)
+    args = BFPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=2, use_cpu=True,
+                      tau=0.1, ref_cache_dir=str(tmp_path / "cache"), save_strategy="no", report_to="none",
+                      disable_tqdm=True, learning_rate=1e-3)
+    trainer = BFPOTrainer(tiny_llama(tok), args, train_dataset=ds, processing_class=tok)
+    want, _ = tokenize_pairs(records_from_trl_dataset(rows_with_labels := list(ds)), tok, args.max_length,
+                             args.max_prompt_length)
+    got = trainer.train_dataset
+    assert [(g["prompt_ids"], g["chosen_ids"], g["is_safety"]) for g in got] == \
+        [(w["prompt_ids"], w["chosen_ids"], w["is_safety"]) for w in want]
+    assert [g["is_safety"] for g in got] == [int(r["safe_chosen"] < 1) for r in rows_with_labels]
+    trainer.train()
+    assert trainer.state.global_step == 2

@@ -183,6 +183,54 @@ def from_pairs(row: Mapping[str, Any], where: str) -> PairRecord:
     return PairRecord.from_dict(d, where)
 
 
+#: the two columns a TRL preference dataset needs on top of prompt/chosen/rejected (and the optional third)
+TRL_LABEL_COLUMNS = ("safe_chosen", "safe_rejected")
+
+
+def from_trl(row: Mapping[str, Any], where: str) -> PairRecord:
+    """One row of TRL's standard preference format plus BFPO's two safety-label columns.
+
+    ``prompt``/``chosen``/``rejected`` are text, or conversational message lists (explicit prompt: ``chosen``
+    and ``rejected`` hold the assistant turn; implicit prompt: no ``prompt`` column, and both hold the whole
+    conversation, as in UltraFeedback). ``chosen`` is the MORE HELPFUL response y_hw, whatever its safety.
+    ``safe_chosen`` and ``safe_rejected`` (bool or a probability in [0, 1]) are required: a missing label is
+    an error, never "safe". The optional ``is_safety`` column says which dataset a row comes from (the
+    buffered sampler balances the two); without it a row with an unsafe response is a safety pair and a
+    row of two safe responses a helpfulness pair (section 4.2: helpfulness data is all safe).
+    """
+    for column in ("chosen", "rejected") + TRL_LABEL_COLUMNS:
+        _require(row, column, where)
+    context_c, chosen = _split_conversation(row["chosen"], where, "chosen")
+    context_r, rejected = _split_conversation(row["rejected"], where, "rejected")
+    if context_c and context_r and context_c != context_r:
+        raise DataValidationError(f"{where}: fields 'chosen' and 'rejected' continue different conversations")
+    prompt: Any = _as_prompt(row["prompt"]) if row.get("prompt") not in (None, "") else (context_c or context_r)
+    if not prompt:
+        raise DataValidationError(f"{where}: no prompt: give a 'prompt' column or conversations in 'chosen'")
+    safe_c = _as_label(row["safe_chosen"], where, "safe_chosen")
+    safe_r = _as_label(row["safe_rejected"], where, "safe_rejected")
+    if row.get("is_safety") is not None:
+        kind = "safety" if _as_label(row["is_safety"], where, "is_safety") >= 0.5 else "helpful"
+    else:
+        kind = "safety" if min(safe_c, safe_r) < 1.0 else "helpful"
+    metadata = {k: v for k, v in row.items()
+                if k not in ("prompt", "chosen", "rejected", "is_safety") + TRL_LABEL_COLUMNS}
+    return PairRecord(prompt=prompt, chosen=chosen, rejected=rejected, safe_chosen=safe_c, safe_rejected=safe_r,
+                      source="trl", kind=kind, metadata=metadata)
+
+
+def records_from_trl_dataset(rows: Iterable[Mapping[str, Any]], name: str = "train_dataset") -> List[PairRecord]:
+    """Every row of a TRL-format preference dataset (a ``datasets.Dataset`` or a list of dicts) as a
+    validated :class:`PairRecord`; errors name ``"<name> row <i>"`` and the field."""
+    out = []
+    for i, row in enumerate(rows):
+        where = f"{name} row {i}"
+        if not isinstance(row, Mapping):
+            raise DataValidationError(f"{where}: row must be an object, got {type(row).__name__}")
+        out.append(validate_record(from_trl(row, where), where))
+    return out
+
+
 def from_generic(row: Mapping[str, Any], where: str, column_map: Mapping[str, str]) -> PairRecord:
     """A row of any schema, through ``column_map`` (canonical field -> column name).
 

@@ -127,13 +127,33 @@ class NonFiniteGuard(TrainerCallback):
                 "Lower learning_rate or raise tau, then start again (or --resume from the checkpoint).")
 
 
+def tokenized_pairs(dataset, tokenizer, args: BFPOConfig, name: str) -> List[Dict]:
+    """The trainer's input as tokenised pairs: returned as is when already tokenised
+    (``bfpo.data.tokenize_pairs`` output), else read as TRL's preference format plus the two safety-label
+    columns (:func:`bfpo.data.adapters.from_trl`) and tokenised with the tokenizer's chat template, as
+    TRL's DPOTrainer does."""
+    rows = list(dataset)
+    if not rows or "chosen_ids" in rows[0]:
+        return rows
+    from bfpo.data.adapters import records_from_trl_dataset
+    from bfpo.data.tokenize import tokenize_pairs
+
+    if tokenizer is None:
+        raise ValueError(f"{name} holds text: pass processing_class (the tokenizer) to tokenise it")
+    examples, _ = tokenize_pairs(records_from_trl_dataset(rows, name), tokenizer, args.max_length,
+                                 args.max_prompt_length, desc=f"tokenizing {name}")
+    return examples
+
+
 class BFPOTrainer(Trainer):
     """Preference trainer for BFPO (Eq. 15), DPO (Eq. 4) and IPO on tokenised pairs.
 
     Args:
         model: a causal LM (``PreTrainedModel``, optionally a PEFT model).
         args: :class:`BFPOConfig`.
-        train_dataset: list of tokenised pairs (``bfpo.data.tokenize.tokenize_pairs`` output).
+        train_dataset: a ``datasets.Dataset`` (or list of dicts) in TRL's preference format
+            (``prompt``/``chosen``/``rejected``, text or messages) plus ``safe_chosen``/``safe_rejected``
+            columns, tokenised here with the chat template; or tokenised pairs (``tokenize_pairs`` output).
         eval_dataset: the same, optional.
         processing_class: the tokenizer (saved with the model).
         ref_model: an explicit reference model for on-the-fly reference log-probs (optional).
@@ -143,6 +163,9 @@ class BFPOTrainer(Trainer):
                  processing_class=None, ref_model=None, callbacks=None, **kwargs):
         if not isinstance(args, BFPOConfig):
             raise TypeError("BFPOTrainer needs a BFPOConfig")
+        train_dataset = tokenized_pairs(train_dataset, processing_class, args, "train_dataset")
+        if eval_dataset is not None:
+            eval_dataset = tokenized_pairs(eval_dataset, processing_class, args, "eval_dataset")
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.is_peft = base is not model
         add_response_logps_forward(base, args.logps_chunk_size)
