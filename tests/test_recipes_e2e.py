@@ -204,3 +204,24 @@ def test_every_shipped_recipe_file_is_package_data():
     assert len(files) >= 10
     missing = [f for f in files if not any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)]
     assert not missing, f"not shipped in the wheel: {missing}"
+
+
+@pytest.mark.parametrize("command", ["train", "sft"])
+def test_help_lists_every_recipe_key(command, capsys):
+    """`bfpo train --help` / `bfpo sft --help` list every key a recipe may hold, with its help."""
+    from dataclasses import fields
+
+    from trl import SFTConfig
+
+    from bfpo.cli import main
+    from bfpo.train.config import DATA_KEYS, MODEL_KEYS, SOURCE_KEYS, BFPOConfig
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    cls = BFPOConfig if command == "train" else SFTConfig
+    keys = list(MODEL_KEYS) + list(DATA_KEYS) + list(SOURCE_KEYS) + [f.name for f in fields(cls) if f.init]
+    missing = [k for k in keys if f"\n  {k} " not in out]
+    assert not missing, missing
+    if command == "train":
+        assert "sign rule" in out and "chat_template" in out

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import enum
 import math
+import dataclasses
 import re
 import types
 import typing
@@ -31,10 +32,61 @@ from bfpo.errors import UserInputError, UserPathNotFoundError
 from bfpo.objective import LOSSES, alpha_constants, case_label_values, check_label_rules
 
 SECTIONS = {"model", "data", "train", "sft"}
-MODEL_KEYS = {"name_or_path", "dtype", "trust_remote_code", "attn_implementation", "revision", "gguf_file",
-              "lora", "tokenizer", "chat_template"}
-DATA_KEYS = {"mode", "safety", "helpful", "max_length", "max_prompt_length", "on_error", "seed"}
-SOURCE_KEYS = {"source", "schema", "split", "limit", "column_map", "revision", "shuffle"}
+#: recipe keys outside the stage dataclass, with the help that ``bfpo train --help`` prints
+MODEL_KEYS = {
+    "name_or_path": "hub name or local model folder (required)",
+    "dtype": "float32 (default), bfloat16, float16 or auto",
+    "trust_remote_code": "run the model repository's own code (off unless you read it)",
+    "attn_implementation": "eager, sdpa, flash_attention_2, ...",
+    "revision": "the hub model's commit, branch or tag",
+    "gguf_file": "load this .gguf file from the folder",
+    "lora": "LoRA settings {r, lora_alpha, target_modules, ...}; the reference is the base with adapters off",
+    "tokenizer": "a different tokenizer folder or hub name",
+    "chat_template": "built-in template name (zephyr, chatml) or a Jinja string; required when the tokenizer "
+                     "has none",
+}
+DATA_KEYS = {
+    "mode": "bfpo (buffered), bfpo_no_buffer, dpo_h, dpo_s, mix (Table 1 / Table 4)",
+    "safety": "the safety pairs: a source mapping (keys below)",
+    "helpful": "the helpfulness pairs: a source mapping (keys below)",
+    "max_length": "tokens of prompt + response (copied to train.max_length)",
+    "max_prompt_length": "tokens of prompt, cut from the left",
+    "on_error": "raise (default) or drop invalid rows (counted)",
+    "seed": "seed of subsets (limit) and of the mix's shuffle",
+}
+SOURCE_KEYS = {
+    "source": "hub dataset name or a local .jsonl/.json/.csv/.parquet file (required)",
+    "schema": "auto, pku_saferlhf, ultrafeedback, pairs or generic",
+    "split": "hub split, e.g. train or train_prefs",
+    "limit": "keep this many rows: a seeded random subset (data.seed) unless shuffle: false",
+    "column_map": "generic schema: canonical field -> column name",
+    "revision": "the hub dataset's commit, branch or tag (pin it to reproduce a run)",
+    "shuffle": "shuffle before limit (default: true when limit is set)",
+}
+
+
+def recipe_help(stage: str, config_cls: type) -> str:
+    """Every recipe key, generated from the key tables above and ``config_cls``'s dataclass fields (their
+    type, default and help), for the ``--help`` of ``bfpo train`` / ``bfpo sft``."""
+    def block(title: str, keys: Dict[str, str]) -> List[str]:
+        return [title] + [f"  {k:<26} {v}" for k, v in keys.items()]
+
+    lines = block("model.* keys:", MODEL_KEYS) + block("data.* keys:", DATA_KEYS)
+    lines += block("data.safety.* / data.helpful.* keys:", SOURCE_KEYS)
+    lines.append(f"{stage}.* keys (every {config_cls.__name__} field):")
+    for f in sorted(fields(config_cls), key=lambda f: f.name):
+        if not f.init or f.name.startswith("_"):
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = "(required)"
+        text = " ".join(str(f.metadata.get("help", "")).split())
+        kind = getattr(f.type, "__name__", str(f.type)).replace("typing.", "")
+        lines.append(f"  {f.name:<26} {kind} = {default!r}" + (f": {text}" if text else ""))
+    return "\n".join(lines)
 
 
 class RecipeError(UserInputError):
@@ -390,8 +442,13 @@ def check_stage(recipe: Dict[str, Any], stage: str) -> None:
                           f"the '{stage}' section; move the keys to '{stage}' or run 'bfpo {other}'")
 
 
-def add_recipe_arguments(p, example_override: str) -> None:
-    """The command-line shape shared by ``bfpo train`` and ``bfpo sft``: a recipe, --resume, overrides."""
+def add_recipe_arguments(p, example_override: str, stage: str = "train", config_cls: Optional[type] = None) -> None:
+    """The command-line shape shared by ``bfpo train`` and ``bfpo sft``: a recipe, --resume, overrides;
+    ``--help`` lists every recipe key (:func:`recipe_help`)."""
+    import argparse
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = recipe_help(stage, config_cls or BFPOConfig)
     p.add_argument("--config", required=True,
                    help="YAML recipe: a path, or a shipped recipe's name (`bfpo recipes` lists them)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")

@@ -18,7 +18,9 @@ logger = logging.getLogger("bfpo.sft")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_recipe_arguments(p, "sft.learning_rate=1e-5")
+    from trl import SFTConfig
+
+    add_recipe_arguments(p, "sft.learning_rate=1e-5", stage="sft", config_cls=SFTConfig)
 
 
 def make_sft_config(recipe: Dict[str, Any]):
