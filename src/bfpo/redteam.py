@@ -23,31 +23,42 @@ prompts already done, kept or dropped; counts go to ``OUT.stats.json``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from bfpo.data.adapters import looks_local
 from bfpo.data.records import DataValidationError, PairRecord, validate_record
+from bfpo.errors import OutputExistsError, UserInputError, UserPathNotFoundError
 
 STAT_KEYS = ("prompts_seen", "kept", "dropped_all_safe", "dropped_identical_responses", "dropped_unparsed")
 
 
 def iter_jsonl(path: str) -> Iterable[Tuple[int, Dict[str, Any]]]:
     """Yield ``(line number, object)`` for each non-blank line of a jsonl file; errors name file and line."""
+    for n, line in enumerate(_read_prompt_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataValidationError(f"{path} line {n}: not JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataValidationError(f"{path} line {n}: expected a JSON object")
+        yield n, row
+
+
+def _read_prompt_text(path: str | Path) -> str:
+    """The UTF-8 text of a prompt file; one-line errors for a missing file or a byte that is not UTF-8."""
+    from bfpo.data.adapters import read_text_utf8
+
+    if Path(path).is_dir():
+        raise UserInputError(f"prompt file {path} is a folder; expected a .jsonl, .csv or .txt file")
     if not Path(path).exists():
-        raise FileNotFoundError(f"prompt file {path} not found")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataValidationError(f"{path} line {n}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataValidationError(f"{path} line {n}: expected a JSON object")
-            yield n, row
+        raise UserPathNotFoundError(f"prompt file {path} not found")
+    return read_text_utf8(path)
 
 
 def load_prompts(source: str, split: str = "train", column: str = "prompt",
@@ -64,23 +75,25 @@ def load_prompts(source: str, split: str = "train", column: str = "prompt",
                 raise DataValidationError(f"{source} line {n}: missing field '{column}'")
             prompts.append(str(row[column]))
     elif path.suffix == ".csv":
-        if not path.exists():
-            raise FileNotFoundError(f"prompt file {source} not found")
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if column not in (reader.fieldnames or []):
-                raise DataValidationError(f"{source}: no column '{column}' (columns: {reader.fieldnames})")
-            prompts = [row[column] or "" for row in reader]
+        reader = csv.DictReader(io.StringIO(_read_prompt_text(path), newline=""))
+        if column not in (reader.fieldnames or []):
+            raise DataValidationError(f"{source}: no column '{column}' (columns: {reader.fieldnames})")
+        prompts = [row[column] or "" for row in reader]
     elif path.suffix == ".txt":
-        if not path.exists():
-            raise FileNotFoundError(f"prompt file {source} not found")
-        prompts = path.read_text(encoding="utf-8").splitlines()
+        prompts = _read_prompt_text(path).splitlines()
     elif path.exists():
         raise DataValidationError(f"{source}: unsupported prompt file type (use .jsonl, .csv or .txt)")
+    elif looks_local(source):
+        raise UserPathNotFoundError(f"prompt file {source} not found")
     else:
         from datasets import load_dataset
 
-        ds = load_dataset(source, split=split)
+        try:
+            ds = load_dataset(source, split=split)
+        except (OSError, ConnectionError, ValueError) as e:  # DatasetNotFoundError, offline, bad split
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserInputError(f"prompts {source!r}: not a local file, and the hub dataset could not be "
+                                 f"loaded ({first})") from e
         if column not in ds.column_names:
             raise DataValidationError(f"{source} ({split}): no column '{column}' (columns: {ds.column_names})")
         prompts = [str(x) for x in ds[column]]
@@ -99,6 +112,23 @@ def _progress_path(out: Path) -> Path:
 
 def _stats_path(out: Path) -> Path:
     return out.with_name(out.name + ".stats.json")
+
+
+def check_pairs_out(out: Path, overwrite: bool = False) -> None:
+    """``out`` is new, empty, or the pairs file of an earlier ``bfpo redteam`` run (its progress log is next
+    to it), which this run resumes; anything else is refused. ``overwrite`` starts afresh: the file, its
+    progress log and its stats are removed."""
+    progress = _progress_path(out)
+    if out.is_dir():
+        raise UserInputError(f"--out {out} is a folder; give a file name such as {out / 'pairs.jsonl'}")
+    if overwrite:
+        for path in (out, progress, _stats_path(out)):
+            path.unlink(missing_ok=True)
+        return
+    if out.exists() and out.stat().st_size > 0 and not progress.exists():
+        raise OutputExistsError(f"--out {out} holds data that no earlier 'bfpo redteam' run on this path wrote "
+                                f"(no {progress.name} next to it); choose another --out, or pass --overwrite "
+                                "to replace it")
 
 
 def _done(out: Path) -> Dict[str, str]:
@@ -177,8 +207,11 @@ def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", rank
                 keep: str = "harmful", max_new_tokens: int = 256, temperature: float = 1.0, top_p: float = 1.0,
                 seed: int = 0, bf16: bool = False, limit: Optional[int] = None, batch_size: int = 8,
                 split: str = "train", column: str = "prompt", system_prompt: Optional[str] = None,
-                backend: str = "hf", judge_obj=None, ranker_obj=None, progress: bool = True) -> Dict[str, int]:
+                backend: str = "hf", judge_obj=None, ranker_obj=None, progress: bool = True,
+                overwrite: bool = False, chat_template: Optional[str] = None) -> Dict[str, int]:
     """Run the section 4.3 pipeline and return the counts (also written to ``OUT.stats.json``).
+
+    ``out`` must be new, empty or this pipeline's own earlier output (resumed); ``overwrite`` replaces it.
 
     ``judge_obj``/``ranker_obj`` may be given instead of names (a judge/ranker already built); the
     counts in the returned dict cover this run and earlier runs on the same ``out`` together.
@@ -190,12 +223,13 @@ def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", rank
     from bfpo.rankers import get_ranker
 
     if k < 2:
-        raise ValueError(f"k must be at least 2 (responses per prompt), got {k}")
+        raise UserInputError(f"k must be at least 2 (responses per prompt), got {k}")
     if keep not in ("harmful", "all"):
-        raise ValueError(f"keep must be 'harmful' or 'all', got {keep!r}")
+        raise UserInputError(f"keep must be 'harmful' or 'all', got {keep!r}")
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     all_prompts = load_prompts(prompts, split=split, column=column, limit=limit)
+    check_pairs_out(out_path, overwrite)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     done = _done(out_path)
     todo = [p for p in all_prompts if p not in done]
     stats = {key: 0 for key in STAT_KEYS}
@@ -205,7 +239,13 @@ def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", rank
     print(f"redteam: {len(all_prompts)} prompts, {len(all_prompts) - len(todo)} already done, {len(todo)} to go")
 
     if todo:
-        lm, tok = load_model(model, backend=backend)
+        from bfpo.evaluate import check_judge
+        from bfpo.train.model_io import check_model_source
+
+        if judge_obj is None:
+            check_judge(judge, judge_model)
+        check_model_source(model, "--model")
+        lm, tok = load_model(model, backend=backend, chat_template=chat_template, require_chat_template=True)
         judge_obj = judge_obj or get_judge(judge, judge_model)
         ranker_obj = ranker_obj or get_ranker(ranker, ranker_model)
         provenance = {"model": model, "judge": getattr(judge_obj, "name", judge),
@@ -247,11 +287,16 @@ def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", rank
 
 
 def add_arguments(parser) -> None:
+    from bfpo.data.templates import add_chat_template_argument
+
     parser.add_argument("--model", required=True, help="model directory or hub name that answers the prompts")
     parser.add_argument("--prompts", required=True,
                         help="prompts: .jsonl (field prompt), .csv (column prompt), .txt (one per line) or a "
                              "hub dataset (PKU-Alignment/PKU-SafeRLHF, walledai/AdvBench)")
-    parser.add_argument("--out", required=True, help="output PAIRS.jsonl (appended to; re-runs resume)")
+    parser.add_argument("--out", required=True,
+                        help="output PAIRS.jsonl (new, or the output of an earlier run, which is resumed)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (and its progress log) instead of refusing or resuming")
     parser.add_argument("--judge", default="keyword", help="keyword | harmbench | llamaguard | classifier")
     parser.add_argument("--judge-model", default=None, help="judge model directory or hub name")
     parser.add_argument("--ranker", default="rule", help="rule | reward | pairrm")
@@ -271,6 +316,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--system-prompt", default=None)
     parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
                         help="generation backend: transformers (default) or vLLM (needs the vllm package)")
+    add_chat_template_argument(parser)
 
 
 def main(args) -> None:
@@ -278,4 +324,5 @@ def main(args) -> None:
                 judge_model=args.judge_model, ranker_model=args.ranker_model, k=args.k, keep=args.keep,
                 max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                 seed=args.seed, bf16=args.bf16, limit=args.limit, batch_size=args.batch_size, split=args.split,
-                column=args.column, system_prompt=args.system_prompt, backend=args.backend)
+                column=args.column, system_prompt=args.system_prompt, backend=args.backend,
+                overwrite=args.overwrite, chat_template=args.chat_template)

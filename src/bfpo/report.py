@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from bfpo.errors import UserInputError, UserPathNotFoundError
 from bfpo.lm_eval_tasks import DISC_TASKS, DISPLAY_NAMES, is_crows
 from bfpo.promptsets import suite_of
 
@@ -24,17 +26,51 @@ MISSING = "–"
 _ALPACA_KEYS = ("length_controlled_winrate", "lc_win_rate", "lc_winrate", "win_rate", "score")
 
 
+#: RESULT.json keys the report reads, and the JSON types each may have (null is always allowed)
+RESULT_TYPES = {"by_kind": (dict,), "by_category": (dict,), "gen": (dict,), "disc": (dict,),
+                "alpaca": (dict, int, float), "gen_avg": (int, float), "disc_avg": (int, float),
+                "safety_avg": (int, float), "samples": (list,), "model": (str, list)}
+
+
 def load_result(path: str) -> Dict[str, Any]:
-    """Read one RESULT.json (a JSON object); errors name the file."""
+    """Read one RESULT.json (a JSON object with the keys of :data:`RESULT_TYPES` in their types); every
+    error is one line naming the file (and the key)."""
+    from bfpo.data.adapters import read_text_utf8
+
+    p = Path(path)
+    if p.is_dir():
+        found = sorted(str(x) for x in p.glob("*.json"))[:3]
+        raise UserInputError(f"{path} is a folder; pass the RESULT.json file(s) written by 'bfpo evaluate'"
+                             + (f" (e.g. {', '.join(found)})" if found else ""))
+    if not p.is_file():
+        raise UserPathNotFoundError(f"result file {path} not found")
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"result file {path} not found") from None
+        data = json.loads(read_text_utf8(p))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        raise UserInputError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise UserInputError(f"{path}: expected a JSON object (a RESULT.json of 'bfpo evaluate'), "
+                             f"got {type(data).__name__}")
+    for key, types in RESULT_TYPES.items():
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            expected = " or ".join({dict: "an object", list: "a list", str: "text", int: "a number",
+                                    float: "a number"}[t] for t in types)
+            raise UserInputError(f"{path}: key '{key}' must be {expected}, got {type(value).__name__}")
+    for key in ("by_kind", "by_category"):
+        for name, entry in (data.get(key) or {}).items():
+            if not isinstance(entry, dict):
+                raise UserInputError(f"{path}: key '{key}.{name}' must be an object, got {type(entry).__name__}")
     return data
+
+
+def empty_answers(result: Dict[str, Any]) -> int:
+    """How many answers of a result are empty (from ``empty_answers``, else counted in ``samples``)."""
+    count = _num(result.get("empty_answers"))
+    if count is not None:
+        return int(count)
+    samples = result.get("samples") or []
+    return sum(1 for s in samples if isinstance(s, dict) and not str(s.get("response") or "").strip())
 
 
 def _num(x: Any) -> Optional[float]:
@@ -181,10 +217,10 @@ def scatter(results: Sequence[Dict[str, Any]], names: Sequence[str], path: Path)
 def write_report(paths: Sequence[str], out_dir: str, names: Optional[Sequence[str]] = None) -> Path:
     """Write ``report.md`` and ``scatter.png`` for the given RESULT.json files; return the markdown path."""
     if not paths:
-        raise ValueError("report needs at least one RESULT.json")
+        raise UserInputError("report needs at least one RESULT.json")
     results = [load_result(p) for p in paths]
     if names and len(names) != len(paths):
-        raise ValueError(f"--names has {len(names)} names for {len(paths)} result files")
+        raise UserInputError(f"--names has {len(names)} names for {len(paths)} result files")
     labels = list(names) if names else [str(r.get("model") or Path(p).stem) for r, p in zip(results, paths)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,6 +234,13 @@ def write_report(paths: Sequence[str], out_dir: str, names: Optional[Sequence[st
             "Safety Avg. = mean of Disc. Avg. and Gen. Avg. (section 4.1). "
             f"'{MISSING}' = not measured.", "", markdown_table(header, rows), "",
             "![helpfulness vs harmlessness](scatter.png)", ""]
+    for r, label in zip(results, labels):
+        n_empty = empty_answers(r)
+        if n_empty:
+            notes.append(f"WARNING {label}: {n_empty} of {len(r.get('samples') or []) or '?'} answers are empty "
+                         "(a broken or diverged model?); results written before bfpo flagged this count them "
+                         "as harmless")
+            print(f"report: {notes[-1]}", file=sys.stderr)
     text += [f"- {n}" for n in notes]
     text += ["", "Sources: " + ", ".join(f"`{p}`" for p in paths), ""]
     md = out / "report.md"
