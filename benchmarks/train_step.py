@@ -39,6 +39,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# torch.cuda.is_available() through NVML: the parent never creates a CUDA context, so forked children can
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
 # Heavy imports happen once here, in the parent, so forked children do not pay for them.
 import torch  # noqa: E402
@@ -54,6 +56,15 @@ MODELS: Dict[str, Dict[str, Any]] = {
     "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                          num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
                          rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
+    # the same width, heads and vocabulary with 4 of the 30 layers: the model of the scaling sweep
+    # (benchmarks/scaling.py), where the vocabulary is a large share of the per-token cost
+    "smollm2-135m-4l": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=4,
+                            num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                            rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
+    # ... and with a 6x smaller vocabulary: a term that grows with tokens x vocab would show as a steeper slope
+    "smollm2-135m-4l-v8k": dict(vocab_size=8192, hidden_size=576, intermediate_size=1536, num_hidden_layers=4,
+                                num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                                rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
     "tiny": dict(vocab_size=2048, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                  tie_word_embeddings=True),
@@ -71,6 +82,14 @@ CONFIGS: List[Dict[str, Any]] = [
     dict(name="bfpo_down_proj_ref_model", trainer="bfpo", trainable=["down_proj"], precompute=False, bfpo_args=PF),
     # the same paper recipe with the padded batch, to measure what padding costs
     dict(name="bfpo_down_proj_precomputed_padded", trainer="bfpo", trainable=["down_proj"], precompute=True),
+    # the paper recipe with frozen linear weights kept in bf16 during training (bfpo.train.precision); the
+    # weights are first rounded to bf16, as a bf16 checkpoint loads, so that the cast is exact
+    dict(name="bfpo_down_proj_precomputed_frozen_bf16", trainer="bfpo", trainable=["down_proj"], precompute=True,
+         bfpo_args=PF, frozen_bf16=True),
+    # TRL with Liger's layer kernels (RMSNorm, RoPE, SwiGLU; TRL 1.16 keeps its own fused LM head and turns off
+    # Liger's fused linear cross-entropy); needs CUDA and the liger-kernel package, skipped otherwise
+    dict(name="trl_ipo_full_liger", trainer="trl", trainable=None, precompute=True, liger=True),
+    dict(name="trl_ipo_down_proj_liger", trainer="trl", trainable=["down_proj"], precompute=True, liger=True),
 ]
 
 #: which TRL run each of ours is compared with: the one with the same trainable parameters
@@ -79,15 +98,36 @@ PAPER_RECIPE, TRL_USUAL = "bfpo_down_proj_precomputed", "trl_ipo_full"
 
 
 # ----------------------------------------------------------------------------------------- set-up
-def build_model(size: str, seed: int = 0) -> LlamaForCausalLM:
+def skip_reason(cfg: Dict[str, Any]) -> Optional[str]:
+    """Why a configuration cannot run on this machine (None: it can)."""
+    if cfg.get("liger"):
+        import importlib.util
+
+        if not torch.cuda.is_available():
+            return "Liger kernels are Triton kernels: CUDA only"
+        if importlib.util.find_spec("liger_kernel") is None:
+            return "liger-kernel is not installed (pip install liger-kernel)"
+    return None
+
+
+def build_model(size: str, seed: int = 0, attn: str = "sdpa") -> LlamaForCausalLM:
     cfg = LlamaConfig(**MODELS[size], pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                      attn_implementation="sdpa")
+                      attn_implementation=attn)
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg)
 
 
-def synthetic_pairs(vocab_size: int, n: int = N_PAIRS, seed: int = 0) -> List[Dict[str, Any]]:
-    """``n`` tokenised pairs whose prompt+response lengths lie in [MIN_LEN, MAX_LEN]; half safety, half helpful."""
+def length_spec(max_len: int) -> Dict[str, int]:
+    """Sequence lengths of a sweep point: prompt+response in [max_len/2, max_len], prompt in
+    [3/32, 3/8] of max_len (the ratios of the default 128-256 / 24-96 batch)."""
+    return {"min_len": max_len // 2, "max_len": max_len, "min_prompt": max(2, 3 * max_len // 32),
+            "max_prompt": 3 * max_len // 8}
+
+
+def synthetic_pairs(vocab_size: int, n: int = N_PAIRS, seed: int = 0, min_len: int = MIN_LEN,
+                    max_len: int = MAX_LEN, min_prompt: int = MIN_PROMPT,
+                    max_prompt: int = MAX_PROMPT) -> List[Dict[str, Any]]:
+    """``n`` tokenised pairs whose prompt+response lengths lie in [min_len, max_len]; half safety, half helpful."""
     g = torch.Generator().manual_seed(seed)
 
     def ints(lo, hi):
@@ -98,10 +138,10 @@ def synthetic_pairs(vocab_size: int, n: int = N_PAIRS, seed: int = 0) -> List[Di
 
     pairs = []
     for i in range(n):
-        p = ints(MIN_PROMPT, MAX_PROMPT)
+        p = ints(min_prompt, max_prompt)
         prompt = [1] + ids(p - 1)
-        chosen = ids(ints(MIN_LEN, MAX_LEN) - p - 1) + [2]
-        rejected = ids(ints(MIN_LEN, MAX_LEN) - p - 1) + [2]
+        chosen = ids(ints(min_len, max_len) - p - 1) + [2]
+        rejected = ids(ints(min_len, max_len) - p - 1) + [2]
         pairs.append({"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected,
                       "safe_chosen": float(i % 4 != 3), "safe_rejected": float(i % 4 == 1),
                       "is_safety": int(i % 2 == 0)})
@@ -118,16 +158,25 @@ def batch_token_stats(pairs: List[Dict[str, Any]], padding_free: bool = False) -
     return {"tokens": real, "positions": positions, "response_tokens": response, "seq_lens": lens}
 
 
-def model_flops(model, pairs: List[Dict[str, Any]], trainable: Optional[List[str]], ref_forward: bool) -> float:
-    """FLOPs of one optimizer step as defined in the module docstring (the same for every trainer)."""
+def forward_flops(model, pairs: List[Dict[str, Any]]) -> Dict[str, float]:
+    """FLOPs of one forward over the pairs' real tokens: every linear layer of the blocks on every token
+    (``linear``), the LM head on response tokens only (``lm_head``), and attention (``attention``: QK^T and
+    AV over the whole L x L square of each sequence, as the numbers in docs/performance.md were computed)."""
     cfg = model.config
     stats = batch_token_stats(pairs)
     tokens, resp = stats["tokens"], stats["response_tokens"]
     layer_params = sum(p.numel() for n, p in model.model.layers.named_parameters() if p.dim() == 2)
     head = cfg.vocab_size * cfg.hidden_size
-    attn = sum(2 * 2 * L * L * cfg.hidden_size // 2 * 2 for L in stats["seq_lens"]) * cfg.num_hidden_layers
-    # ^ QK^T and AV, 2 FLOPs per MAC, causal half, forward
-    fwd = 2 * tokens * layer_params + 2 * resp * head + attn
+    heads_dim = cfg.num_attention_heads * getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads)
+    attn = sum(2 * 2 * L * L * heads_dim for L in stats["seq_lens"]) * cfg.num_hidden_layers
+    return {"linear": float(2 * tokens * layer_params), "lm_head": float(2 * resp * head), "attention": float(attn)}
+
+
+def model_flops(model, pairs: List[Dict[str, Any]], trainable: Optional[List[str]], ref_forward: bool) -> float:
+    """FLOPs of one optimizer step as defined in the module docstring (the same for every trainer)."""
+    f = forward_flops(model, pairs)
+    tokens = batch_token_stats(pairs)["tokens"]
+    fwd = f["linear"] + f["lm_head"] + f["attention"]
     bwd_input = fwd  # gradients flow back through every layer (down_proj of layer 0 is trainable)
     if trainable:
         import re
@@ -136,21 +185,29 @@ def model_flops(model, pairs: List[Dict[str, Any]], trainable: Optional[List[str
         w = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and any(r.search(n) for r in rx))
         bwd_weight = 2 * tokens * w
     else:
-        bwd_weight = 2 * tokens * layer_params + 2 * resp * head
+        bwd_weight = f["linear"] + f["lm_head"]
     return float(fwd + bwd_input + bwd_weight + (fwd if ref_forward else 0))
 
 
 class StepTimer(TrainerCallback):
-    """Wall time of every optimizer step (``on_step_begin`` to ``on_step_end``)."""
+    """Wall time of every optimizer step (``on_step_begin`` to ``on_step_end``; on CUDA after a synchronize,
+    so queued kernels count in the step that launched them)."""
 
     def __init__(self):
         self.times: List[float] = []
         self._t0 = 0.0
 
+    @staticmethod
+    def _sync():
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+
     def on_step_begin(self, args, state, control, **kwargs):
+        self._sync()
         self._t0 = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
+        self._sync()
         self.times.append(time.perf_counter() - self._t0)
 
 
@@ -175,11 +232,13 @@ def _trl_trainer(cfg, model, pairs, out_dir, steps, timer):
 
     tok = tiny_tokenizer()  # only its pad id is used: the token ids never pass through a tokenizer
     ds = Dataset.from_list([{k: p[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for p in pairs])
+    n = len(pairs)
     args = DPOConfig(output_dir=out_dir, loss_type=["ipo"], beta=0.01, precompute_ref_log_probs=cfg["precompute"],
-                     bf16=True, use_cpu=not torch.cuda.is_available(), per_device_train_batch_size=N_PAIRS,
-                     precompute_ref_batch_size=N_PAIRS, gradient_checkpointing=False, max_length=None,
+                     bf16=True, use_cpu=not torch.cuda.is_available(), per_device_train_batch_size=n,
+                     precompute_ref_batch_size=n, gradient_checkpointing=False, max_length=None,
                      padding_free=False, max_steps=steps, learning_rate=1e-6, logging_steps=steps,
-                     save_strategy="no", report_to="none", seed=0, dataloader_num_workers=0)
+                     save_strategy="no", report_to="none", seed=0, dataloader_num_workers=0,
+                     use_liger_kernel=bool(cfg.get("liger")))
     _freeze(model, cfg["trainable"])
     return PreTokenizedDPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                                   callbacks=[timer])
@@ -192,16 +251,26 @@ def _bfpo_trainer(cfg, model, pairs, out_dir, steps, timer):
     tok = tiny_tokenizer()
     args = BFPOConfig(output_dir=out_dir, loss="bfpo", tau=0.01, trainable=cfg["trainable"],
                       precompute_ref_log_probs=cfg["precompute"], ref_cache_dir=os.path.join(out_dir, "ref"),
-                      bf16=True, use_cpu=not torch.cuda.is_available(), per_device_train_batch_size=N_PAIRS,
-                      per_device_eval_batch_size=N_PAIRS, max_steps=steps, learning_rate=1e-6,
+                      bf16=True, use_cpu=not torch.cuda.is_available(), per_device_train_batch_size=len(pairs),
+                      per_device_eval_batch_size=len(pairs), max_steps=steps, learning_rate=1e-6,
                       logging_steps=steps, save_strategy="no", report_to="none", seed=0,
                       dataloader_num_workers=0, **cfg.get("bfpo_args", {}))
     tok.pad_token_id = 0
-    return BFPOTrainer(model, args, train_dataset=pairs, processing_class=tok, callbacks=[timer])
+    callbacks = [timer]
+    if cfg.get("frozen_bf16"):
+        from bfpo.train.precision import FrozenLinearWeightsCallback
+
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(torch.bfloat16).float())
+        callbacks.append(FrozenLinearWeightsCallback())
+    return BFPOTrainer(model, args, train_dataset=pairs, processing_class=tok, callbacks=callbacks)
 
 
-def run_config(cfg: Dict[str, Any], size: str, warmup: int, steps: int) -> Dict[str, Any]:
-    """Build, train ``warmup + steps`` optimizer steps, and measure (runs inside the child)."""
+def run_config(cfg: Dict[str, Any], size: str, warmup: int, steps: int, n_pairs: int = N_PAIRS,
+               lengths: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
+    """Build, train ``warmup + steps`` optimizer steps, and measure (runs inside the child).
+    ``n_pairs`` pairs per optimizer step, sequence lengths as :func:`synthetic_pairs` (``lengths``)."""
     import logging
     import warnings
 
@@ -212,17 +281,17 @@ def run_config(cfg: Dict[str, Any], size: str, warmup: int, steps: int) -> Dict[
     logging.getLogger("bfpo").setLevel(logging.WARNING)
     on_cuda = torch.cuda.is_available()
     model = build_model(size)
-    pairs = synthetic_pairs(model.config.vocab_size)
+    pairs = synthetic_pairs(model.config.vocab_size, n=n_pairs, **(lengths or {}))
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix=f"bench-{cfg['name']}-") as out_dir:
         build = _trl_trainer if cfg["trainer"] == "trl" else _bfpo_trainer
+        if on_cuda:  # before set-up, so bfpo's reference precompute counts as TRL's (done in train()) does
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         trainer = build(cfg, model, pairs, out_dir, warmup + steps, timer)
         setup_s = time.perf_counter() - t0
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)
-        if on_cuda:
-            torch.cuda.reset_peak_memory_stats()
         trainer.train()
     measured = timer.times[warmup:]
     step_s = statistics.median(measured)
@@ -234,7 +303,9 @@ def run_config(cfg: Dict[str, Any], size: str, warmup: int, steps: int) -> Dict[
         "name": cfg["name"], "trainer": cfg["trainer"], "model": size,
         "trainable": cfg["trainable"] or "all", "trainable_params": n_train,
         "precomputed_ref": cfg["precompute"], "padding_free": padding_free,
+        "pairs_per_step": n_pairs, "max_len": max(stats["seq_lens"]), "liger": bool(cfg.get("liger")),
         "tokens_per_step": stats["tokens"], "positions_per_step": stats["positions"],
+        "response_tokens_per_step": stats["response_tokens"],
         "padding_fraction": 1.0 - stats["tokens"] / stats["positions"],
         "tokens_per_s": stats["tokens"] / step_s, "step_s": step_s,
         "step_s_all": timer.times, "setup_s": setup_s,
@@ -289,18 +360,29 @@ def in_child(target, *args):
     return payload
 
 
-def machine_info(roofline: Dict[str, float]) -> Dict[str, Any]:
-    cpu = platform.processor()
+def cpu_model() -> Dict[str, Any]:
+    """The processor's model name and the matmul-relevant flags it reports (AMX, AVX-512 BF16, ...)."""
+    cpu, flags = platform.processor(), []
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            text = f.read()
+        cpu = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
+        have = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+        flags = sorted(f for f in set(have) if f.startswith(("amx", "avx512_bf16", "avx512f", "avx512_fp16",
+                                                               "avx2")))
     except (OSError, StopIteration):
         pass
+    return {"cpu": cpu, "cpu_flags": flags, "amx": any(f.startswith("amx") for f in flags)}
+
+
+def machine_info(roofline: Dict[str, float]) -> Dict[str, Any]:
     info = {
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": None,
+        **cpu_model(), "cores": os.cpu_count(), "torch_threads": None,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "python": platform.python_version(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "transformers": transformers.__version__,
+        # asked in a child: the parent never initialises CUDA (its forked children could not use it)
+        "gpu": in_child(torch.cuda.get_device_name, 0) if torch.cuda.is_available() else None,
         "roofline_flops": roofline,
         "baseline_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }
@@ -327,6 +409,14 @@ def ratios(configs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
         name = c["name"] if c["model"] == configs[0]["model"] else f"{c['model']}/{c['name']}"
         out[name] = {"vs": base["name"], "tokens_per_s": c["tokens_per_s"] / base["tokens_per_s"],
                      "peak_rss": c["peak_rss_mb"] / base["peak_rss_mb"]}
+        if c.get("peak_cuda_mb") and base.get("peak_cuda_mb"):
+            out[name]["peak_cuda"] = c["peak_cuda_mb"] / base["peak_cuda_mb"]
+        liger = by.get((c["model"], base["name"] + "_liger"))
+        if liger is not None:  # the same comparison against TRL with Liger's kernels
+            out[name + "_vs_liger"] = {"vs": liger["name"], "tokens_per_s": c["tokens_per_s"] / liger["tokens_per_s"],
+                                       "peak_rss": c["peak_rss_mb"] / liger["peak_rss_mb"]}
+            if c.get("peak_cuda_mb") and liger.get("peak_cuda_mb"):
+                out[name + "_vs_liger"]["peak_cuda"] = c["peak_cuda_mb"] / liger["peak_cuda_mb"]
         if c["name"] == PAPER_RECIPE and (c["model"], TRL_USUAL) in by:
             usual = by[(c["model"], TRL_USUAL)]
             out[name + "_vs_" + TRL_USUAL] = {
@@ -346,9 +436,14 @@ def markdown_table(res: Dict[str, Any]) -> str:
         lines.append(f"| {c['model']} | {c['name']} | {c['trainable_params'] / 1e6:.1f}M | {ref} | {pad} | "
                      f"{c['tokens_per_s']:.0f} | {c['step_s']:.2f} | {c['peak_rss_mb']:.0f}{cuda} | "
                      f"{c['achieved_flops'] / 1e9:.0f} | {100 * c['achieved_vs_roofline_bf16']:.0f}% |")
-    lines += ["", "| ours | against TRL | tokens/s ratio | peak RSS ratio |", "|---|---|---:|---:|"]
+    cuda = any("peak_cuda" in r for r in res["ratios_vs_trl"].values())
+    lines += ["", "| ours | against TRL | tokens/s ratio | peak RSS ratio |" + (" peak CUDA ratio |" if cuda else ""),
+              "|---|---|---:|---:|" + ("---:|" if cuda else "")]
     for name, r in res["ratios_vs_trl"].items():
-        lines.append(f"| {name} | {r['vs']} | {r['tokens_per_s']:.2f}x | {r['peak_rss']:.2f}x |")
+        extra = f" {r['peak_cuda']:.2f}x |" if "peak_cuda" in r else (" |" if cuda else "")
+        lines.append(f"| {name} | {r['vs']} | {r['tokens_per_s']:.2f}x | {r['peak_rss']:.2f}x |{extra}")
+    for name, why in res.get("skipped", {}).items():
+        lines.append(f"\n{name}: skipped ({why})")
     return "\n".join(lines)
 
 
@@ -378,11 +473,18 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if a.quick:
         plan = {m: (1, 3) for m in MODELS}
     configs = [c for c in CONFIGS if not a.configs or c["name"] in a.configs]
+    unknown = set(a.configs or ()) - {c["name"] for c in CONFIGS}
+    if unknown:
+        p.error(f"unknown configs {sorted(unknown)}; known: {[c['name'] for c in CONFIGS]}")
+    skipped = {c["name"]: skip_reason(c) for c in configs if skip_reason(c)}
+    for name, why in skipped.items():
+        print(f"skipping {name}: {why}", flush=True)
+    configs = [c for c in configs if c["name"] not in skipped]
     roofline = in_child(measure_roofline, 0.5 if a.quick else 2.0)
     results = []
     t_start = time.perf_counter()
     for size in models:
-        warmup, steps = plan[size]
+        warmup, steps = plan.get(size, (1, 2))
         warmup = a.warmup if a.warmup is not None else warmup
         steps = a.steps if a.steps is not None else steps
         for cfg in configs:
@@ -396,7 +498,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             print(f"{size:>13} {cfg['name']:<28} {r['tokens_per_s']:9.1f} tok/s  {r['step_s']:7.3f} s/step  "
                   f"{r['peak_rss_mb']:8.1f} MB  {r['achieved_flops'] / 1e9:7.1f} GFLOP/s  "
                   f"pad {r['padding_fraction']:.0%}  ({time.perf_counter() - t0:.0f}s)", flush=True)
-    out = {"configs": results, "ratios_vs_trl": ratios(results), "machine": machine_info(roofline),
+    out = {"configs": results, "skipped": skipped, "ratios_vs_trl": ratios(results),
+           "machine": machine_info(roofline),
            "settings": {"pairs_per_step": N_PAIRS, "seq_len_range": [MIN_LEN, MAX_LEN],
                         "prompt_len_range": [MIN_PROMPT, MAX_PROMPT], "bf16_autocast": True,
                         "gradient_checkpointing": False, "optimizer": "AdamW (Trainer default)",
