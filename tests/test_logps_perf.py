@@ -11,7 +11,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from bfpo.train import logps as logps_mod
 from bfpo.train.collator import PairCollator, model_inputs
-from bfpo.train.logps import add_response_logps_forward, reference_logps_full_logits
+from bfpo.train.logps import add_response_logps_forward
+from oracles import reference_logps_full_logits
 
 
 def _model(attn="sdpa", layers=2, seed=0):

@@ -19,8 +19,9 @@ from bfpo.train import BFPOConfig, BFPOTrainer
 from bfpo.train.collator import PairCollator
 from bfpo.train.config import RecipeError, load_recipe
 from bfpo.train.layers import select_trainable
-from bfpo.train.logps import add_response_logps_forward, reference_logps_full_logits
+from bfpo.train.logps import add_response_logps_forward
 from bfpo.train.run import train_from_recipe
+from oracles import reference_logps_full_logits
 
 ROOT = Path(__file__).resolve().parents[1]
 

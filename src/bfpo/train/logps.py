@@ -262,10 +262,3 @@ def add_response_logps_forward(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> N
     model.forward = types.MethodType(forward, model)
     model._bfpo_logps_patched = True
 
-
-def reference_logps_full_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                                response_mask: torch.Tensor) -> torch.Tensor:
-    """The same quantity computed the plain way (full logits); used by tests to check the tiled path."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
-    lp = torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    return (lp * response_mask[:, 1:]).sum(-1)
