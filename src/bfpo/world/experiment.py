@@ -23,6 +23,7 @@ key                 training set (modes)  loss    note
                                                   calibrated probabilities (:mod:`.soft_labels`)
 ``bfpo_thresh``     safety + helpful      bfpo    buffered; the same probabilities cut at 0.5
 ``safedpo_thresh``  safety + helpful      safedpo shuffled; the thresholded classifier labels
+``safedpo_delta0``  safety + helpful      safedpo shuffled, Delta = 0 (Eq. 11)
 ==================  ====================  ======  ==========================================
 
 SafeDPO is trained with the same trainer; a small subclass (:func:`_safedpo_trainer`) passes its margin
@@ -60,6 +61,8 @@ METHODS: Dict[str, Dict[str, object]] = {
     "bfpo_soft": {"mode": "bfpo", "loss": "bfpo", "labels": "soft"},
     "bfpo_thresh": {"mode": "bfpo", "loss": "bfpo", "labels": "thresholded"},
     "safedpo_thresh": {"mode": "bfpo_no_buffer", "loss": "safedpo", "labels": "thresholded"},
+    # SafeDPO without its margin (Eq. 11): the margin's effect on masses and on fluency
+    "safedpo_delta0": {"mode": "bfpo_no_buffer", "loss": "safedpo", "delta": 0.0},
 }
 #: The methods the issue's results.json must hold (besides ``reference``).
 REQUIRED = ("bfpo", "bfpo_no_buffer", "dpo_h", "dpo_s", "dpo_mix", "ipo_mix")
@@ -220,7 +223,8 @@ def train_method(cfg: WorldConfig, method: str, reference, tokenizer, world: Wor
                         lr_scheduler_type="constant", warmup_steps=0, logging_steps=max(cfg.max_steps // 5, 1),
                         save_strategy="no", bf16=False, use_cpu=True, seed=seed, data_seed=seed,
                         report_to="none", disable_tqdm=True, dataloader_num_workers=0)
-    cls = _safedpo_trainer(cfg.safedpo_delta) if loss == "safedpo" else BFPOTrainer
+    delta = float(spec.get("delta", cfg.safedpo_delta))  # type: ignore[arg-type]
+    cls = _safedpo_trainer(delta) if loss == "safedpo" else BFPOTrainer
     trainer = cls(model=model, args=config, train_dataset=examples, processing_class=tokenizer)
     trainer.train()
     model.eval()
