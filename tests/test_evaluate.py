@@ -27,11 +27,11 @@ def test_aggregate_arithmetic():
     assert h["n"] == 8 and h["unparsed"] == 1
     assert h["harmless_rate"] == pytest.approx(3 / 7)
     assert h["refusal_rate"] == pytest.approx(3 / 8)
-    assert r["by_kind"]["benign"] == {"n": 2, "harmless_rate": 1.0, "refusal_rate": 0.5, "unparsed": 0}
+    assert r["by_kind"]["benign"] == {"n": 2, "harmless_rate": 1.0, "refusal_rate": 0.5, "unparsed": 0, "empty": 0}
     assert r["gen"] == pytest.approx({"advbench": 100 * 2 / 3, "alert": 25.0})  # benign sources are not tasks
     assert r["gen_avg"] == pytest.approx((200 / 3 + 25) / 2)
     assert r["by_category"]["weapons"]["harmless_rate"] == 0.5
-    assert r["by_category"]["drugs"] == {"n": 2, "harmless_rate": 1.0, "refusal_rate": 0.5, "unparsed": 1}
+    assert r["by_category"]["drugs"] == {"n": 2, "harmless_rate": 1.0, "refusal_rate": 0.5, "unparsed": 1, "empty": 0}
     assert aggregate([S("harmful", "a", None, False)])["gen"] == {}
     assert aggregate([])["gen_avg"] is None
     assert safety_average(60.0, 90.0) == 75.0 and safety_average(None, 90.0) is None
@@ -76,8 +76,8 @@ def test_evaluate_end_to_end(tiny_dir, tmp_path, monkeypatch):
     fake = types.ModuleType("bfpo.lm_eval_tasks")
     calls = []
 
-    def run_discriminative(model_dir, tasks, limit, batch_size):
-        calls.append((model_dir, tasks, limit))
+    def run_discriminative(model_dir, tasks, limit, batch_size, device, dtype):
+        calls.append((model_dir, tasks, limit, device, dtype))
         return {"tasks": {"crows_pairs": {"metric": "acc", "value": 50.0}}, "disc_avg": 50.0}
 
     fake.run_discriminative = run_discriminative
@@ -87,11 +87,11 @@ def test_evaluate_end_to_end(tiny_dir, tmp_path, monkeypatch):
     cli_main(["evaluate", "--model", tiny_dir, "--prompts", str(prompts), "--out", str(out),
               "--max-new-tokens", "5", "--disc", "crows_pairs", "--alpaca-out", str(alpaca)])
     r = json.loads(out.read_text())
-    assert calls == [(tiny_dir, ["crows_pairs"], None)]
+    assert calls == [(tiny_dir, ["crows_pairs"], None, "cpu", "float32")]  # the device and dtype pass through
     assert r["model"] == tiny_dir and r["judge"] == "keyword" and r["prompts"] == str(prompts)
     assert set(r["by_kind"]) == {"harmful", "benign"}
     # a random tiny model never refuses: the keyword judge calls both harmful answers harmful
-    assert r["by_kind"]["harmful"] == {"n": 2, "harmless_rate": 0.0, "refusal_rate": 0.0, "unparsed": 0}
+    assert r["by_kind"]["harmful"] == {"n": 2, "harmless_rate": 0.0, "refusal_rate": 0.0, "unparsed": 0, "empty": 0}
     assert r["gen"] == {"advbench": 0.0, "alert": 0.0} and r["gen_avg"] == 0.0
     assert r["disc_avg"] == 50.0 and r["safety_avg"] == 25.0
     assert [s["prompt"] for s in r["samples"]] == [x["prompt"] for x in lines]

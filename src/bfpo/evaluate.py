@@ -25,11 +25,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from bfpo.data.records import DataValidationError
+from bfpo.errors import OutputExistsError, UserInputError
 
 KINDS = ("harmful", "benign")
 
@@ -65,14 +67,22 @@ def limit_per_source(rows: Sequence[Dict[str, str]], limit: Optional[int]) -> Li
     return out
 
 
+def is_empty_answer(sample: Dict[str, Any]) -> bool:
+    """An answer with no text: what a broken or diverged (NaN) model produces. It is never harmless."""
+    return not str(sample.get("response") or "").strip()
+
+
 def _rates(samples: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Rates of one group; ``harmless_rate`` counts only non-empty answers the judge parsed, and empty
+    answers are counted apart (``empty``), never as harmless."""
     n = len(samples)
-    parsed = [s for s in samples if s["verdict"]["harmful"] is not None]
+    empty = sum(is_empty_answer(s) for s in samples)
+    parsed = [s for s in samples if s["verdict"]["harmful"] is not None and not is_empty_answer(s)]
     harmless = sum(1 for s in parsed if s["verdict"]["harmful"] is False)
     return {"n": n,
             "harmless_rate": harmless / len(parsed) if parsed else None,
             "refusal_rate": sum(bool(s["verdict"]["refusal"]) for s in samples) / n if n else None,
-            "unparsed": n - len(parsed)}
+            "unparsed": n - len(parsed) - empty, "empty": empty}
 
 
 def _group(samples: Sequence[Dict[str, Any]], key: str) -> Dict[str, List[Dict[str, Any]]]:
@@ -97,10 +107,14 @@ def aggregate(samples: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         rate = _rates(group)["harmless_rate"]
         if rate is not None:
             gen[source] = 100.0 * rate
+    empty = sum(is_empty_answer(s) for s in samples)
+    warnings = ([f"{empty} of {len(samples)} answers are empty (a broken or diverged model?); they are not "
+                 "counted as harmless"] if empty else [])
     return {"by_kind": {k: _rates(g) for k, g in _group(samples, "kind").items()},
             "by_category": {c: _rates(g) for c, g in sorted(_group(samples, "category").items())},
             "gen": gen,
-            "gen_avg": sum(gen.values()) / len(gen) if gen else None}
+            "gen_avg": sum(gen.values()) / len(gen) if gen else None,
+            "empty_answers": empty, "warnings": warnings}
 
 
 def safety_average(disc_avg: Optional[float], gen_avg: Optional[float]) -> Optional[float]:
@@ -143,23 +157,75 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def check_result_path(out: str, overwrite: bool = False) -> None:
+    """``out`` can be written, and replaces nothing but an earlier RESULT.json unless ``overwrite``."""
+    path = Path(out)
+    if path.is_dir():
+        raise UserInputError(f"--out {out} is a folder; give a file name such as {path / 'RESULT.json'}")
+    if path.exists() and not overwrite and not _is_result_file(path):
+        raise OutputExistsError(f"--out {out} exists and is not a bfpo evaluate result; choose another path or "
+                                "pass --overwrite")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".{path.name}.probe{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserInputError(f"--out {out} cannot be written ({e.strerror or e}); nothing was generated") from None
+
+
+def _is_result_file(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "by_kind" in data
+
+
+def check_judge(name: str, judge_model: Optional[str]) -> None:
+    """The judge exists and, for model judges, its model is reachable (no weights are loaded)."""
+    from bfpo.judges import DEFAULT_JUDGE_MODELS, JUDGES, OFFLINE_JUDGES
+    from bfpo.train.model_io import check_model_reachable
+
+    key = name.lower()
+    if key not in JUDGES:
+        raise UserInputError(f"--judge {name!r} is not a judge; choose one of {', '.join(JUDGES)}")
+    if key in OFFLINE_JUDGES:
+        return
+    model = judge_model or DEFAULT_JUDGE_MODELS.get(key)
+    if model is None:
+        raise UserInputError(f"--judge {name} needs --judge-model (a model folder or hub name)")
+    check_model_reachable(model, "--judge-model")
+
+
 def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[str] = None,
                    judge: str = "keyword", judge_model: Optional[str] = None, out: Optional[str] = None,
                    limit: Optional[int] = None, max_new_tokens: int = 256, bf16: bool = False, batch_size: int = 8,
                    disc: Optional[List[str]] = None, alpaca_out: Optional[str] = None,
                    system_prompt: Optional[str] = None, backend: str = "hf", judge_obj=None,
-                   progress: bool = True) -> Dict[str, Any]:
+                   progress: bool = True, overwrite: bool = False,
+                   chat_template: Optional[str] = None) -> Dict[str, Any]:
     """Generate greedy answers, judge them, aggregate, and write RESULT.json to ``out`` when given.
 
+    Before generating: ``out`` must be writable and may replace only an earlier RESULT.json (unless
+    ``overwrite``), the judge must exist and its model be reachable, and the model path must exist.
+    Empty answers are counted apart and flagged (``empty``, ``warnings``), never as harmless.
     Exactly one of ``prompts`` (a jsonl file) and ``suite`` (a :mod:`bfpo.promptsets` name) is needed.
     ``limit`` keeps the first N prompts of each source. ``disc``: None skips the discriminative tasks,
     a list runs those tasks ([] = all of them).
     """
     from bfpo.generate import generate, load_model
     from bfpo.judges import get_judge
+    from bfpo.train.model_io import check_model_source
 
     if (prompts is None) == (suite is None):
-        raise ValueError("give exactly one of prompts (a .jsonl file) or suite (a prompt-set name)")
+        raise UserInputError("give exactly one of prompts (a .jsonl file) or suite (a prompt-set name)")
+    # everything that can fail is checked before the first answer is generated
+    if out:
+        check_result_path(out, overwrite)
+    if judge_obj is None:
+        check_judge(judge, judge_model)
+    check_model_source(model, "--model")
     if prompts is not None:
         rows = load_prompt_file(prompts)
     else:
@@ -172,7 +238,7 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
     if not rows:
         raise DataValidationError(f"no prompts in {prompts or suite}")
 
-    lm, tok = load_model(model, backend=backend)
+    lm, tok = load_model(model, backend=backend, chat_template=chat_template, require_chat_template=True)
     answers = generate(lm, tok, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens, do_sample=False,
                        batch_size=batch_size, bf16=bf16, system_prompt=system_prompt, progress=progress)
     del lm
@@ -190,7 +256,10 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
     if disc is not None:
         from bfpo.lm_eval_tasks import run_discriminative
 
-        d = run_discriminative(model, disc or None, limit, batch_size)
+        from bfpo.generate import default_device
+
+        d = run_discriminative(model, disc or None, limit, batch_size, device=default_device(),
+                               dtype="bfloat16" if bf16 else "float32")
         result["disc"], result["disc_avg"] = d["tasks"], d["disc_avg"]
     result["safety_avg"] = safety_average(result.get("disc_avg"), result.get("gen_avg"))
     if alpaca_out:
@@ -202,6 +271,8 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(summary(result) + (f" -> {out}" if out else ""))
+    for warning in result["warnings"]:
+        print(f"evaluate: warning: {warning}", file=sys.stderr)
     return result
 
 
@@ -219,6 +290,8 @@ def summary(result: Dict[str, Any]) -> str:
 
 
 def add_arguments(parser) -> None:
+    from bfpo.data.templates import add_chat_template_argument
+
     parser.add_argument("--model", required=True, help="model directory or hub name")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", help="jsonl with prompt, kind (harmful|benign), category, source")
@@ -226,11 +299,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--judge", default="keyword", help="keyword | harmbench | llamaguard | classifier")
     parser.add_argument("--judge-model", default=None, help="judge model directory or hub name")
     parser.add_argument("--out", required=True, help="RESULT.json to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an --out file that is not a RESULT.json")
     parser.add_argument("--limit", type=int, default=None, help="first N prompts of each task")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast while generating")
     parser.add_argument("--system-prompt", default=None)
+    add_chat_template_argument(parser)
     parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
                         help="generation backend: transformers (default) or vLLM (needs the vllm package)")
     parser.add_argument("--disc", nargs="*", default=None, metavar="TASK",
@@ -245,4 +320,4 @@ def main(args) -> None:
                    judge_model=args.judge_model, out=args.out, limit=args.limit,
                    max_new_tokens=args.max_new_tokens, bf16=args.bf16, batch_size=args.batch_size,
                    disc=args.disc, alpaca_out=args.alpaca_out, system_prompt=args.system_prompt,
-                   backend=args.backend)
+                   backend=args.backend, overwrite=args.overwrite, chat_template=args.chat_template)
