@@ -1,0 +1,153 @@
+"""A short run of the paper recipe's training settings on a SmolLM2-size model (issue 15, part 3).
+
+    python benchmarks/recipe_run.py --out /tmp/recipe.json                        # 20 steps, SmolLM2-135M shape
+    python benchmarks/recipe_run.py --out /tmp/r.json --attn flash_attention_2 --set train.padding_free=true
+    python benchmarks/recipe_run.py --out /tmp/r.json --model tiny --steps 2       # plumbing check on CPU
+
+The ``train`` section of ``recipes/paper_mistral_bfpo.yaml`` (tau 0.01, its alpha, down_proj only, reference
+log-probs precomputed, lr 5e-7 cosine with 10% warm-up, 8 pairs x 2 accumulation, bf16, activation
+checkpointing, seed 42) is used as written, except what a benchmark must change (output and cache folders,
+``max_steps``, logging every step, no checkpoints, no tensorboard) and ``--set`` overrides. The model is
+SmolLM2-135M's architecture with random weights (seed 0) in the recipe's ``model.dtype`` (bfloat16) and the
+chosen attention implementation; the pairs are synthetic token ids within the recipe's ``max_length`` 1024 and
+``max_prompt_length`` 512.
+
+Reported: seconds per optimizer step, tokens/s, peak CUDA memory and peak RSS, the loss of every step, and
+how many trainable weights the run moved (with bf16 weights and lr 5e-7 most AdamW updates are below half a
+bf16 ulp of the weight and round away).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import train_step as ts  # noqa: E402  (offline environment, torch, transformers)
+
+torch = ts.torch
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_RECIPE = os.path.join(ROOT, "recipes", "paper_mistral_bfpo.yaml")
+
+
+def flash_attention_available() -> Optional[str]:
+    """None when ``flash_attention_2`` can run here, else why not."""
+    import importlib.util
+
+    if not torch.cuda.is_available():
+        return "flash-attention needs CUDA"
+    if importlib.util.find_spec("flash_attn") is None:
+        return "flash-attn is not installed"
+    return None
+
+
+def run(model_size: str = "smollm2-135m", attn: str = "sdpa", steps: int = 20,
+        recipe_path: str = DEFAULT_RECIPE, overrides: Optional[List[str]] = None) -> Dict[str, Any]:
+    import logging
+    import warnings
+
+    import transformers
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from bfpo.testing import tiny_tokenizer
+    from bfpo.train import BFPOTrainer
+    from bfpo.train.config import load_recipe, make_config
+    from bfpo.train.model_io import resolve_dtype
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("bfpo").setLevel(logging.WARNING)
+    on_cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory(prefix="bfpo-recipe-run-") as tmp:
+        recipe = load_recipe(recipe_path, [
+            f"train.output_dir={tmp}/out", f"train.ref_cache_dir={tmp}/ref", f"train.max_steps={steps}",
+            "train.logging_steps=1", "train.save_strategy='no'", "train.report_to='none'",
+            f"train.use_cpu={str(not on_cuda).lower()}", *(overrides or [])])
+        config = make_config(recipe)
+        dtype = resolve_dtype(recipe["model"].get("dtype"))
+        model = ts.build_model(model_size, attn=attn).to(dtype)
+        n_pairs = steps * config.per_device_train_batch_size * config.gradient_accumulation_steps
+        lengths = ts.length_spec(config.max_length)
+        lengths["max_prompt"] = min(lengths["max_prompt"], config.max_prompt_length or lengths["max_prompt"])
+        pairs = ts.synthetic_pairs(model.config.vocab_size, n=n_pairs, seed=config.seed, **lengths)
+        tok = tiny_tokenizer()
+        tok.pad_token_id = 0
+        timer = ts.StepTimer()
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        trainer = BFPOTrainer(model, config, train_dataset=pairs, processing_class=tok, callbacks=[timer])
+        setup_s = time.perf_counter() - t0
+        for cb in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(cb)
+        trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        t0 = time.perf_counter()
+        trainer.train()
+        train_s = time.perf_counter() - t0
+        moved = changed = 0
+        max_update = 0.0
+        for n, p in model.named_parameters():
+            if n in trainable:
+                diff = (p.detach() - trainable[n]).float()
+                moved += int((diff != 0).sum())
+                changed += int(trainable[n].numel())
+                max_update = max(max_update, float(diff.abs().max()))
+        logs = [h for h in trainer.state.log_history if "loss" in h]
+        stats = ts.batch_token_stats(pairs, padding_free=config.padding_free)
+        tokens_per_step = stats["tokens"] / steps
+        measured = timer.times[1:] if len(timer.times) > 1 else timer.times
+        step_s = statistics.median(measured)
+        return {
+            "model": model_size, "attn_implementation": attn, "param_dtype": str(dtype).replace("torch.", ""),
+            "bf16_autocast": bool(config.bf16), "padding_free": bool(config.padding_free),
+            "activation_checkpointing": bool(getattr(config, "activation_checkpointing", False)
+                                             or getattr(config, "gradient_checkpointing", False)),
+            "device": "cuda" if on_cuda else "cpu",
+            "steps": trainer.state.global_step, "pairs_per_step": n_pairs // steps,
+            "tokens_per_step": tokens_per_step, "step_s": step_s, "step_s_all": timer.times,
+            "tokens_per_s": tokens_per_step / step_s, "setup_s": setup_s, "train_s": train_s,
+            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            "losses": [h["loss"] for h in logs], "loss_finite": all(math.isfinite(h["loss"]) for h in logs),
+            "trainable_params": changed, "trainable_params_moved": moved,
+            "trainable_moved_fraction": moved / changed if changed else 0.0, "max_abs_update": max_update,
+            "settings": {k: getattr(config, k) for k in ("loss", "tau", "alpha", "trainable", "learning_rate",
+                                                         "per_device_train_batch_size",
+                                                         "gradient_accumulation_steps", "max_length",
+                                                         "max_prompt_length", "precompute_ref_log_probs", "seed")}
+            | {"lr_scheduler_type": str(config.lr_scheduler_type), "recipe": os.path.relpath(recipe_path, ROOT),
+               "overrides": overrides or []},
+        }
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="results JSON")
+    p.add_argument("--model", default="smollm2-135m", choices=sorted(ts.MODELS))
+    p.add_argument("--attn", default="sdpa", help="sdpa, eager or flash_attention_2")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--recipe", default=DEFAULT_RECIPE)
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="SECTION.KEY=VALUE")
+    a = p.parse_args(argv)
+    if a.attn == "flash_attention_2" and flash_attention_available():
+        raise SystemExit(f"recipe_run: --attn flash_attention_2: {flash_attention_available()}")
+    res = run(a.model, a.attn, a.steps, a.recipe, a.overrides)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=1, default=str)
+    print(f"{a.model} {a.attn} packed={res['padding_free']} on {res['device']}: {res['steps']} steps, "
+          f"{res['step_s']:.3f} s/step, {res['tokens_per_s']:.0f} tok/s, loss {res['losses'][0]:.4f} -> "
+          f"{res['losses'][-1]:.4f}, moved {res['trainable_moved_fraction']:.1%} of trainable weights", flush=True)
+    return res
+
+
+if __name__ == "__main__":
+    main()
