@@ -79,7 +79,7 @@ def train_from_recipe(recipe: Dict[str, Any], resume: bool = False, callbacks: O
     from transformers.trainer_utils import get_last_checkpoint
 
     from bfpo.train.model_io import check_output_dir, load_model, load_tokenizer, model_card, save_final
-    from bfpo.train.trainer import BFPOTrainer
+    from bfpo.train.trainer import BFPOTrainer, train_or_restore
 
     config = make_config(recipe, **config_defaults)
     tokenizer = load_tokenizer(recipe["model"])  # a missing chat template fails here, before anything else
@@ -94,7 +94,7 @@ def train_from_recipe(recipe: Dict[str, Any], resume: bool = False, callbacks: O
     last = get_last_checkpoint(config.output_dir) if resume else None
     if resume and last is None:
         logger.info("--resume: no checkpoint in %s, starting from the beginning", config.output_dir)
-    trainer.train(resume_from_checkpoint=last)
+    train_or_restore(trainer, last)  # a checkpoint at the last step takes no further step
     write_rank_record(trainer)
     final = {k: v for k, v in trainer.state.log_history[-1].items()}
     settings = {"loss": config.loss, "tau": config.tau, "alpha": config.alpha,

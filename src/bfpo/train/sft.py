@@ -46,7 +46,7 @@ def sft_from_recipe(recipe: Dict[str, Any], resume: bool = False, overwrite: boo
     from bfpo.data.modes import sft_examples
     from bfpo.train.model_io import check_output_dir, load_model, load_tokenizer, model_card, save_final
     from bfpo.train.run import load_sources
-    from bfpo.train.trainer import NonFiniteGuard
+    from bfpo.train.trainer import NonFiniteGuard, train_or_restore
 
     config = make_sft_config(recipe)
     tokenizer = load_tokenizer(recipe["model"])  # a missing chat template fails here, before anything else
@@ -60,7 +60,7 @@ def sft_from_recipe(recipe: Dict[str, Any], resume: bool = False, overwrite: boo
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer, callbacks=[NonFiniteGuard()])
     last = get_last_checkpoint(config.output_dir) if resume else None
-    trainer.train(resume_from_checkpoint=last)
+    train_or_restore(trainer, last)  # a checkpoint at the last step takes no further step
     final = dict(trainer.state.log_history[-1])
     card = model_card("bfpo SFT model", recipe["model"]["name_or_path"],
                       {"stage": "sft (section 4.2)", "learning_rate": config.learning_rate,

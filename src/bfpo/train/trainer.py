@@ -145,6 +145,23 @@ def tokenized_pairs(dataset, tokenizer, args: BFPOConfig, name: str) -> List[Dic
     return examples
 
 
+def train_or_restore(trainer: Trainer, checkpoint: Optional[str]):
+    """``trainer.train(resume_from_checkpoint=checkpoint)``, except when the checkpoint is already at the
+    run's last step (a run killed while saving its final model): then its weights and state are loaded and
+    no step is taken, where transformers would train past ``max_steps``. Works for any ``Trainer``."""
+    if checkpoint:
+        from transformers.trainer_callback import TrainerState
+
+        state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+        target = trainer.args.max_steps if trainer.args.max_steps > 0 else state.max_steps
+        if target and state.global_step >= target:
+            trainer._load_from_checkpoint(checkpoint)
+            trainer.state = state
+            logger.info("%s is at the last step (%d): weights restored, no further step", checkpoint, target)
+            return None
+    return trainer.train(resume_from_checkpoint=checkpoint)
+
+
 class BFPOTrainer(Trainer):
     """Preference trainer for BFPO (Eq. 15), DPO (Eq. 4) and IPO on tokenised pairs.
 
