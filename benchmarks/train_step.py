@@ -347,8 +347,10 @@ def _child(target, args, conn) -> None:
 
 
 def in_child(target, *args):
-    """Run ``target(*args)`` in a forked child; return its result (or raise with the child's traceback)."""
-    ctx = mp.get_context("fork")
+    """Run ``target(*args)`` in a forked child; return its result (or raise with the child's traceback).
+    If something in this process has already created a CUDA context (which a forked child cannot use), the
+    child is spawned instead (it re-imports the libraries: slower to start, the same measurement)."""
+    ctx = mp.get_context("spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork")
     parent_conn, child_conn = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(target, args, child_conn))
     proc.start()
