@@ -160,3 +160,32 @@ def test_trl_format_dataset_trains_with_two_label_columns(tmp_path):
     assert [g["is_safety"] for g in got] == [int(r["safe_chosen"] < 1) for r in rows_with_labels]
     trainer.train()
     assert trainer.state.global_step == 2
+
+
+def test_trainer_safedpo_loss_uses_the_config_margin(tmp_path):
+    """``loss: safedpo`` with ``safedpo_delta`` is SafeDPO's Eq. 12 on independently computed log-probs."""
+    from bfpo.objective import safedpo_loss
+
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok, seed=4)
+    reference = copy.deepcopy(model).eval()
+    examples = _examples(tok)
+    args = BFPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=1, use_cpu=True,
+                      tau=0.1, loss="safedpo", safedpo_delta=2.0, buffered=False,
+                      ref_cache_dir=str(tmp_path / "cache"), save_strategy="no", report_to="none", disable_tqdm=True)
+    trainer = BFPOTrainer(model, args, train_dataset=examples, processing_class=tok)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(2)
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+    model.eval()
+    with torch.no_grad():
+        got = float(trainer.compute_loss(model, trainer.data_collator(list(trainer.train_dataset))))
+    pc = torch.stack([_sequence_logp(model, ex["prompt_ids"], ex["chosen_ids"]) for ex in examples])
+    pr = torch.stack([_sequence_logp(model, ex["prompt_ids"], ex["rejected_ids"]) for ex in examples])
+    rc = torch.stack([_sequence_logp(reference, ex["prompt_ids"], ex["chosen_ids"]) for ex in examples])
+    rr = torch.stack([_sequence_logp(reference, ex["prompt_ids"], ex["rejected_ids"]) for ex in examples])
+    sc, sr = torch.tensor([a for a, _ in LABELS]), torch.tensor([b for _, b in LABELS])
+    want = float(safedpo_loss(pc, pr, rc, rr, sc, sr, tau=0.1, delta=2.0).losses.mean())
+    no_margin = float(safedpo_loss(pc, pr, rc, rr, sc, sr, tau=0.1, delta=0.0).losses.mean())
+    assert got == pytest.approx(want, rel=1e-4) and abs(want - no_margin) > 1e-3

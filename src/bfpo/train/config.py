@@ -102,7 +102,7 @@ class BFPOConfig(TrainingArguments):
     (TRL's ``beta``).
     """
 
-    loss: str = field(default="bfpo", metadata={"help": "bfpo (Eq. 15), dpo (Eq. 4) or ipo"})
+    loss: str = field(default="bfpo", metadata={"help": "bfpo (Eq. 15), dpo (Eq. 4), ipo or safedpo (Kim et al.)"})
     tau: float = field(default=0.01, metadata={"help": "KL penalty tau (section 4.2 uses 0.01)"})
     alpha: Optional[float] = field(default=0.5, metadata={
         "help": "label shift of Eq. 14 (0 < alpha < 1 keeps Figure 3's signs; 0.5 gives +1/+0.5/-0.5/-1, the "
@@ -110,6 +110,8 @@ class BFPOConfig(TrainingArguments):
     label_b1: float = 3.0
     label_b2: float = -1.0
     label_b3: float = 0.5
+    safedpo_delta: float = field(default=0.0, metadata={
+        "help": "loss safedpo only: SafeDPO's safety margin Delta (Kim et al., Eq. 12); >= 0"})
     enforce_label_signs: bool = field(default=True, metadata={
         "help": "refuse labels that break section 3.1's sign rule (cases 1-2 > 0, cases 3-4 < 0); false only "
                 "warns, for ablations such as Table 4's alpha = 0"})
@@ -289,6 +291,7 @@ RANGES: Dict[str, tuple] = {
     "max_length": (lambda v: v >= 1, ">= 1"),
     "max_prompt_length": (lambda v: v >= 1, ">= 1"),
     "logps_chunk_size": (lambda v: v >= 1, ">= 1"),
+    "safedpo_delta": (lambda v: v >= 0, ">= 0"),
 }
 _TRUE_WORDS, _FALSE_WORDS = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 _SKIP = object()  # a type this check does not judge (Any, dicts, config objects): left to the dataclass

@@ -326,7 +326,8 @@ class BFPOTrainer(Trainer):
         b1, b2, b3 = self.args.label_constants()
         res = preference_loss(self.args.loss, policy_chosen, policy_rejected, ref_chosen, ref_rejected,
                               inputs["safe_chosen"], inputs["safe_rejected"], tau=self.args.tau, alpha=None,
-                              b1=b1, b2=b2, b3=b3, sign_rule=self.args.enforce_label_signs)
+                              b1=b1, b2=b2, b3=b3, sign_rule=self.args.enforce_label_signs,
+                              delta=self.args.safedpo_delta)
         loss = res.losses.mean()
         self._record(inputs, res, out.num_tokens, model.training)
         return (loss, {"losses": res.losses}) if return_outputs else loss

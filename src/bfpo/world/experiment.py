@@ -26,8 +26,7 @@ key                 training set (modes)  loss    note
 ``safedpo_delta0``  safety + helpful      safedpo shuffled, Delta = 0 (Eq. 11)
 ==================  ====================  ======  ==========================================
 
-SafeDPO is trained with the same trainer; a small subclass (:func:`_safedpo_trainer`) passes its margin
-Delta until ``bfpo train`` has a config key for it.
+SafeDPO is trained with the same trainer: ``loss="safedpo"`` and its margin Delta as ``safedpo_delta``.
 """
 
 from __future__ import annotations
@@ -222,34 +221,12 @@ def train_method(cfg: WorldConfig, method: str, reference, tokenizer, world: Wor
                         per_device_eval_batch_size=64, learning_rate=cfg.learning_rate, max_steps=cfg.max_steps,
                         lr_scheduler_type="constant", warmup_steps=0, logging_steps=max(cfg.max_steps // 5, 1),
                         save_strategy="no", bf16=False, use_cpu=True, seed=seed, data_seed=seed,
-                        report_to="none", disable_tqdm=True, dataloader_num_workers=0)
-    delta = float(spec.get("delta", cfg.safedpo_delta))  # type: ignore[arg-type]
-    cls = _safedpo_trainer(delta) if loss == "safedpo" else BFPOTrainer
-    trainer = cls(model=model, args=config, train_dataset=examples, processing_class=tokenizer)
+                        report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+                        safedpo_delta=float(spec.get("delta", cfg.safedpo_delta)))  # type: ignore[arg-type]
+    trainer = BFPOTrainer(model=model, args=config, train_dataset=examples, processing_class=tokenizer)
     trainer.train()
     model.eval()
     return model
-
-
-def _safedpo_trainer(delta: float):
-    """:class:`BFPOTrainer` with SafeDPO's loss (Eq. 12, :func:`bfpo.objective.safedpo_loss`) and margin
-    ``delta``; everything else (data, reference log-probs, metrics) is BFPOTrainer's."""
-    from bfpo.objective import safedpo_loss
-    from bfpo.train import BFPOTrainer
-    from bfpo.train.collator import model_inputs
-
-    class SafeDPOTrainer(BFPOTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            n = inputs["safe_chosen"].shape[0]
-            out = model(**model_inputs(inputs))
-            ref_chosen, ref_rejected = self._reference_logps(inputs, n)
-            res = safedpo_loss(out.logps[:n], out.logps[n:], ref_chosen, ref_rejected, inputs["safe_chosen"],
-                               inputs["safe_rejected"], tau=self.args.tau, delta=delta)
-            loss = res.losses.mean()
-            self._record(inputs, res, out.num_tokens, model.training)
-            return (loss, {"losses": res.losses}) if return_outputs else loss
-
-    return SafeDPOTrainer
 
 
 def label_stats(cfg: WorldConfig, world: World, seed: int) -> Dict:
