@@ -7,7 +7,8 @@ tasks (:mod:`bfpo.lm_eval_tasks`, with ``--disc``), and ``safety_avg`` is their 
 and 6). All three are percentages. On benign prompts the refusal rate is the offline proxy for
 (un)helpfulness; answers to benign prompts can also be written in AlpacaEval's ``model_outputs`` format.
 
-RESULT.json::
+RESULT.json (and, next to it, ``RESULT.generations.jsonl``: the answers alone, which ``bfpo judge --input``
+scores again with any judge)::
 
     {"model", "judge", "judge_model", "suite" | "prompts", "settings",
      "by_kind": {"harmful": {"n", "harmless_rate", "refusal_rate", "unparsed"}, "benign": {...}},
@@ -270,6 +271,9 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        from bfpo.judge_cli import generations_path, write_generations  # rows `bfpo judge --input` reads
+
+        write_generations(samples, str(generations_path(out)), model)
     print(summary(result) + (f" -> {out}" if out else ""))
     for warning in result["warnings"]:
         print(f"evaluate: warning: {warning}", file=sys.stderr)
