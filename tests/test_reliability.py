@@ -218,6 +218,26 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path, train_args, capsys):
     assert (run_dir / "README.md").read_text() == "my notes"
 
 
+def test_overwrite_writes_into_a_foreign_folder_and_owns_its_metrics(tmp_path, train_args, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "mine": true}\n')
+    argv = train_args("train.max_steps=2", "train.save_strategy=no")
+    code, err = run(argv[:1] + ["--overwrite"] + argv[1:], capsys)
+    assert code == 0, err[-2000:]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert not any("mine" in r for r in records) and (run_dir / "config.json").is_file()
+
+
+def test_sft_divergence_stops_too(tmp_path, model_dir, capsys):
+    argv = ["sft", "--config", TINY_SFT, f"model.name_or_path={model_dir}", f"sft.output_dir={tmp_path / 'sft'}",
+            f"data.safety.source={SAFETY}", f"data.helpful.source={HELPFUL}", "sft.disable_tqdm=true",
+            "sft.learning_rate=1e30", "sft.max_steps=8", "sft.logging_steps=1"]  # weights ~1e30: inf at step 2
+    assert_user_error(argv, capsys, "training diverged at step", "no model was saved", where=tmp_path,
+                      run_dir=tmp_path / "sft")
+    assert not (tmp_path / "sft" / "config.json").exists()
+
+
 def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_path, train_args, capsys):
     run_dir = tmp_path / "run"
     line = assert_user_error(train_args("train.learning_rate=1e6", "train.max_steps=8", "train.save_steps=1",

@@ -370,9 +370,11 @@ def coerce_field(name: str, value: Any, hint: Any) -> Any:
     string -> a one-element list); ValueError saying what was expected when it cannot be."""
     members = _union_members(hint)
     enums = [m for m in members if isinstance(m, type) and issubclass(m, enum.Enum)]
-    if enums and isinstance(value, str):  # ``SaveStrategy | str``: the text must still name a member
+    if enums and value is not None:  # ``SaveStrategy | str``: the text must still name a member
         allowed = [str(e.value) for m in enums for e in m]
-        if value in allowed:
+        if value is False and "no" in allowed:  # YAML 1.1 reads an unquoted `no` as false
+            return "no"
+        if isinstance(value, (str, enum.Enum)) and str(getattr(value, "value", value)) in allowed:
             return value
         raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
     # an exact instance first, so that "1" for ``str | int`` stays text and 1 for ``float | int`` stays int
