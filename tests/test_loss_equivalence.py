@@ -189,3 +189,25 @@ def test_trainer_safedpo_loss_uses_the_config_margin(tmp_path):
     want = float(safedpo_loss(pc, pr, rc, rr, sc, sr, tau=0.1, delta=2.0).losses.mean())
     no_margin = float(safedpo_loss(pc, pr, rc, rr, sc, sr, tau=0.1, delta=0.0).losses.mean())
     assert got == pytest.approx(want, rel=1e-4) and abs(want - no_margin) > 1e-3
+
+
+@pytest.mark.parametrize("fp32_master", [True, False])
+def test_bf16_model_keeps_float32_trainable_weights_so_small_updates_land(tmp_path, fp32_master):
+    """The paper recipe loads bf16 weights and trains down_proj at lr 5e-7: with float32 master copies of the
+    trainable weights (the default) the updates land; in pure bf16 almost all of them round away."""
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok, seed=5).to(torch.bfloat16)
+    before = {n: p.detach().float().clone() for n, p in model.named_parameters() if "down_proj" in n}
+    args = BFPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=3, use_cpu=True,
+                      bf16=True, trainable=["down_proj"], learning_rate=5e-7, tau=0.1, buffered=False,
+                      ref_cache_dir=str(tmp_path / "cache"), save_strategy="no", report_to="none",
+                      disable_tqdm=True, fp32_trainable_params=fp32_master)
+    BFPOTrainer(model, args, train_dataset=_examples(tok), processing_class=tok).train()
+    params = dict(model.named_parameters())
+    moved = sum(int((params[n].detach().float() != w).sum()) for n, w in before.items())
+    total = sum(w.numel() for w in before.values())
+    assert params["model.layers.0.self_attn.q_proj.weight"].dtype == torch.bfloat16  # frozen: still bf16
+    if fp32_master:
+        assert all(params[n].dtype == torch.float32 for n in before) and moved / total > 0.9
+    else:
+        assert moved / total < 0.1

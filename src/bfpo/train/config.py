@@ -126,6 +126,11 @@ class BFPOConfig(TrainingArguments):
     pad_to_multiple_of: Optional[int] = None
     padding_free: bool = field(default=False, metadata={
         "help": "pack chosen+rejected sequences into one row without padding (position_ids restart per sequence)"})
+    fp32_trainable_params: bool = field(default=True, metadata={
+        "help": "with bf16/fp16 autocast and a half-precision model, keep the TRAINABLE parameters in float32 "
+                "(master weights; frozen ones stay in half precision). Without it, updates of lr*grad below "
+                "the half-precision step round away (lr 5e-7 on bf16 weights barely moves them). DeepSpeed and "
+                "FSDP keep their own float32 copies and are left alone"})
     disable_dropout: bool = field(default=True, metadata={
         "help": "switch dropout off in the policy and the reference (as TRL's DPOConfig): with dropout on, "
                 "h is not 0 at step 0 and the reference log-probs are noisy"})

@@ -68,3 +68,22 @@ def disable_dropout(model) -> int:
             setattr(config, key, 0.0)
             changed += 1
     return changed
+
+
+def upcast_trainable(model) -> int:
+    """Keep the trainable parameters of a half-precision model in float32 (their master weights); the frozen
+    ones stay in bf16/fp16 and autocast runs the matmuls in half precision. Returns how many were cast.
+
+    An AdamW step moves a weight by about ``lr``; bf16 keeps 8 bits of mantissa, so at lr 5e-7 (the paper's)
+    almost every update to a weight of magnitude ~1e-2 rounds to nothing without this.
+    """
+    import torch
+
+    n = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+            p.data = p.data.float()
+            n += 1
+    if n:
+        logger.info("kept %d trainable parameter tensors in float32 (frozen ones stay in half precision)", n)
+    return n

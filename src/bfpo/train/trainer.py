@@ -33,7 +33,7 @@ from bfpo.errors import TrainingDivergedError
 from bfpo.objective import CASES, preference_loss
 from bfpo.train.collator import REF_KEYS, PairCollator, model_inputs
 from bfpo.train.config import BFPOConfig
-from bfpo.train.layers import disable_dropout, select_trainable
+from bfpo.train.layers import disable_dropout, select_trainable, upcast_trainable
 from bfpo.train.model_io import nonfinite_parameters
 from bfpo.train.logps import add_response_logps_forward
 from bfpo.train.reference import (
@@ -204,6 +204,9 @@ class BFPOTrainer(Trainer):
                          **kwargs)
         # compute_loss returns a per-micro-batch mean; let Trainer scale it for gradient accumulation
         self.model_accepts_loss_kwargs = False
+        if args.fp32_trainable_params and (args.bf16 or args.fp16) and not (
+                self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            upcast_trainable(model)
         self._metrics: Dict[str, Dict[str, List[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.composition: List[Dict[str, int]] = []  # what every training micro-batch held, per rank
         self.ref_model = None
