@@ -136,6 +136,7 @@ def test_gpu_check_without_cuda_fails_clearly(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow  # ~80 s on 2 cores: the whole gpu_check pipeline on CPU (scripts/test -m slow runs it)
 def test_gpu_check_cpu_smoke_writes_one_results_file(tmp_path):
     out = tmp_path / "smoke.json"
     proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--cpu-smoke", "--out", str(out)], cwd=ROOT,
