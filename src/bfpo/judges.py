@@ -585,7 +585,8 @@ JUDGES = {"refusal": RefusalJudge, "keyword": KeywordJudge, "harmbench": HarmBen
           "llamaguard": LlamaGuardJudge, "wildguard": WildGuardJudge, "classifier": ClassifierJudge}
 #: judges that need no model (``bfpo judge --labels`` measures all of them by default)
 OFFLINE_JUDGES = ("refusal", "keyword")
-#: the judge ``bfpo evaluate`` and ``bfpo judge`` use when none is named
+#: the judge ``bfpo judge`` uses when none is named; it meets the refusal bar of docs/judges.md on held-out
+#: rows. ``bfpo evaluate`` and ``bfpo demo`` still default to "keyword" (pass ``--judge refusal``).
 DEFAULT_JUDGE = "refusal"
 DEFAULT_JUDGE_MODELS = {"harmbench": "cais/HarmBench-Llama-2-13b-cls", "llamaguard": "meta-llama/Llama-Guard-3-8B",
                         "wildguard": "allenai/wildguard"}
