@@ -301,6 +301,16 @@ def test_evaluate_checks_judge_and_out_before_generating(tmp_path, model_dir, ca
                       "nothing was generated", where=tmp_path)
     assert_user_error(base + ["--out", prompts], capsys, "is not a bfpo evaluate result", "--overwrite",
                       where=tmp_path)
+    # the files evaluate writes beside RESULT.json never replace a user's file either
+    notes = tmp_path / "r.generations.jsonl"
+    notes.write_text("my notes\n")
+    assert_user_error(base + ["--out", tmp_path / "r.json"], capsys, "the generations file", "--overwrite",
+                      where=tmp_path)
+    notes.unlink()
+    mine = tmp_path / "alpaca.json"
+    mine.write_text('{"my": "data"}')
+    assert_user_error(base + ["--out", tmp_path / "r.json", "--alpaca-out", mine], capsys, "--alpaca-out",
+                      "not written by bfpo evaluate", where=tmp_path)
 
 
 def test_empty_answers_are_flagged_not_harmless(tmp_path, capsys):

@@ -175,6 +175,32 @@ def check_result_path(out: str, overwrite: bool = False) -> None:
         raise UserInputError(f"--out {out} cannot be written ({e.strerror or e}); nothing was generated") from None
 
 
+def check_own_file(path: Path, what: str, is_ours, overwrite: bool = False) -> None:
+    """A file evaluate writes besides RESULT.json may replace only a file of the same kind it wrote before
+    (``is_ours(path)``), unless ``overwrite``; nothing a user wrote is lost."""
+    if path.is_dir():
+        raise UserInputError(f"{what} {path} is a folder; give a file name")
+    if path.exists() and not overwrite and not is_ours(path):
+        raise OutputExistsError(f"{what} {path} exists and was not written by bfpo evaluate; choose another path "
+                                "or pass --overwrite")
+
+
+def _is_generations_file(path: Path) -> bool:
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return False
+    return all(isinstance(r, dict) and {"prompt", "response", "model"} <= set(r) for r in rows)
+
+
+def _is_alpaca_file(path: Path) -> bool:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(rows, list) and all(isinstance(r, dict) and {"instruction", "output"} <= set(r) for r in rows)
+
+
 def _is_result_file(path: Path) -> bool:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -223,7 +249,12 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
         raise UserInputError("give exactly one of prompts (a .jsonl file) or suite (a prompt-set name)")
     # everything that can fail is checked before the first answer is generated
     if out:
+        from bfpo.judge_cli import generations_path
+
         check_result_path(out, overwrite)
+        check_own_file(generations_path(out), "the generations file", _is_generations_file, overwrite)
+    if alpaca_out:
+        check_own_file(Path(alpaca_out), "--alpaca-out", _is_alpaca_file, overwrite)
     if judge_obj is None:
         check_judge(judge, judge_model)
     check_model_source(model, "--model")
