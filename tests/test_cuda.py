@@ -23,6 +23,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from oracles import random_pairs
+
 from bfpo.train.collator import PairCollator, model_inputs
 from bfpo.train.logps import _module_token_logps, _token_logps, add_response_logps_forward
 
@@ -38,17 +40,6 @@ def _model(attn="sdpa", seed=0, vocab=300):
                       attn_implementation=attn)
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg)
-
-
-def _pairs(n=4, seed=1):
-    g = torch.Generator().manual_seed(seed)
-
-    def ids(lo, hi):
-        k = int(torch.randint(lo, hi, (1,), generator=g))
-        return torch.randint(10, 260, (k,), generator=g).tolist()
-
-    return [dict(prompt_ids=ids(2, 9), chosen_ids=ids(3, 20), rejected_ids=ids(3, 20), safe_chosen=float(i % 2),
-                 safe_rejected=0.0, is_safety=i % 2) for i in range(n)]
 
 
 def _to(batch, device):
@@ -106,7 +97,7 @@ def test_bf16_weights_without_autocast_on_cuda():
         for p32, p16 in zip(model.parameters(), bf16.parameters()):
             p32.copy_(p16.float())
     add_response_logps_forward(bf16, chunk_size=16)
-    feats = _pairs()
+    feats = random_pairs(seed=1)
     padded = _to(PairCollator(0)(feats), DEVICE)
     packed = _to(PairCollator(0, padding_free=True)(feats), DEVICE)
     assert not torch.is_autocast_enabled(DEVICE.split(":")[0])
@@ -137,7 +128,7 @@ def test_trainer_bf16_weights_without_autocast_on_cuda(tmp_path):
                       max_steps=2, learning_rate=1e-2, logging_steps=1, save_strategy="no", bf16=False,
                       use_cpu=not ON_CUDA, padding_free=True, seed=0, ref_cache_dir=str(tmp_path / "ref"),
                       report_to="none")
-    trainer = BFPOTrainer(model, args, train_dataset=_pairs(), processing_class=tiny_tokenizer())
+    trainer = BFPOTrainer(model, args, train_dataset=random_pairs(seed=1), processing_class=tiny_tokenizer())
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
@@ -155,7 +146,7 @@ def test_packed_equals_padded_on_cuda(attn):
         dtype = torch.bfloat16  # flash-attention runs in half precision only
     model = _model(attn).to(dtype).to(DEVICE)
     add_response_logps_forward(model, chunk_size=16)
-    feats = _pairs(3, seed=5)
+    feats = random_pairs(3, seed=5)
     with torch.no_grad():
         a = model(**model_inputs(_to(PairCollator(0)(feats), DEVICE))).logps
         b = model(**model_inputs(_to(PairCollator(0, padding_free=True)(feats), DEVICE))).logps

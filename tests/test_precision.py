@@ -3,6 +3,8 @@
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from oracles import random_pairs
+
 from bfpo.train.collator import PairCollator, model_inputs
 from bfpo.train.layers import select_trainable
 from bfpo.train.logps import add_response_logps_forward
@@ -27,17 +29,6 @@ def _model(bf16_exact=True, seed=0):
     return model
 
 
-def _pairs(n=4, seed=3):
-    g = torch.Generator().manual_seed(seed)
-
-    def ids(lo, hi):
-        k = int(torch.randint(lo, hi, (1,), generator=g))
-        return torch.randint(10, 260, (k,), generator=g).tolist()
-
-    return [dict(prompt_ids=ids(2, 9), chosen_ids=ids(3, 20), rejected_ids=ids(3, 20), safe_chosen=float(i % 2),
-                 safe_rejected=0.0, is_safety=i % 2) for i in range(n)]
-
-
 def _logps_and_grads(model, batch):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(**model_inputs(batch)).logps
@@ -51,7 +42,7 @@ def test_cast_frozen_weights_is_bit_identical_under_autocast():
     model = _model()
     select_trainable(model, ["down_proj"])
     add_response_logps_forward(model, chunk_size=16)
-    batch = PairCollator(0, padding_free=True)(_pairs())
+    batch = PairCollator(0, padding_free=True)(random_pairs(seed=3))
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
     plain_out, plain_grads = _logps_and_grads(model, batch)
     names = cast_frozen_linear_weights(model)
@@ -90,7 +81,7 @@ def test_training_with_the_callback_equals_plain_training(tmp_path):
                           per_device_train_batch_size=4, max_steps=3, learning_rate=1e-3, logging_steps=1,
                           save_strategy="no", use_cpu=True, bf16=True, padding_free=True, seed=0,
                           ref_cache_dir=str(tmp_path / f"r{use_callback}"), report_to="none")
-        trainer = BFPOTrainer(model, args, train_dataset=_pairs(), processing_class=tiny_tokenizer(),
+        trainer = BFPOTrainer(model, args, train_dataset=random_pairs(seed=3), processing_class=tiny_tokenizer(),
                               callbacks=[cb] if use_callback else None)
         seen = []
         if use_callback:
