@@ -138,6 +138,16 @@ def _split_conversation(value: Any, where: str, name: str) -> Tuple[list, str]:
     return [{"role": m["role"], "content": m["content"]} for m in msgs[:-1]], msgs[-1]["content"]
 
 
+def _split_pair(row: Mapping[str, Any], where: str) -> Tuple[list, str, str]:
+    """(shared conversation before the final turn, chosen text, rejected text) of a row whose ``chosen`` and
+    ``rejected`` are text or message lists ending with the assistant turn."""
+    context_c, chosen = _split_conversation(row["chosen"], where, "chosen")
+    context_r, rejected = _split_conversation(row["rejected"], where, "rejected")
+    if context_c and context_r and context_c != context_r:
+        raise DataValidationError(f"{where}: fields 'chosen' and 'rejected' continue different conversations")
+    return context_c or context_r, chosen, rejected
+
+
 def from_ultrafeedback(row: Mapping[str, Any], where: str) -> PairRecord:
     """One HuggingFaceH4/ultrafeedback_binarized row as a helpfulness pair, both responses safe.
 
@@ -147,13 +157,8 @@ def from_ultrafeedback(row: Mapping[str, Any], where: str) -> PairRecord:
     """
     for column in ULTRAFEEDBACK_COLUMNS:
         _require(row, column, where)
-    context_c, chosen = _split_conversation(row["chosen"], where, "chosen")
-    context_r, rejected = _split_conversation(row["rejected"], where, "rejected")
-    if context_c and context_r and context_c != context_r:
-        raise DataValidationError(f"{where}: fields 'chosen' and 'rejected' continue different conversations")
-    prompt: Any = context_c or context_r
-    if not prompt:
-        prompt = _as_prompt(_require(row, "prompt", where))
+    context, chosen, rejected = _split_pair(row, where)
+    prompt: Any = context or _as_prompt(_require(row, "prompt", where))
     metadata = {k: row[k] for k in ("prompt_id", "score_chosen", "score_rejected") if k in row}
     return PairRecord(prompt=prompt, chosen=chosen, rejected=rejected, safe_chosen=1.0, safe_rejected=1.0,
                       source="ultrafeedback", kind="helpful", metadata=metadata)
@@ -200,11 +205,8 @@ def from_trl(row: Mapping[str, Any], where: str) -> PairRecord:
     """
     for column in ("chosen", "rejected") + TRL_LABEL_COLUMNS:
         _require(row, column, where)
-    context_c, chosen = _split_conversation(row["chosen"], where, "chosen")
-    context_r, rejected = _split_conversation(row["rejected"], where, "rejected")
-    if context_c and context_r and context_c != context_r:
-        raise DataValidationError(f"{where}: fields 'chosen' and 'rejected' continue different conversations")
-    prompt: Any = _as_prompt(row["prompt"]) if row.get("prompt") not in (None, "") else (context_c or context_r)
+    context, chosen, rejected = _split_pair(row, where)
+    prompt: Any = _as_prompt(row["prompt"]) if row.get("prompt") not in (None, "") else context
     if not prompt:
         raise DataValidationError(f"{where}: no prompt: give a 'prompt' column or conversations in 'chosen'")
     safe_c = _as_label(row["safe_chosen"], where, "safe_chosen")
