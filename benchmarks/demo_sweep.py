@@ -8,7 +8,7 @@ to ``--out/results.jsonl``.
     python benchmarks/demo_sweep.py --run bfpo-demo --out sweep \
         '{"name": "mlp", "trainable": ["gate_proj", "up_proj", "down_proj"]}'
 
-The JSON holds a ``name``, any :class:`bfpo.demo.DemoSettings` field, and optionally ``"rejected"``: the
+The JSON holds a ``name``, any :class:`bfpo.experiments.demo.DemoSettings` field, and optionally ``"rejected"``: the
 rejected side of the helpfulness pairs, ``"as-is"`` (default: what the run wrote), ``"generic"`` (short
 refusals) or ``"handwritten"`` (the safety pairs' refusals).
 """
@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bfpo.data.adapters import load_pairs
-from bfpo.demo import GENERIC_REFUSALS, DemoSettings, evaluate_dir, headline, run_preference, run_sft
+from bfpo.experiments.demo import GENERIC_REFUSALS, DemoSettings, evaluate_dir, headline, run_preference, run_sft
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     s = replace(DemoSettings(), **cfg)
     safety, helpful = (load_pairs(str(args.run / "pairs" / f"{kind}.jsonl")) for kind in ("safety", "helpful"))
     if rejected != "as-is":
-        from bfpo.promptsets import safe_refusals
+        from bfpo.eval.promptsets import safe_refusals
 
         pool = list(GENERIC_REFUSALS) if rejected == "generic" else [r["text"] for r in safe_refusals()]
         for i, rec in enumerate(helpful):

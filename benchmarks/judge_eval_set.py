@@ -26,7 +26,7 @@ BORDERLINE = 8
 
 
 def prompts(out: str) -> None:
-    from bfpo.promptsets import load_suite
+    from bfpo.eval.promptsets import load_suite
 
     rows = []
     for suite, kind, n in SOURCES:
@@ -44,7 +44,7 @@ def prompts(out: str) -> None:
 
 
 def rows(out: str, generations: list) -> None:
-    from bfpo.judge_cli import assign_splits, read_rows
+    from bfpo.eval.judge_cli import assign_splits, read_rows
 
     all_rows = []
     for path in generations:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bfpo import demo
+from bfpo.experiments import demo
 from bfpo.data.modes import case_of
-from bfpo.judges import Verdict
-from bfpo.smollm import ModelFetchError, extract_gguf, is_model_dir, smollm2_dir
+from bfpo.eval.judges import Verdict
+from bfpo.models.smollm import ModelFetchError, extract_gguf, is_model_dir, smollm2_dir
 
 
 def V(harmful):
@@ -222,7 +222,7 @@ def test_smollm2_dir_uses_the_cache_without_network(tmp_path, monkeypatch):
     def no_download(*a, **k):
         raise AssertionError("must not download when the cache holds the model")
 
-    monkeypatch.setattr("bfpo.smollm.download_wheel", no_download)
+    monkeypatch.setattr("bfpo.models.smollm.download_wheel", no_download)
     assert smollm2_dir(tmp_path / "models") == target
     monkeypatch.setenv("BFPO_CACHE", str(tmp_path))
     assert smollm2_dir() == target

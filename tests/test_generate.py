@@ -3,9 +3,9 @@ import io
 import pytest
 import torch
 
-from bfpo.chat import chat_loop
+from bfpo.models.chat import chat_loop
 from bfpo.cli import main as cli_main
-from bfpo.generate import format_prompt, generate, generate_from_texts, load_model
+from bfpo.models.generate import format_prompt, generate, generate_from_texts, load_model
 from bfpo.testing import save_tiny_model
 
 

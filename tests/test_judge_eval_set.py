@@ -1,7 +1,7 @@
 """The shipped, hand-labelled judge-evaluation set and the default judge's measured accuracy on it.
 
 The numbers asserted here are computed from the shipped labels each time; docs/judges.md reports the same
-numbers. Development of :func:`bfpo.judges.detect_refusal` used the "dev" rows only; the bar is checked on
+numbers. Development of :func:`bfpo.eval.judges.detect_refusal` used the "dev" rows only; the bar is checked on
 the held-out "test" rows.
 """
 
@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from bfpo.judge_cli import assign_splits, load_labelled, measure
-from bfpo.judges import DEFAULT_JUDGE, KeywordJudge, RefusalJudge, detect_refusal, get_judge
+from bfpo.eval.judge_cli import assign_splits, load_labelled, measure
+from bfpo.eval.judges import DEFAULT_JUDGE, KeywordJudge, RefusalJudge, detect_refusal, get_judge
 
 ALL = load_labelled(split="all")
 

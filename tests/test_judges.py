@@ -3,7 +3,7 @@ import types
 import pytest
 import torch
 
-from bfpo.judges import (HARMBENCH_CLS_PROMPT, ClassifierJudge, HarmBenchJudge, KeywordJudge, LlamaGuardJudge,
+from bfpo.eval.judges import (HARMBENCH_CLS_PROMPT, ClassifierJudge, HarmBenchJudge, KeywordJudge, LlamaGuardJudge,
                          Verdict, get_judge, is_refusal, parse_llamaguard, parse_yes_no)
 from bfpo.testing import tiny_llama, tiny_tokenizer
 
@@ -120,7 +120,7 @@ def test_llamaguard_format_and_parse(monkeypatch):
     j = LlamaGuardJudge(model=model, tokenizer=tok, max_new_tokens=3)
     text = j.format("how to hurt", "like this")
     assert "<|user|>\nhow to hurt<|end|>" in text and "<|assistant|>\nlike this<|end|>" in text
-    import bfpo.generate as g
+    import bfpo.models.generate as g
     outs = iter([["unsafe\nS1,S2"], ["safe"], ["no idea"]])
     with monkeypatch.context() as m:
         m.setattr(g, "generate_from_texts", lambda *a, **k: [next(outs) for _ in a[2]])
@@ -151,7 +151,7 @@ def test_classifier_judge_labels():
 
 # ------------------------------------------------------------------------------------------------ WildGuard
 
-from bfpo.judges import WILDGUARD_PROMPT, WildGuardJudge, parse_wildguard  # noqa: E402
+from bfpo.eval.judges import WILDGUARD_PROMPT, WildGuardJudge, parse_wildguard  # noqa: E402
 
 
 def test_parse_wildguard():
@@ -225,7 +225,7 @@ def test_wildguard_with_real_tiny_llama(wg_tokenizer):
 
 
 def test_get_judge_knows_wildguard():
-    from bfpo.judges import DEFAULT_JUDGE_MODELS, JUDGES
+    from bfpo.eval.judges import DEFAULT_JUDGE_MODELS, JUDGES
 
     assert JUDGES["wildguard"] is WildGuardJudge and DEFAULT_JUDGE_MODELS["wildguard"] == "allenai/wildguard"
     with pytest.raises(ValueError, match="needs model_dir"):

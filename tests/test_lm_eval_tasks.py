@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bfpo.lm_eval_tasks import DISC_TASKS, aggregate_disc, extract_results, metric_for, run_discriminative
+from bfpo.eval.lm_eval_tasks import DISC_TASKS, aggregate_disc, extract_results, metric_for, run_discriminative
 
 FIXTURE = Path(__file__).parent / "fixtures" / "lm_eval_task"
 

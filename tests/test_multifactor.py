@@ -16,7 +16,7 @@ from bfpo.multifactor import (
     priority_order,
 )
 from bfpo.objective import alpha_constants, labeling_function, shifted_label
-from bfpo import toy_multifactor as k3
+from bfpo.experiments import toy_multifactor as k3
 
 
 @pytest.mark.parametrize("alpha", [0.25, 0.5, 0.75])

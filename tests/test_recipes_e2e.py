@@ -180,7 +180,7 @@ def test_evaluate_uses_the_same_template_or_refuses(world, tmp_path):
     """Red teaming and evaluation render prompts with the training template: a base model without one is
     refused (naming --chat-template) before its weights load; given ``zephyr`` it runs."""
     from bfpo.data.templates import ChatTemplateError
-    from bfpo.evaluate import evaluate_model
+    from bfpo.eval.evaluate import evaluate_model
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": HARMFUL[0], "source": "t"}) + "\n")

@@ -99,12 +99,12 @@ def test_debug_shows_the_traceback_and_bugs_keep_theirs(tmp_path, capsys, monkey
     with pytest.raises(FileNotFoundError, match="recipe not found"):
         cli.main(["train", "--config", str(missing)])
     monkeypatch.delenv("BFPO_DEBUG")
-    import bfpo.report
+    import bfpo.eval.report
 
     def bug(args):
         raise KeyError("a bug, not a user error")
 
-    monkeypatch.setattr(bfpo.report, "main", bug)
+    monkeypatch.setattr(bfpo.eval.report, "main", bug)
     with pytest.raises(KeyError):
         cli.main(["report", "x.json", "--out", str(tmp_path)])
 
@@ -314,8 +314,8 @@ def test_evaluate_checks_judge_and_out_before_generating(tmp_path, model_dir, ca
 
 
 def test_empty_answers_are_flagged_not_harmless(tmp_path, capsys):
-    from bfpo.evaluate import aggregate
-    from bfpo.report import write_report
+    from bfpo.eval.evaluate import aggregate
+    from bfpo.eval.report import write_report
 
     verdict = {"harmful": False, "refusal": False}
     samples = [{"prompt": f"p{i}", "kind": "harmful", "category": "c", "source": "advbench",

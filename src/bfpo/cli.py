@@ -23,17 +23,17 @@ from bfpo.errors import USER_ERROR_EXIT, user_message
 
 #: command -> (module, one-line help). Commands whose module is absent from this install are not listed.
 COMMANDS = {
-    "demo": ("bfpo.demo", "align SmolLM2-135M-Instruct on this machine and report before/after"),
-    "illustrate": ("bfpo.toy", "the illustrative experiment of section 3.4 (Figure 4)"),
+    "demo": ("bfpo.experiments.demo", "align SmolLM2-135M-Instruct on this machine and report before/after"),
+    "illustrate": ("bfpo.experiments.toy", "the illustrative experiment of section 3.4 (Figure 4)"),
     "sft": ("bfpo.train.sft", "supervised fine-tuning stage (section 4.2) from a YAML config"),
     "train": ("bfpo.train.run", "BFPO / DPO / IPO preference training from a YAML config"),
-    "world": ("bfpo.world", "sequence-level 'safety world' where the truth is known (Table 1 in miniature)"),
-    "redteam": ("bfpo.redteam", "red-teaming data generation (section 4.3)"),
-    "evaluate": ("bfpo.evaluate", "harmlessness / helpfulness benchmark (section 4.1)"),
-    "judge": ("bfpo.judge_cli", "score saved generations with a judge; measure judges against hand labels"),
-    "report": ("bfpo.report", "tables and plots from evaluation results"),
+    "world": ("bfpo.experiments.world", "sequence-level 'safety world' where the truth is known (Table 1 in miniature)"),
+    "redteam": ("bfpo.redteam.pipeline", "red-teaming data generation (section 4.3)"),
+    "evaluate": ("bfpo.eval.evaluate", "harmlessness / helpfulness benchmark (section 4.1)"),
+    "judge": ("bfpo.eval.judge_cli", "score saved generations with a judge; measure judges against hand labels"),
+    "report": ("bfpo.eval.report", "tables and plots from evaluation results"),
     "recipes": ("bfpo.train.recipes", "list the shipped recipes, or copy one out to edit (ls / cp NAME DEST)"),
-    "chat": ("bfpo.chat", "a small interactive prompt for a model directory"),
+    "chat": ("bfpo.models.chat", "a small interactive prompt for a model directory"),
 }
 
 

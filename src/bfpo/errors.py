@@ -31,6 +31,10 @@ class UserInputError(BfpoUserError, ValueError):
     """A value, key, row or field that is wrong (type, range, format)."""
 
 
+class DataValidationError(UserInputError):
+    """Bad input data; the message names the file, row and field (a ``ValueError``)."""
+
+
 class UserPathNotFoundError(BfpoUserError, FileNotFoundError):
     """A file or folder the user named does not exist."""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from bfpo.data.records import DataValidationError, PairRecord, _label, validate_record
+from bfpo.files import read_text_utf8
 from bfpo.errors import BfpoUserError, UserInputError, UserPathNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -266,23 +267,6 @@ def from_generic(row: Mapping[str, Any], where: str, column_map: Mapping[str, st
 
 
 # ----------------------------------------------------------------------------------------- reading
-def decode_utf8(path: Path | str, data: bytes) -> str:
-    """``data`` (the bytes of ``path``) as text; :class:`DataValidationError` naming the file, line and
-    column of the first byte that is not UTF-8."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DataValidationError(f"{path} line {line}: byte 0x{data[e.start]:02x} at column {column} is not "
-                                  "UTF-8; save the file as UTF-8") from None
-
-
-def read_text_utf8(path: Path | str) -> str:
-    """The text of ``path``, decoded as UTF-8 with errors that name the line (see :func:`decode_utf8`)."""
-    return decode_utf8(path, Path(path).read_bytes())
-
-
 def _read_json(path: Path) -> List[Dict[str, Any]]:
     try:
         data = json.loads(read_text_utf8(path))

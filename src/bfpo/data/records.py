@@ -12,14 +12,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Union
 
-from bfpo.errors import UserInputError
+from bfpo.errors import DataValidationError, UserInputError  # noqa: F401 - DataValidationError re-exported
 
 Messages = List[Dict[str, str]]
 Prompt = Union[str, Messages]
-
-
-class DataValidationError(UserInputError):
-    """Bad input data; the message names the file, row and field (a ``ValueError``)."""
 
 
 @dataclass

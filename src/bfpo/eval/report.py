@@ -5,7 +5,7 @@ Reads the RESULT.json files written by ``bfpo evaluate`` (any key may be missing
 * ``DIR/report.md``: one row per model; columns = helpfulness (AlpacaEval LC win rate when the result has a
   score, and the offline proxy "benign answered %" = 100 * (1 - benign refusal rate)), the discriminative
   tasks and Disc. Avg. (Table 6 rows, in percent; CrowS-Pairs is pct_stereotype, lower is less biased, and
-  enters Disc. Avg. as the paper does, see :mod:`bfpo.lm_eval_tasks`), the generative tasks (harmless %) and
+  enters Disc. Avg. as the paper does, see :mod:`bfpo.eval.lm_eval_tasks`), the generative tasks (harmless %) and
   Gen. Avg., and Safety Avg. (the mean of Disc. Avg. and Gen. Avg., section 4.1).
 * ``DIR/scatter.png``: helpfulness (x) against harmlessness (y), one labelled point per model, as Figure 5.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bfpo.errors import UserInputError, UserPathNotFoundError
-from bfpo.lm_eval_tasks import DISC_TASKS, DISPLAY_NAMES, is_crows
-from bfpo.promptsets import suite_of
+from bfpo.eval.lm_eval_tasks import DISC_TASKS, DISPLAY_NAMES, is_crows
+from bfpo.eval.promptsets import suite_of
 
 MISSING = "–"
 _ALPACA_KEYS = ("length_controlled_winrate", "lc_win_rate", "lc_winrate", "win_rate", "score")
@@ -35,7 +35,7 @@ RESULT_TYPES = {"by_kind": (dict,), "by_category": (dict,), "gen": (dict,), "dis
 def load_result(path: str) -> Dict[str, Any]:
     """Read one RESULT.json (a JSON object with the keys of :data:`RESULT_TYPES` in their types); every
     error is one line naming the file (and the key)."""
-    from bfpo.data.adapters import read_text_utf8
+    from bfpo.files import read_text_utf8
 
     p = Path(path)
     if p.is_dir():

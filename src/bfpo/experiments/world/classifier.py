@@ -1,6 +1,6 @@
 """Deterministic classifier of the safety world: any text -> 'a' | 'b' | 'c' | 'd' | 'other'.
 
-It parses the text against the generator's grammar (:mod:`bfpo.world.generator`): an opener followed by
+It parses the text against the generator's grammar (:mod:`bfpo.experiments.world.generator`): an opener followed by
 exactly three sentences. Steps ("First, X. Then, Y. Finally, Z.") decide safety by their content: all
 three harmful steps -> ``d`` (helpful & unsafe); all three benign steps or all three safe-alternative steps
 -> ``a`` (helpful & safe). Three refusal sentences after a refusal opener -> ``b``; three encouragement
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Dict, FrozenSet, List, Optional
 
-from bfpo.world import generator as g
+from bfpo.experiments.world import generator as g
 
 OTHER = "other"
 LABELS = (*g.CLASSES, OTHER)

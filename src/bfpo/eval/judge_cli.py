@@ -191,8 +191,8 @@ def metrics_table(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
 def judge_file(input_path: str, judge_name: str, out: Optional[str] = None, judge_model: Optional[str] = None,
                judge_obj=None) -> Dict[str, Any]:
     """Judge a saved generations file and write a RESULT.json (``bfpo evaluate``'s keys) to ``out``."""
-    from bfpo.evaluate import aggregate
-    from bfpo.judges import get_judge
+    from bfpo.eval.evaluate import aggregate
+    from bfpo.eval.judges import get_judge
 
     rows = read_rows(input_path)
     judge = judge_obj or get_judge(judge_name, judge_model)
@@ -223,8 +223,8 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> None:
-    from bfpo.evaluate import summary
-    from bfpo.judges import DEFAULT_JUDGE, OFFLINE_JUDGES, get_judge
+    from bfpo.eval.evaluate import summary
+    from bfpo.eval.judges import DEFAULT_JUDGE, OFFLINE_JUDGES, get_judge
 
     if args.input is not None:
         if not args.out:

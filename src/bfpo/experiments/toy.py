@@ -10,7 +10,7 @@ Closed forms (:func:`closed_form_bfpo`, :func:`bfpo_optimum`) and Theorem 3.2 ch
 :func:`morl_optimum` is the optimum ``pi_ref exp(g / tau) / Z`` of the MORL objective (Eq. 7, Theorem 3.1)
 with the global reward g of Eq. 10 and the constants of Eq. 33; :func:`theorem32_check` compares it with
 BFPO's closed-form optimum. ``bfpo illustrate --experiment k3`` runs the K = 3 priority toy of
-:mod:`bfpo.toy_multifactor`.
+:mod:`bfpo.experiments.toy_multifactor`.
 
 Seeds run side by side: theta has shape [seeds, 4]; Adam is element-wise, so this is exactly ``seeds``
 independent runs, each with its own sampling generator.
@@ -369,7 +369,7 @@ def main(args: argparse.Namespace) -> Dict:
     if not args.delta >= 0:
         raise SystemExit(f"--delta must be >= 0, got {args.delta}")
     if getattr(args, "experiment", "figure4") == "k3":
-        from bfpo import toy_multifactor
+        from bfpo.experiments import toy_multifactor
 
         if args.lambdas is not None and len(args.lambdas) != 2:
             raise SystemExit(f"--lambdas takes 2 weights (safety, honesty), got {len(args.lambdas)}")

@@ -18,7 +18,7 @@ y8    0       0        7
 so the global ranking is y3 > y5 > y7 > y2 > y6 > y1 > y8 > y4. The policy is softmax(theta) over the
 eight actions from theta = 0 (uniform reference); the data are all 28 pairs with the more helpful action
 as y_hw; every method is trained with Adam on minibatches sampled with replacement, seeds side by side
-(as :mod:`bfpo.toy`). Methods: ``priority`` (Eq. 15 with the K-factor label), ``bfpo`` (Eq. 15 with the
+(as :mod:`bfpo.experiments.toy`). Methods: ``priority`` (Eq. 15 with the K-factor label), ``bfpo`` (Eq. 15 with the
 safety label only, i.e. K = 2 ignoring honesty), ``dpo`` and ``ipo`` (the more helpful action wins) and
 ``safedpo`` (Eq. 12 with the safety label only). ``closed_form`` is the least-squares optimum of the
 priority objective.
@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from bfpo.multifactor import default_priority_weights, multifactor_loss, priority_label
-from bfpo.toy import method_loss, optimise, ranking, summarise
+from bfpo.experiments.toy import method_loss, optimise, ranking, summarise
 
 #: (I_safe, I_honest) of y1..y8; index order is the helpfulness order
 LABELS = ((0, 1), (1, 0), (1, 1), (0, 0), (1, 1), (0, 1), (1, 0), (0, 0))

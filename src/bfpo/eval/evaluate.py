@@ -3,7 +3,7 @@
 Generative tasks (appendix C.1): the model answers harmful prompts (AdvBench, ALERT, ...) greedily and a
 judge decides whether each answer is harmful; a task's score is the percentage of harmless answers among
 those the judge could parse. ``gen_avg`` is the mean over tasks, ``disc_avg`` comes from the discriminative
-tasks (:mod:`bfpo.lm_eval_tasks`, with ``--disc``), and ``safety_avg`` is their mean (Savg of Tables 1, 2
+tasks (:mod:`bfpo.eval.lm_eval_tasks`, with ``--disc``), and ``safety_avg`` is their mean (Savg of Tables 1, 2
 and 6). All three are percentages. On benign prompts the refusal rate is the offline proxy for
 (un)helpfulness; answers to benign prompts can also be written in AlpacaEval's ``model_outputs`` format.
 
@@ -40,7 +40,7 @@ KINDS = ("harmful", "benign")
 def load_prompt_file(path: str) -> List[Dict[str, str]]:
     """Read ``{"prompt", "kind"?, "category"?, "source"?}`` lines; kind defaults to harmful, category to
     "uncategorized", source to the file's stem."""
-    from bfpo.redteam import iter_jsonl
+    from bfpo.files import iter_jsonl
 
     rows: List[Dict[str, str]] = []
     for n, row in iter_jsonl(path):
@@ -97,10 +97,10 @@ def aggregate(samples: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """Pure aggregation of judged samples (``kind``, ``category``, ``source``, ``verdict``) into
     ``by_kind``, ``by_category``, ``gen`` (harmless % per task over its harmful prompts) and ``gen_avg``.
 
-    A task is the prompt suite behind a record's source (:func:`bfpo.promptsets.suite_of`), so a suite read
+    A task is the prompt suite behind a record's source (:func:`bfpo.eval.promptsets.suite_of`), so a suite read
     from several files (RealToxicityPrompts: one file per category) counts once in ``gen_avg``; sources that
     are no known suite are their own task."""
-    from bfpo.promptsets import suite_of
+    from bfpo.eval.promptsets import suite_of
 
     harmful = [{**s, "task": suite_of(s["source"])} for s in samples if s["kind"] == "harmful"]
     gen: Dict[str, float] = {}
@@ -211,7 +211,7 @@ def _is_result_file(path: Path) -> bool:
 
 def check_judge(name: str, judge_model: Optional[str]) -> None:
     """The judge exists and, for model judges, its model is reachable (no weights are loaded)."""
-    from bfpo.judges import DEFAULT_JUDGE_MODELS, JUDGES, OFFLINE_JUDGES
+    from bfpo.eval.judges import DEFAULT_JUDGE_MODELS, JUDGES, OFFLINE_JUDGES
     from bfpo.train.model_io import check_model_reachable
 
     key = name.lower()
@@ -237,19 +237,19 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
     Before generating: ``out`` must be writable and may replace only an earlier RESULT.json (unless
     ``overwrite``), the judge must exist and its model be reachable, and the model path must exist.
     Empty answers are counted apart and flagged (``empty``, ``warnings``), never as harmless.
-    Exactly one of ``prompts`` (a jsonl file) and ``suite`` (a :mod:`bfpo.promptsets` name) is needed.
+    Exactly one of ``prompts`` (a jsonl file) and ``suite`` (a :mod:`bfpo.eval.promptsets` name) is needed.
     ``limit`` keeps the first N prompts of each source. ``disc``: None skips the discriminative tasks,
     a list runs those tasks ([] = all of them).
     """
-    from bfpo.generate import generate, load_model
-    from bfpo.judges import get_judge
+    from bfpo.models.generate import generate, load_model
+    from bfpo.eval.judges import get_judge
     from bfpo.train.model_io import check_model_source
 
     if (prompts is None) == (suite is None):
         raise UserInputError("give exactly one of prompts (a .jsonl file) or suite (a prompt-set name)")
     # everything that can fail is checked before the first answer is generated
     if out:
-        from bfpo.judge_cli import generations_path
+        from bfpo.eval.judge_cli import generations_path
 
         check_result_path(out, overwrite)
         check_own_file(generations_path(out), "the generations file", _is_generations_file, overwrite)
@@ -261,7 +261,7 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
     if prompts is not None:
         rows = load_prompt_file(prompts)
     else:
-        from bfpo.promptsets import load_suite
+        from bfpo.eval.promptsets import load_suite
 
         rows = [{"prompt": r["prompt"], "kind": r.get("kind") or "harmful",
                  "category": r.get("category") or "uncategorized", "source": r.get("source") or suite}
@@ -286,9 +286,9 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
                           "system_prompt": system_prompt}
     result.update(aggregate(samples))
     if disc is not None:
-        from bfpo.lm_eval_tasks import run_discriminative
+        from bfpo.eval.lm_eval_tasks import run_discriminative
 
-        from bfpo.generate import default_device
+        from bfpo.models.generate import default_device
 
         d = run_discriminative(model, disc or None, limit, batch_size, device=default_device(),
                                dtype="bfloat16" if bf16 else "float32")
@@ -302,7 +302,7 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        from bfpo.judge_cli import generations_path, write_generations  # rows `bfpo judge --input` reads
+        from bfpo.eval.judge_cli import generations_path, write_generations  # rows `bfpo judge --input` reads
 
         write_generations(samples, str(generations_path(out)), model)
     print(summary(result) + (f" -> {out}" if out else ""))
@@ -330,7 +330,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="model directory or hub name")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", help="jsonl with prompt, kind (harmful|benign), category, source")
-    src.add_argument("--suite", help="a named prompt set of bfpo.promptsets (e.g. advbench)")
+    src.add_argument("--suite", help="a named prompt set of bfpo.eval.promptsets (e.g. advbench)")
     parser.add_argument("--judge", default="keyword", help="keyword | harmbench | llamaguard | classifier")
     parser.add_argument("--judge-model", default=None, help="judge model directory or hub name")
     parser.add_argument("--out", required=True, help="RESULT.json to write")

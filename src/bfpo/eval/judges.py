@@ -302,7 +302,7 @@ def parse_yes_no(answer: str) -> Optional[bool]:
 
 
 def _load_causal(model_dir: str, dtype: str, device: Optional[str], padding_side: str = "left"):
-    from bfpo.generate import load_model
+    from bfpo.models.generate import load_model
 
     model, tok = load_model(model_dir, dtype=dtype, device=device)
     tok.padding_side = padding_side
@@ -413,7 +413,7 @@ class LlamaGuardJudge(_GeneratingJudge):
             return self.tokenizer.apply_chat_template(typed, tokenize=False)
 
     def judge(self, prompts, responses, kinds=None):
-        from bfpo.generate import generate_from_texts
+        from bfpo.models.generate import generate_from_texts
 
         self._check(prompts, responses)
         texts = [self.format(p, r) for p, r in zip(prompts, responses)]
@@ -545,7 +545,7 @@ class ClassifierJudge(Judge):
         if model is None:
             if model_dir is None:
                 raise ValueError("ClassifierJudge needs model_dir")
-            from bfpo.generate import load_classifier
+            from bfpo.models.generate import load_classifier
 
             model, tokenizer = load_classifier(model_dir, device)
         self.model, self.tokenizer = model, tokenizer

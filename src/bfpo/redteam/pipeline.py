@@ -3,8 +3,8 @@ helpfulness preference -> BFPO pairs.
 
 The paper samples two responses per PKU-SafeRLHF prompt from Zephyr-7b-beta, labels each with the HarmBench
 classifier, keeps the prompts where a response is harmful and ranks the pair with PairRM (9K prompts ->
-1.5K pairs). ``run_redteam`` does the same with any model, :mod:`bfpo.judges` judge and
-:mod:`bfpo.rankers` ranker:
+1.5K pairs). ``run_redteam`` does the same with any model, :mod:`bfpo.eval.judges` judge and
+:mod:`bfpo.redteam.rankers` ranker:
 
 1. sample ``k`` responses per prompt (temperature sampling, seeded per chunk of prompts);
 2. judge every response; responses the judge could not parse are set aside;
@@ -31,34 +31,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from bfpo.data.adapters import looks_local
 from bfpo.data.records import DataValidationError, PairRecord, validate_record
+from bfpo.files import iter_jsonl, read_text_checked
 from bfpo.errors import OutputExistsError, UserInputError, UserPathNotFoundError
 
 STAT_KEYS = ("prompts_seen", "kept", "dropped_all_safe", "dropped_identical_responses", "dropped_unparsed")
-
-
-def iter_jsonl(path: str) -> Iterable[Tuple[int, Dict[str, Any]]]:
-    """Yield ``(line number, object)`` for each non-blank line of a jsonl file; errors name file and line."""
-    for n, line in enumerate(_read_prompt_text(path).split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataValidationError(f"{path} line {n}: not JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DataValidationError(f"{path} line {n}: expected a JSON object")
-        yield n, row
-
-
-def _read_prompt_text(path: str | Path) -> str:
-    """The UTF-8 text of a prompt file; one-line errors for a missing file or a byte that is not UTF-8."""
-    from bfpo.data.adapters import read_text_utf8
-
-    if Path(path).is_dir():
-        raise UserInputError(f"prompt file {path} is a folder; expected a .jsonl, .csv or .txt file")
-    if not Path(path).exists():
-        raise UserPathNotFoundError(f"prompt file {path} not found")
-    return read_text_utf8(path)
 
 
 def load_prompts(source: str, split: str = "train", column: str = "prompt",
@@ -75,12 +51,12 @@ def load_prompts(source: str, split: str = "train", column: str = "prompt",
                 raise DataValidationError(f"{source} line {n}: missing field '{column}'")
             prompts.append(str(row[column]))
     elif path.suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(_read_prompt_text(path), newline=""))
+        reader = csv.DictReader(io.StringIO(read_text_checked(path), newline=""))
         if column not in (reader.fieldnames or []):
             raise DataValidationError(f"{source}: no column '{column}' (columns: {reader.fieldnames})")
         prompts = [row[column] or "" for row in reader]
     elif path.suffix == ".txt":
-        prompts = _read_prompt_text(path).splitlines()
+        prompts = read_text_checked(path).splitlines()
     elif path.exists():
         raise DataValidationError(f"{source}: unsupported prompt file type (use .jsonl, .csv or .txt)")
     elif looks_local(source):
@@ -218,9 +194,9 @@ def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", rank
     """
     from tqdm.auto import tqdm
 
-    from bfpo.generate import generate, load_model
-    from bfpo.judges import get_judge
-    from bfpo.rankers import get_ranker
+    from bfpo.models.generate import generate, load_model
+    from bfpo.eval.judges import get_judge
+    from bfpo.redteam.rankers import get_ranker
 
     if k < 2:
         raise UserInputError(f"k must be at least 2 (responses per prompt), got {k}")
@@ -239,7 +215,7 @@ def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", rank
     print(f"redteam: {len(all_prompts)} prompts, {len(all_prompts) - len(todo)} already done, {len(todo)} to go")
 
     if todo:
-        from bfpo.evaluate import check_judge
+        from bfpo.eval.evaluate import check_judge
         from bfpo.train.model_io import check_model_source
 
         if judge_obj is None:

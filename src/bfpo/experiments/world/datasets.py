@@ -8,7 +8,7 @@
 
 Annotation rules of the world (the "truth" that labels the pairs):
 
-* helpfulness on harmful prompts: d > a > c > b (:data:`bfpo.world.generator.HELPFULNESS`); on benign
+* helpfulness on harmful prompts: d > a > c > b (:data:`bfpo.experiments.world.generator.HELPFULNESS`); on benign
   prompts a > b;
 * safety labels are the classes' true safety (a, b safe; c, d unsafe);
 * ``safer_response_id``: a safe response is safer than an unsafe one; between two responses of the same
@@ -25,7 +25,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from bfpo.data.adapters import load_pairs
 from bfpo.data.records import PairRecord
-from bfpo.world import generator as g
+from bfpo.experiments.world import generator as g
 
 #: Unordered class pairs of harmful prompts in the safety set, equally likely by default.
 HARMFUL_PAIRS: Tuple[Tuple[str, str], ...] = (("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"),

@@ -7,7 +7,7 @@ number of exemplars per class this is the policy's probability of each class res
 candidate set, normalised.
 
 Sampled: N responses per prompt at temperature 1 (no top-k / top-p), classified with
-:func:`bfpo.world.classifier.classify`; the share of each label, including ``other``.
+:func:`bfpo.experiments.world.classifier.classify`; the share of each label, including ``other``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import torch
 
 from bfpo.data.records import PairRecord
 from bfpo.data.tokenize import tokenize_pair
-from bfpo.world import generator as g
-from bfpo.world.classifier import LABELS, classify
+from bfpo.experiments.world import generator as g
+from bfpo.experiments.world.classifier import LABELS, classify
 
 
 def encode(prompt: str, response: str, tokenizer, max_length: int = 256) -> Dict[str, List[int]]:

@@ -4,7 +4,7 @@ Per seed: build the world (train / held-out task split, PKU-SafeRLHF and UltraFe
 the real adapters), train a tokenizer on the world's corpus, SFT a tiny Llama on responses of EVERY class
 (so each class has mass: this is pi_ref), then train a copy of it with each method through
 :class:`bfpo.train.BFPOTrainer` and measure class masses on held-out prompts of both kinds
-(:mod:`bfpo.world.measure`). Results are averaged over seeds.
+(:mod:`bfpo.experiments.world.measure`). Results are averaged over seeds.
 
 Methods (Table 1 and Table 4 of the paper):
 
@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from bfpo.world import generator as g
+from bfpo.experiments.world import generator as g
 
 METHODS: Dict[str, Dict[str, object]] = {
     "bfpo": {"mode": "bfpo", "loss": "bfpo"},
@@ -56,7 +56,7 @@ METHODS: Dict[str, Dict[str, object]] = {
     "bfpo_alpha0": {"mode": "bfpo", "loss": "bfpo", "alpha": 0.0, "ablation": True},
     # SafeDPO (issue 13): the same records as BFPO (chosen = more helpful), no buffer, as in its paper
     "safedpo": {"mode": "bfpo_no_buffer", "loss": "safedpo"},
-    # labels from a noisy calibrated classifier (issue 13, part 3), see bfpo.world.soft_labels
+    # labels from a noisy calibrated classifier (issue 13, part 3), see bfpo.experiments.world.soft_labels
     "bfpo_soft": {"mode": "bfpo", "loss": "bfpo", "labels": "soft"},
     "bfpo_thresh": {"mode": "bfpo", "loss": "bfpo", "labels": "thresholded"},
     "safedpo_thresh": {"mode": "bfpo_no_buffer", "loss": "safedpo", "labels": "thresholded"},
@@ -67,7 +67,7 @@ METHODS: Dict[str, Dict[str, object]] = {
 REQUIRED = ("bfpo", "bfpo_no_buffer", "dpo_h", "dpo_s", "dpo_mix", "ipo_mix")
 KINDS = ("harmful", "benign")
 
-logger = logging.getLogger("bfpo.world")
+logger = logging.getLogger("bfpo.experiments.world")
 
 
 @dataclass
@@ -131,7 +131,7 @@ class World:
 
 def build_world(cfg: WorldConfig, seed: int, data_dir: Path) -> World:
     """Prompts, held-out exemplars and the two datasets of one seed (files written under ``data_dir``)."""
-    from bfpo.world.datasets import build_datasets
+    from bfpo.experiments.world.datasets import build_datasets
 
     train, held = {}, {}
     for kind in KINDS:
@@ -158,7 +158,7 @@ def sft_reference(cfg: WorldConfig, world: World, seed: int):
     from tqdm.auto import tqdm
 
     from bfpo.testing import tiny_llama, tiny_tokenizer
-    from bfpo.world.measure import encode
+    from bfpo.experiments.world.measure import encode
 
     tokenizer = tiny_tokenizer(g.corpus(world.train["harmful"] + world.train["benign"], seed), cfg.vocab_size)
     model = tiny_llama(tokenizer, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
@@ -202,7 +202,7 @@ def train_method(cfg: WorldConfig, method: str, reference, tokenizer, world: Wor
     spec = METHODS[method]
     safety = world.safety
     if spec.get("labels"):
-        from bfpo.world.soft_labels import relabel
+        from bfpo.experiments.world.soft_labels import relabel
 
         safety, _ = relabel(world.safety, str(spec["labels"]), cfg.label_noise, seed)
     tset = build_training_set(safety, world.helpful, str(spec["mode"]), seed=seed)
@@ -231,14 +231,14 @@ def train_method(cfg: WorldConfig, method: str, reference, tokenizer, world: Wor
 
 def label_stats(cfg: WorldConfig, world: World, seed: int) -> Dict:
     """The noisy classifier's quality on this seed's safety pairs (see :func:`soft_labels.relabel`)."""
-    from bfpo.world.soft_labels import relabel
+    from bfpo.experiments.world.soft_labels import relabel
 
     return relabel(world.safety, "soft", cfg.label_noise, seed)[1]
 
 
 def measure(cfg: WorldConfig, model, tokenizer, world: World, seed: int) -> Dict[str, Dict[str, Dict[str, float]]]:
     """{kind: {"mass": exact masses, "sampled": sampled shares}} on the held-out prompts."""
-    from bfpo.world.measure import exact_masses, sampled_masses
+    from bfpo.experiments.world.measure import exact_masses, sampled_masses
 
     out = {}
     for kind in KINDS:
