@@ -1,8 +1,10 @@
 """The ``bfpo`` command: one thin entry point that parses arguments and calls a pipeline.
 
-Each sub-command lives in its own module, which defines ``add_arguments(parser)`` and ``main(args)``.
-Modules are imported only when their command runs, so ``bfpo --help`` stays fast (it imports neither torch
-nor transformers).
+Each sub-command lives in its own module, which defines ``main(argv)``: it reads its settings with
+:func:`bfpo.args.parse` (dataclasses, ``--config FILE.yaml``, ``--field value``; ``bfpo COMMAND --help`` lists
+every field). Modules are imported only when their command runs, so ``bfpo --help`` stays fast (it imports
+neither torch nor transformers). (A module that still defines ``add_arguments(parser)`` and ``main(args)``
+gets an argparse sub-parser instead.)
 
 Errors: a :class:`bfpo.errors.BfpoUserError` (or an OSError about a named path) is printed as one
 ``error: ...`` line with exit code 2; ``--debug`` or ``BFPO_DEBUG=1`` shows its traceback. Any other
@@ -27,7 +29,8 @@ COMMANDS = {
     "illustrate": ("bfpo.experiments.toy", "the illustrative experiment of section 3.4 (Figure 4)"),
     "sft": ("bfpo.train.sft", "supervised fine-tuning stage (section 4.2) from a YAML config"),
     "train": ("bfpo.train.run", "BFPO / DPO / IPO preference training from a YAML config"),
-    "world": ("bfpo.experiments.world", "sequence-level 'safety world' where the truth is known (Table 1 in miniature)"),
+    "world": ("bfpo.experiments.world",
+              "sequence-level 'safety world' where the truth is known (Table 1 in miniature)"),
     "redteam": ("bfpo.redteam.pipeline", "red-teaming data generation (section 4.3)"),
     "evaluate": ("bfpo.eval.evaluate", "harmlessness / helpfulness benchmark (section 4.1)"),
     "judge": ("bfpo.eval.judge_cli", "score saved generations with a judge; measure judges against hand labels"),
@@ -65,23 +68,29 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _debug(args: Optional[argparse.Namespace]) -> bool:
-    return bool(getattr(args, "debug", False)) or os.environ.get("BFPO_DEBUG", "") not in ("", "0")
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one sub-command; returns 0, or 2 after printing a user error as one line on stderr."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
-    try:
-        importlib.import_module(args._module).main(args)
-    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs re-raise
-        message = user_message(exc)
-        if message is None or _debug(args):
-            raise
-        print(f"bfpo {args.command}: error: {message}", file=sys.stderr)
-        return USER_ERROR_EXIT
+    if command in COMMANDS and _available(COMMANDS[command][0]):
+        at = argv.index(command)
+        debug = "--debug" in argv[:at] or os.environ.get("BFPO_DEBUG", "") not in ("", "0")
+        rest = argv[at + 1:]
+        try:
+            module = importlib.import_module(COMMANDS[command][0])
+            if hasattr(module, "add_arguments"):
+                args = build_parser(command).parse_args(argv)
+                module.main(args)
+            else:
+                module.main(rest)
+        except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs re-raise
+            message = user_message(exc)
+            if message is None or debug:
+                raise
+            print(f"bfpo {command}: error: {message}", file=sys.stderr)
+            return USER_ERROR_EXIT
+        return 0
+    build_parser(command).parse_args(argv)  # --help, no command, or an unknown one: argparse says so
     return 0
 
 
