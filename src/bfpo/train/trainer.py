@@ -11,7 +11,7 @@ checkpoints, logging integrations — is ``transformers.Trainer``'s):
 * selected trainable layers theta' (Algorithm 1, line 2);
 * reference log-probs precomputed once (and cached), or computed on the fly from a frozen copy / the
   base model with LoRA adapters disabled;
-* metrics per Figure-3 case, and atomic checkpoints.
+* metrics per Figure-3 case, and atomic checkpoints (written whole in a staging folder, then renamed).
 """
 
 from __future__ import annotations
@@ -27,19 +27,21 @@ from typing import Dict, List, Optional
 
 import torch
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from bfpo.errors import TrainingDivergedError
 from bfpo.objective import CASES, preference_loss
 from bfpo.train.collator import REF_KEYS, PairCollator, model_inputs
 from bfpo.train.config import BFPOConfig
 from bfpo.train.layers import disable_dropout, select_trainable, upcast_trainable
-from bfpo.train.model_io import nonfinite_parameters
 from bfpo.train.logps import add_response_logps_forward
+from bfpo.train.model_io import nonfinite_parameters
 from bfpo.train.reference import (
     attach_reference_logps,
-    compute_reference_logps,
     cache_key,
+    compute_reference_logps,
     default_cache_dir,
     load_cached,
     save_cached,
@@ -48,6 +50,12 @@ from bfpo.train.reference import (
 logger = logging.getLogger(__name__)
 
 CASE_IDS = {labels: i for i, (_, labels) in enumerate(CASES)}
+
+#: The per-pair values ``BFPOTrainer`` gathers from every process for its metrics, in one collective.
+METRIC_FIELDS = ("chosen_reward", "rejected_reward", "margin", "correct", "case", "is_safety")
+
+#: Where a checkpoint is written before it is renamed into ``output_dir/checkpoint-N``.
+CHECKPOINT_STAGING = ".staging"
 
 
 def case_index(safe_chosen: torch.Tensor, safe_rejected: torch.Tensor) -> torch.Tensor:
@@ -94,6 +102,23 @@ def truncate_metrics(path: str, last_step: int) -> None:
     with open(tmp, "w") as f:
         f.writelines(kept)
     os.replace(tmp, path)
+
+
+class BatchCompositionCallback(TrainerCallback):
+    """Records what every training micro-batch held on this process, for audits of the buffered sampler
+    (Algorithm 1, line 4): ``records`` is a list of ``{"step", "rank", "safety", "helpful"}``.
+
+    Not installed by default: pass it in ``callbacks`` to :class:`BFPOTrainer`, which feeds it from
+    ``compute_loss`` and exposes its records as ``trainer.composition``.
+    """
+
+    def __init__(self):
+        self.records: List[Dict[str, int]] = []
+
+    def observe(self, step: int, rank: int, is_safety: torch.Tensor) -> None:
+        """Note one micro-batch: its pairs' ``is_safety`` flags (1 = safety pair, 0 = helpfulness pair)."""
+        safety = int(is_safety.sum())
+        self.records.append({"step": step, "rank": rank, "safety": safety, "helpful": int(is_safety.numel()) - safety})
 
 
 class NonFiniteGuard(TrainerCallback):
@@ -208,7 +233,6 @@ class BFPOTrainer(Trainer):
                 self.is_deepspeed_enabled or self.is_fsdp_enabled):
             upcast_trainable(model)
         self._metrics: Dict[str, Dict[str, List[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self.composition: List[Dict[str, int]] = []  # what every training micro-batch held, per rank
         self.ref_model = None
         if args.precompute_ref_log_probs:
             self.train_dataset = self._with_reference(self.train_dataset, "train")
@@ -220,6 +244,17 @@ class BFPOTrainer(Trainer):
             self.ref_model.requires_grad_(False).eval()
             self.ref_model.to(self.args.device)
         self._log_setup()
+
+    @property
+    def composition(self) -> Optional[List[Dict[str, int]]]:
+        """What every training micro-batch held on this process: the records of the
+        :class:`BatchCompositionCallback` among the trainer's callbacks, or None when there is none."""
+        recorders = self._composition_recorders()
+        return recorders[0].records if recorders else None
+
+    def _composition_recorders(self) -> List[BatchCompositionCallback]:
+        """The :class:`BatchCompositionCallback` s among the callbacks (also those added with ``add_callback``)."""
+        return [cb for cb in self.callback_handler.callbacks if isinstance(cb, BatchCompositionCallback)]
 
     # ----------------------------------------------------------------------------------- set-up
     def _log_setup(self) -> None:
@@ -335,32 +370,36 @@ class BFPOTrainer(Trainer):
         self._record(inputs, res, out.num_tokens, model.training)
         return (loss, {"losses": res.losses}) if return_outputs else loss
 
+    def _gather_fields(self, **fields: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The per-pair :data:`METRIC_FIELDS` of every process (one stacked gather), by name, on the CPU."""
+        local = torch.stack([fields[name].detach().float() for name in METRIC_FIELDS], dim=1)
+        gathered = self.accelerator.gather_for_metrics(local).float().cpu()
+        return dict(zip(METRIC_FIELDS, gathered.unbind(dim=1)))
+
     def _record(self, inputs, res, num_tokens, training: bool) -> None:
         split = "train" if training else "eval"
-        is_safety = inputs["is_safety"]
         if training:
-            self.composition.append({"step": self.state.global_step, "rank": self.accelerator.process_index,
-                                     "safety": int(is_safety.sum()), "helpful": int((1 - is_safety).sum())})
-        case = case_index(inputs["safe_chosen"], inputs["safe_rejected"])
-        margins = res.margins
+            for recorder in self._composition_recorders():
+                recorder.observe(self.state.global_step, self.accelerator.process_index, inputs["is_safety"])
         if self.args.loss == "bfpo":
-            correct = torch.sign(margins) == torch.sign(res.targets)
+            correct = torch.sign(res.margins) == torch.sign(res.targets)
         else:
-            correct = margins > 0
-        local = torch.stack([res.losses.detach(), res.chosen_rewards, res.rejected_rewards, margins,
-                             correct.float(), case.float(), is_safety.float()], dim=1)
-        allrows = self.accelerator.gather_for_metrics(local).float().cpu()
+            correct = res.margins > 0
+        f = self._gather_fields(chosen_reward=res.chosen_rewards, rejected_reward=res.rejected_rewards,
+                                margin=res.margins, correct=correct,
+                                case=case_index(inputs["safe_chosen"], inputs["safe_rejected"]),
+                                is_safety=inputs["is_safety"])
         m = self._metrics[split]
-        m["rewards/chosen"].append(float(allrows[:, 1].mean()))
-        m["rewards/rejected"].append(float(allrows[:, 2].mean()))
-        m["rewards/margins"].append(float(allrows[:, 3].mean()))
-        m["rewards/accuracies"].append(float(allrows[:, 4].mean()))
-        m["batch/safety_fraction"].append(float(allrows[:, 6].mean()))
+        m["rewards/chosen"].append(float(f["chosen_reward"].mean()))
+        m["rewards/rejected"].append(float(f["rejected_reward"].mean()))
+        m["rewards/margins"].append(float(f["margin"].mean()))
+        m["rewards/accuracies"].append(float(f["correct"].mean()))
+        m["batch/safety_fraction"].append(float(f["is_safety"].mean()))
         m["batch/response_tokens"].append(float(num_tokens.float().sum()))
         for i, (name, _) in enumerate(CASES):
-            sel = allrows[:, 5] == i
+            sel = f["case"] == i
             if sel.any():
-                m[f"margins/{name}"].append(float(allrows[sel, 3].mean()))
+                m[f"margins/{name}"].append(float(f["margin"][sel].mean()))
                 m[f"count/{name}"].append(float(sel.sum()))
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -383,33 +422,54 @@ class BFPOTrainer(Trainer):
 
     # ------------------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model, trial) -> None:
-        """Write the checkpoint into a staging folder, then rename it into place.
+        """Transformers' checkpoint, written whole into ``output_dir/.staging/checkpoint-N`` and then renamed
+        to ``output_dir/checkpoint-N``: a run killed mid-save leaves only ``.staging`` (cleared by the next
+        save), never a half-written ``checkpoint-N`` that ``get_last_checkpoint`` and ``--resume`` would pick.
 
-        A run killed mid-save leaves only ``.staging``, never a half-written ``checkpoint-N`` that a
-        later ``--resume`` would pick up.
+        The same pieces as ``Trainer._save_checkpoint`` (model, optimizer and scheduler, scaler, RNG
+        states, trainer state with the callbacks' exported state), in the same order; a test compares the
+        files with the base class's checkpoint. Weights that are not finite stop the run instead.
         """
         bad = nonfinite_parameters(self.accelerator.unwrap_model(model))
         if bad:
             raise TrainingDivergedError(self.guard.message(
                 self.args, self.state.global_step, what=f"weights are not finite ({', '.join(bad[:3])})"))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         run_dir = self._get_output_dir(trial=trial)
-        staging = os.path.join(run_dir, ".staging")
-        original = self._get_output_dir
-        self._get_output_dir = lambda trial=None: staging  # type: ignore[method-assign]
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._get_output_dir = original  # type: ignore[method-assign]
-        self.accelerator.wait_for_everyone()
+        staging = os.path.join(run_dir, CHECKPOINT_STAGING)
         if self.args.should_save:
-            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            src, dst = os.path.join(staging, name), os.path.join(run_dir, name)
+            shutil.rmtree(staging, ignore_errors=True)  # what a killed save left
+        self.accelerator.wait_for_everyone()
+        out = os.path.join(staging, name)
+        if self.hp_search_backend is None and trial is None:
+            self.store_flos()
+        self.save_model(out, _internal_call=True)
+        if self.state.best_global_step:  # with load_best_model_at_end: the best checkpoint so far, once saved
+            best = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
+            if self.state.best_global_step == self.state.global_step or os.path.isdir(best):
+                self.state.best_model_checkpoint = best
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(out)
+            self._save_scaler(out)
+            self._save_rng_state(out)
+        if self.args.should_save:
+            for cb in [*self.callback_handler.callbacks, self.control]:
+                if isinstance(cb, ExportableState):
+                    key = type(cb).__name__
+                    if isinstance(self.state.stateful_callbacks.get(key), list):
+                        self.state.stateful_callbacks[key].append(cb.state())
+                    else:
+                        self.state.stateful_callbacks[key] = cb.state()
+            self.state.save_to_json(os.path.join(out, TRAINER_STATE_NAME))
+        self.accelerator.wait_for_everyone()  # every rank's shards and RNG state are in
+        if self.args.should_save:
+            dst = os.path.join(run_dir, name)
             if os.path.isdir(dst):
                 shutil.rmtree(dst)
-            os.replace(src, dst)
+            os.replace(out, dst)
             shutil.rmtree(staging, ignore_errors=True)
-            from transformers.trainer_utils import rotate_checkpoints
-
+            if self.args.push_to_hub:
+                self._push_from_checkpoint(dst)
             rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
         self.accelerator.wait_for_everyone()
