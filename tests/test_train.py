@@ -302,3 +302,33 @@ def test_lora_reference_is_base_model_with_adapters_disabled(tok, tmp_path):
                         response_mask=batch["response_mask"]).logps[:4]
     assert not torch.allclose(policy, want, atol=1e-4)  # adapters (non-zero init) do change the policy
     tr.train()
+
+
+# ------------------------------------------------------------------------- the driver, in memory
+def test_driver_trains_in_memory_records_and_model_object(tok, tmp_path):
+    """train_preference with PairRecords and a model object (as the demo and the world call it) writes a
+    model folder that loads and gives the trained logits, with the settings re-runnable as config.yaml."""
+    import yaml
+
+    from bfpo.data.adapters import load_pairs
+    from bfpo.train.run import train_preference
+
+    safety = load_pairs(str(ROOT / "recipes/data/tiny_safety.jsonl"), schema="pku_saferlhf", kind="safety")
+    helpful = load_pairs(str(ROOT / "recipes/data/tiny_helpful.jsonl"), schema="ultrafeedback", kind="helpful")
+    model = tiny_llama(tok)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = config(tmp_path, trainable=["down_proj"], max_steps=3, save_strategy="no")
+    tr = train_preference(None, cfg, records=(safety, helpful), model=model, tokenizer=tok, card_title=None)
+    out = tmp_path / "out"
+    assert tr.state.global_step == 3 and not (out / "README.md").exists()  # no card asked for
+    assert not list(out.glob("checkpoint-*"))  # save_strategy no: only the final model
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all("down_proj" in k for k in changed)
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, model.eval()(input_ids=ids).logits, atol=1e-5)
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["trainable"] == ["down_proj"] and written["max_steps"] == 3 and written["tau"] == 0.1
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["data"]["mode"] == "bfpo" and summary["data"]["safety"] == len(safety)

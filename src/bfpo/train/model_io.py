@@ -23,11 +23,11 @@ def resolve_dtype(name: Optional[str]):
     if name in (None, "auto"):
         return "auto" if name == "auto" else torch.float32
     if name not in DTYPES:
-        raise UserInputError(f"model.dtype must be one of auto, {', '.join(DTYPES)}; got {name!r}")
+        raise UserInputError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {name!r}")
     return DTYPES[name]
 
 
-def check_model_source(name: str, key: str = "model.name_or_path") -> None:
+def check_model_source(name: str, key: str = "model_name_or_path") -> None:
     """Fail with "not found" for a model path that does not exist, instead of letting the hub client
     report it as a malformed repo id. A name counts as a path when it exists, starts with ``.``, ``/`` or
     ``~``, or has more than one ``/`` (a hub id is ``owner/name``)."""
@@ -63,47 +63,72 @@ def from_pretrained_or_user_error(loader, name: str, key: str, **kwargs):
         raise UserInputError(f"{key}: cannot load {name!r}: {first}") from e
 
 
-def load_tokenizer(spec: Dict[str, Any]):
-    """The tokenizer of a recipe's ``model`` section, with ``model.chat_template`` applied.
+def model_arguments(spec: Any):
+    """``spec`` as :class:`~bfpo.train.config.ModelArguments`: returned as is, or made from a model folder /
+    hub name. (A mapping of ModelArguments fields is accepted too; the old nested recipes' ``name_or_path``
+    key is read as ``model_name_or_path`` until every caller passes ModelArguments.)"""
+    from bfpo.train.config import ModelArguments
 
-    A tokenizer that ends up without a chat template is an error that names ``model.chat_template``
-    (see :mod:`bfpo.data.templates`): one template must serve SFT, BFPO, red teaming and evaluation.
-    """
+    if isinstance(spec, ModelArguments):
+        return spec
+    if isinstance(spec, (str, Path)):
+        return ModelArguments(model_name_or_path=str(spec))
+    if isinstance(spec, dict):
+        values = dict(spec)
+        if "name_or_path" in values:
+            values["model_name_or_path"] = values.pop("name_or_path")
+        return ModelArguments(**values)
+    raise TypeError(f"expected ModelArguments or a model folder, got {type(spec).__name__}")
+
+
+def load_tokenizer(spec: Any):
+    """The tokenizer of :class:`~bfpo.train.config.ModelArguments` ``spec``, with its ``chat_template``
+    applied (:func:`prepare_tokenizer`)."""
     from transformers import AutoTokenizer
 
+    args = model_arguments(spec)
+    name = args.tokenizer_name_or_path or args.model_name_or_path
+    kw = {"trust_remote_code": args.trust_remote_code, "revision": args.model_revision}
+    if args.gguf_file and not args.tokenizer_name_or_path:
+        kw["gguf_file"] = args.gguf_file
+    tok = from_pretrained_or_user_error(AutoTokenizer, name, "tokenizer_name_or_path" if args.tokenizer_name_or_path
+                                        else "model_name_or_path", **kw)
+    return prepare_tokenizer(tok, args.chat_template, name)
+
+
+def prepare_tokenizer(tokenizer, chat_template: Optional[str], name: str):
+    """Apply ``chat_template`` (a built-in name or Jinja) and require one: a tokenizer without a template is
+    an error naming ``chat_template`` (:mod:`bfpo.data.templates`), since one template must serve SFT, BFPO,
+    red teaming and evaluation. A missing pad token becomes the EOS token."""
     from bfpo.data.templates import apply_chat_template_setting
 
-    name = spec.get("tokenizer") or spec["name_or_path"]
-    kw = {"trust_remote_code": bool(spec.get("trust_remote_code", False)), "revision": spec.get("revision")}
-    if spec.get("gguf_file") and not spec.get("tokenizer"):
-        kw["gguf_file"] = spec["gguf_file"]
-    tok = from_pretrained_or_user_error(AutoTokenizer, name, "model.tokenizer" if spec.get("tokenizer")
-                                        else "model.name_or_path", **kw)
-    apply_chat_template_setting(tok, spec.get("chat_template"), name)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
+    apply_chat_template_setting(tokenizer, chat_template, name, key="chat_template")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
-def load_model(spec: Dict[str, Any]):
-    """``AutoModelForCausalLM`` from a recipe's ``model`` section: safetensors weights, remote code off
-    unless ``trust_remote_code: true``, optional LoRA (``lora: {r, lora_alpha, target_modules}``)."""
+def load_model(spec: Any):
+    """``AutoModelForCausalLM`` of :class:`~bfpo.train.config.ModelArguments` ``spec``: safetensors weights,
+    remote code off unless ``trust_remote_code``, LoRA adapters when ``use_peft``."""
     from transformers import AutoModelForCausalLM
 
-    kw: Dict[str, Any] = {"trust_remote_code": bool(spec.get("trust_remote_code", False)),
-                          "revision": spec.get("revision"), "dtype": resolve_dtype(spec.get("dtype"))}
-    if spec.get("attn_implementation"):
-        kw["attn_implementation"] = spec["attn_implementation"]
-    if spec.get("gguf_file"):
-        kw["gguf_file"] = spec["gguf_file"]
+    args = model_arguments(spec)
+    kw: Dict[str, Any] = {"trust_remote_code": args.trust_remote_code, "revision": args.model_revision,
+                          "dtype": resolve_dtype(args.dtype)}
+    if args.attn_implementation:
+        kw["attn_implementation"] = args.attn_implementation
+    if args.gguf_file:
+        kw["gguf_file"] = args.gguf_file
     else:
         kw["use_safetensors"] = True
-    model = from_pretrained_or_user_error(AutoModelForCausalLM, spec["name_or_path"], "model.name_or_path", **kw)
-    if spec.get("lora"):
+    model = from_pretrained_or_user_error(AutoModelForCausalLM, args.model_name_or_path, "model_name_or_path", **kw)
+    if args.use_peft:
         from peft import LoraConfig, get_peft_model
 
-        lora = {"task_type": "CAUSAL_LM", **spec["lora"]}
-        model = get_peft_model(model, LoraConfig(**lora))
+        model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha,
+                                                 lora_dropout=args.lora_dropout,
+                                                 target_modules=args.lora_target_modules, task_type="CAUSAL_LM"))
     return model
 
 
@@ -155,8 +180,10 @@ def nonfinite_parameters(model) -> List[str]:
         return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
 
 
-def save_final(trainer, output_dir: str | Path, card: str, extra_files: Optional[Dict[str, str]] = None) -> Path:
-    """Save the model (safetensors) + tokenizer + model card + ``extra_files`` (name -> text) atomically.
+def save_final(trainer, output_dir: str | Path, card: Optional[str],
+               extra_files: Optional[Dict[str, str]] = None) -> Path:
+    """Save the model (safetensors) + tokenizer + model card (``card``; none when None) + ``extra_files``
+    (name -> text) atomically.
 
     Everything is written complete in ``.final-staging``; then the files are moved in with
     :data:`FINISH_FILES` last, so the folder counts as (and loads as) a finished model only once all of it
@@ -176,7 +203,8 @@ def save_final(trainer, output_dir: str | Path, card: str, extra_files: Optional
     trainer.save_model(str(staging))
     trainer.accelerator.wait_for_everyone()
     if trainer.args.should_save:
-        (staging / "README.md").write_text(card)
+        if card is not None:
+            (staging / "README.md").write_text(card)
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text)
         publish_staged(staging, out)

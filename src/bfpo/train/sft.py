@@ -1,30 +1,91 @@
-"""``bfpo sft --config RECIPE.yaml``: the supervised stage of section 4.2, before BFPO.
+"""``bfpo sft``: the supervised stage of section 4.2, before BFPO (:func:`train_sft`).
 
 The SFT data mixes the helpfulness set's chosen responses with the SAFER response of every safety pair
 that is actually safe (``bfpo.data.modes.sft_examples``); the resulting model is the reference policy of
 the BFPO stage. Training itself is TRL's ``SFTTrainer`` (prompt-completion format, loss on the completion
-only); the recipe's ``sft:`` section holds any ``trl.SFTConfig`` field.
+only); its settings are any ``trl.SFTConfig`` field.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional, Sequence
 
-from bfpo.train.config import RecipeError, add_recipe_arguments, check_stage, load_recipe, validate_section
+from bfpo.errors import UserInputError
 
 logger = logging.getLogger("bfpo.sft")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from trl import SFTConfig
+def sft_examples_of(data_args) -> tuple:
+    """The prompt/completion rows of ``data_args``' sources (:func:`bfpo.data.modes.sft_examples`) and how
+    many came from each side."""
+    from bfpo.data.modes import sft_examples
+    from bfpo.train.run import load_sources
 
-    add_recipe_arguments(p, "sft.learning_rate=1e-5", stage="sft", config_cls=SFTConfig)
+    if data_args is None or not (data_args.safety_source or data_args.helpful_source):
+        raise UserInputError("no SFT data: give examples, or data_args with safety_source / helpful_source")
+    safety, helpful, _ = load_sources(data_args)
+    examples = sft_examples(safety, helpful)
+    return examples, {"from_helpful": len(helpful), "from_safety_safe_responses": len(examples) - len(helpful)}
+
+
+def train_sft(model_args, config, *, data_args=None, examples: Optional[List[Dict[str, Any]]] = None, model=None,
+              tokenizer=None, callbacks: Optional[Sequence] = None, resume: bool = False, overwrite: bool = False,
+              card_title: Optional[str] = "bfpo SFT model"):
+    """Run the SFT stage and write the model directory; returns the TRL ``SFTTrainer``.
+
+    ``examples`` are prompt/completion rows (as :func:`bfpo.data.modes.sft_examples` gives), else they are
+    built from ``data_args``' sources. ``model``/``tokenizer`` may be given as objects instead of loading
+    ``model_args``' (whose ``chat_template`` still applies). ``resume``/``overwrite`` as for
+    :func:`bfpo.train.run.train_preference`; training stops at the first non-finite gradient, and the final
+    model is saved whatever ``save_strategy`` says, with the card and ``config.yaml``.
+    """
+    from datasets import Dataset
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTTrainer
+
+    from bfpo.train import model_io
+    from bfpo.train.run import _base_model, _tokenizer, settings_yaml
+    from bfpo.train.trainer import NonFiniteGuard, train_or_restore
+
+    tokenizer = _tokenizer(model_args, tokenizer)  # a missing chat template fails here, before anything else
+    model_io.check_output_dir(config.output_dir, resume, overwrite)
+    if examples is None:
+        examples, origin = sft_examples_of(data_args)
+    else:
+        examples, origin = list(examples), {"given_in_memory": len(examples)}
+    if not examples:
+        raise UserInputError(f"{config.output_dir}: no SFT examples (no helpful pairs and no safe responses in the "
+                         "safety pairs)")
+    model = model if model is not None else model_io.load_model(model_args)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
+                         processing_class=tokenizer, callbacks=list(callbacks or []) + [NonFiniteGuard()])
+    last = get_last_checkpoint(config.output_dir) if resume else None
+    train_or_restore(trainer, last)  # a checkpoint at the last step takes no further step
+    final = dict(trainer.state.log_history[-1]) if trainer.state.log_history else {}
+    card = None if card_title is None else model_io.model_card(
+        card_title, _base_model(model_args, model),
+        {"stage": "sft (section 4.2)", "learning_rate": config.learning_rate, "epochs": config.num_train_epochs,
+         "max_steps": config.max_steps, "seed": config.seed}, final, {"examples": len(examples), **origin})
+    model_io.save_final(trainer, config.output_dir, card,
+                        extra_files={"config.yaml": settings_yaml(model_args, data_args, config,
+                                                                   command="sft")})
+    return trainer
+
+
+def sft_from_recipe(recipe: Dict[str, Any], resume: bool = False, overwrite: bool = False):
+    """A nested recipe of :func:`bfpo.train.config.load_recipe` run through :func:`train_sft` (until the flat
+    ``--config`` files replace the nested recipes)."""
+    from bfpo.train.config import recipe_arguments
+
+    model_args, data_args = recipe_arguments(recipe)
+    return train_sft(model_args, make_sft_config(recipe), data_args=data_args, resume=resume, overwrite=overwrite)
 
 
 def make_sft_config(recipe: Dict[str, Any]):
     from trl import SFTConfig
+
+    from bfpo.train.config import RecipeError, check_stage, validate_section
 
     check_stage(recipe, "sft")
     sft = {"report_to": "none", "completion_only_loss": True, **validate_section(recipe, "sft", SFTConfig)}
@@ -36,42 +97,17 @@ def make_sft_config(recipe: Dict[str, Any]):
         raise RecipeError(f"{recipe.get('_path')}: sft: {e}") from None
 
 
-def sft_from_recipe(recipe: Dict[str, Any], resume: bool = False, overwrite: bool = False):
-    """Run the SFT stage of a recipe; returns the TRL trainer. ``overwrite`` lets it write into an output
-    folder that holds files bfpo did not write; training stops at the first non-finite gradient."""
-    from datasets import Dataset
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTTrainer
+def add_arguments(p) -> None:
+    from trl import SFTConfig
 
-    from bfpo.data.modes import sft_examples
-    from bfpo.train.model_io import check_output_dir, load_model, load_tokenizer, model_card, save_final
-    from bfpo.train.run import load_sources
-    from bfpo.train.trainer import NonFiniteGuard, train_or_restore
+    from bfpo.train.config import add_recipe_arguments
 
-    config = make_sft_config(recipe)
-    tokenizer = load_tokenizer(recipe["model"])  # a missing chat template fails here, before anything else
-    check_output_dir(config.output_dir, resume, overwrite)
-    safety, helpful, _ = load_sources(recipe)
-    examples = sft_examples(safety, helpful)
-    if not examples:
-        raise RecipeError(f"{recipe.get('_path')}: no SFT examples (no helpful pairs and no safe responses in "
-                         "the safety pairs)")
-    model = load_model(recipe["model"])
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
-                         processing_class=tokenizer, callbacks=[NonFiniteGuard()])
-    last = get_last_checkpoint(config.output_dir) if resume else None
-    train_or_restore(trainer, last)  # a checkpoint at the last step takes no further step
-    final = dict(trainer.state.log_history[-1])
-    card = model_card("bfpo SFT model", recipe["model"]["name_or_path"],
-                      {"stage": "sft (section 4.2)", "learning_rate": config.learning_rate,
-                       "epochs": config.num_train_epochs, "max_steps": config.max_steps},
-                      final, {"examples": len(examples), "from_helpful": len(helpful),
-                              "from_safety_safe_responses": len(examples) - len(helpful)})
-    save_final(trainer, config.output_dir, card)
-    return trainer
+    add_recipe_arguments(p, "sft.learning_rate=1e-5", stage="sft", config_cls=SFTConfig)
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args) -> None:
+    from bfpo.train.config import load_recipe
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     trainer = sft_from_recipe(load_recipe(args.config, args.overrides), resume=args.resume,
                               overwrite=args.overwrite)
