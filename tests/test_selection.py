@@ -1,0 +1,92 @@
+"""Checkpoint selection on validation prompts (bfpo.eval.selection): the rule and the weights it restores."""
+
+import json
+
+import pytest
+import torch
+
+from bfpo.errors import UserInputError
+from bfpo.eval.judges import Judge, Verdict
+from bfpo.eval.selection import SelectBySafety, SelectionPoint, choose, refusal_rates
+from bfpo.models.tiny import tiny_llama, tiny_tokenizer
+
+
+def P(step, harm, benign):
+    return SelectionPoint(step, harm, benign, 10, 10)
+
+
+def test_rule_lowest_compliance_among_admissible_earlier_step_on_ties():
+    points = [P(0, 90, 2), P(4, 40, 6), P(8, 10, 12), P(12, 40, 7), P(16, 40, 3)]
+    # step 8 has the lowest compliance but 12 > 2 + 5 benign refusal; 4, 12 and 16 tie at 40 -> earliest
+    assert choose(points, 5.0).step == 4
+    assert choose(points, 10.0).step == 8  # a looser rule admits step 8
+    # nothing better than the start: the start is returned
+    assert choose([P(0, 50, 0), P(4, 60, 1), P(8, 20, 30)], 5.0).step == 0
+
+
+def test_rates_and_empty_sets():
+    p = refusal_rates([True, False, False, False], [False, True], step=3)
+    assert (p.harmful_compliance, p.benign_refusal, p.n_harmful, p.n_benign) == (75.0, 50.0, 4, 2)
+    with pytest.raises(UserInputError, match="at least one harmful and one benign"):
+        refusal_rates([], [True], step=0)
+
+
+class ScriptedJudge(Judge):
+    """Refuses according to a script: one (harmful refusals, benign refusals) pair per scoring call."""
+
+    def __init__(self, script):
+        self.script = list(script)
+
+    def judge(self, prompts, responses, kinds=None):
+        n_harm, n_benign = self.script.pop(0)
+        out, seen = [], {"harmful": 0, "benign": 0}
+        for k in kinds:
+            seen[k] += 1
+            refused = seen[k] <= (n_harm if k == "harmful" else n_benign)
+            out.append(Verdict(harmful=not refused and k == "harmful", refusal=refused, raw="scripted"))
+        return out
+
+
+class Args:
+    def __init__(self, out):
+        self.output_dir = str(out)
+
+
+class State:
+    def __init__(self, step):
+        self.global_step, self.is_world_process_zero = step, True
+
+
+def test_callback_restores_the_chosen_weights_and_writes_its_history(tmp_path):
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok)
+    # 4 harmful, 4 benign prompts; scoring calls: start, step 2 (better), step 4 (safer but over-refuses)
+    judge = ScriptedJudge([(0, 0), (3, 0), (4, 2)])
+    cb = SelectBySafety(tok, ["h1", "h2", "h3", "h4"], ["b1", "b2", "b3", "b4"], every=2, judge=judge,
+                        max_new_tokens=2, max_benign_increase=5.0)
+    cb.on_train_begin(Args(tmp_path), State(0), None, model=model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    at_step2 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cb.on_step_end(Args(tmp_path), State(1), None, model=model)  # not a scoring step
+    cb.on_step_end(Args(tmp_path), State(2), None, model=model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    cb.on_step_end(Args(tmp_path), State(4), None, model=model)
+    cb.on_train_end(Args(tmp_path), State(4), None, model=model)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, at_step2[n]), n
+    saved = json.loads((tmp_path / "selection.json").read_text())
+    assert saved["chosen_step"] == 2
+    assert [(q["step"], q["harmful_compliance"], q["benign_refusal"]) for q in saved["points"]] == [
+        (0, 100.0, 0.0), (2, 25.0, 0.0), (4, 0.0, 50.0)]
+
+
+def test_bad_settings_are_named():
+    tok = tiny_tokenizer()
+    with pytest.raises(UserInputError, match="every must be >= 1"):
+        SelectBySafety(tok, ["h"], ["b"], every=0)
+    with pytest.raises(UserInputError, match="one harmful and one benign"):
+        SelectBySafety(tok, [], ["b"], every=2)
