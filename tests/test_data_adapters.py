@@ -106,10 +106,16 @@ def test_pku_missing_column_names_field_and_where():
         from_pku_saferlhf(row, "pku.jsonl row 4")
 
 
-@pytest.mark.parametrize("bad", [2, "x", None])
+@pytest.mark.parametrize("bad", [2, "x"])
 def test_pku_bad_response_id(bad):
     with pytest.raises(DataValidationError, match="row 1: field 'better_response_id' must be 0 or 1"):
         from_pku_saferlhf(pku_v0_row() | {"better_response_id": bad}, "row 1")
+
+
+def test_pku_null_field_is_missing():
+    # a table (datasets) gives every row every column, null where the row had none: null reads as missing
+    with pytest.raises(DataValidationError, match=r"row 1: missing field 'better_response_id' \(null\)"):
+        from_pku_saferlhf(pku_v0_row() | {"better_response_id": None}, "row 1")
 
 
 def test_ultrafeedback_prompt_is_context_and_both_safe():
@@ -160,7 +166,8 @@ def test_from_generic_column_map():
     cmap = {"prompt": "question", "chosen": "good", "rejected": "bad", "safe_chosen": "good_safe",
             "safe_rejected": "bad_safe"}
     rec = from_generic(row, "w", cmap)
-    assert (rec.prompt, rec.chosen, rec.rejected, rec.safe_chosen, rec.safe_rejected) == ("q?", "yes sure", "no", 0.0, 1.0)
+    assert (rec.prompt, rec.chosen, rec.rejected, rec.safe_chosen, rec.safe_rejected) == (
+        "q?", "yes sure", "no", 0.0, 1.0)
     assert rec.kind == "safety" and rec.metadata == {"id": 7}
     # unnamed safety columns default to 1.0 and the pair is a helpfulness pair
     rec = from_generic(row, "w", {"prompt": "question", "chosen": "good", "rejected": "bad"})
@@ -217,7 +224,8 @@ def test_load_pairs_and_generic(tmp_path):
 
 def test_auto_detect_failure_lists_columns(tmp_path):
     path = write_jsonl(tmp_path / "odd.jsonl", [{"question": "q", "answer": "a"}])
-    with pytest.raises(DataValidationError, match=r"odd\.jsonl: cannot detect the schema from columns \[answer, question\]"):
+    with pytest.raises(DataValidationError,
+                       match=r"odd\.jsonl: cannot detect the schema from columns \[answer, question\]"):
         load_pairs(path)
     assert detect_schema(["prompt", "chosen", "rejected"]) == "pairs"
     assert detect_schema(["prompt", "chosen", "rejected", "score_chosen"]) == "ultrafeedback"

@@ -10,7 +10,6 @@ reports counts per reason.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import random
@@ -21,14 +20,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from bfpo.data.records import DataValidationError, PairRecord, _label, validate_record
-from bfpo.files import read_text_utf8
 from bfpo.errors import BfpoUserError, UserInputError, UserPathNotFoundError
+from bfpo.files import TABLE_SUFFIXES, read_table
 
 logger = logging.getLogger(__name__)
 
 SCHEMAS = ("auto", "pku_saferlhf", "ultrafeedback", "pairs", "generic")
 ON_ERROR = ("raise", "drop")
-LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+LOCAL_SUFFIXES = tuple(TABLE_SUFFIXES)
 CANONICAL_FIELDS = ("prompt", "chosen", "rejected", "safe_chosen", "safe_rejected", "source", "kind")
 LABEL_FIELDS = ("safe_chosen", "safe_rejected")
 
@@ -45,8 +44,12 @@ _FALSE = {"false", "f"}
 
 # ----------------------------------------------------------------------------------------- helpers
 def _require(row: Mapping[str, Any], column: str, where: str) -> Any:
-    if column not in row:
-        raise DataValidationError(f"{where}: missing field '{column}' (row has: {', '.join(map(str, row))})")
+    """``row[column]``; a column that is absent or null (a table gives every row every column, null where a
+    row had none) is an error naming it and the fields the row has."""
+    if row.get(column) is None:
+        present = [str(k) for k, v in row.items() if v is not None]
+        null = " (null)" if column in row else ""
+        raise DataValidationError(f"{where}: missing field '{column}'{null} (row has: {', '.join(present)})")
     return row[column]
 
 
@@ -267,51 +270,6 @@ def from_generic(row: Mapping[str, Any], where: str, column_map: Mapping[str, st
 
 
 # ----------------------------------------------------------------------------------------- reading
-def _read_json(path: Path) -> List[Dict[str, Any]]:
-    try:
-        data = json.loads(read_text_utf8(path))
-    except ValueError as e:
-        raise DataValidationError(f"{path}: not valid JSON ({e})") from None
-    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
-        lengths = {len(v) for v in data.values()}
-        if len(lengths) != 1:
-            raise DataValidationError(f"{path}: column lists have different lengths {sorted(lengths)}")
-        keys = list(data)
-        return [dict(zip(keys, values)) for values in zip(*data.values())]
-    if not isinstance(data, list):
-        raise DataValidationError(f"{path}: expected a list of row objects or a mapping of column lists")
-    return data
-
-
-def _read_jsonl(path: Path) -> List[Any]:
-    rows = []
-    for lineno, line in enumerate(read_text_utf8(path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError as e:
-            raise DataValidationError(f"{path} line {lineno}: not valid JSON ({e})") from None
-    return rows
-
-
-def _read_csv(path: Path) -> List[Dict[str, Any]]:
-    import io
-
-    return [dict(r) for r in csv.DictReader(io.StringIO(read_text_utf8(path), newline=""))]
-
-
-def _read_parquet(path: Path) -> List[Dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pylist()
-
-
-_READERS: Dict[str, Callable[[Path], List[Any]]] = {
-    ".json": _read_json, ".jsonl": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet,
-}
-
-
 def _read_hub(source: str, split: Optional[str], revision: Optional[str] = None) -> Iterable[Dict[str, Any]]:
     """Rows of a hub dataset (``datasets.load_dataset`` at ``revision``, a commit hash or tag, when given);
     ``split`` is required when there are several."""
@@ -411,11 +369,7 @@ def _iter_rows(source: str, split: Optional[str], revision: Optional[str] = None
         path = Path(source).expanduser()
         if not path.is_file():
             raise UserPathNotFoundError(f"data file not found: {path}")
-        reader = _READERS.get(path.suffix.lower())
-        if reader is None:
-            raise UserInputError(f"{path}: unsupported file type {path.suffix!r}; use one of "
-                                 f"{', '.join(LOCAL_SUFFIXES)}")
-        return path.name, reader(path)
+        return path.name, read_table(path)
     name = f"{source}@{revision[:12]}" if revision else source
     return (f"{name}[{split}]" if split else name), _load_hub_rows(source, split, revision)
 

