@@ -32,7 +32,8 @@ def test_format_prompt_chat_template(tok):
         "<|system|>\nbe safe<|end|>\n<|user|>\nhi<|end|>\n<|assistant|>\n"
     msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
             {"role": "user", "content": "c"}]
-    assert format_prompt(msgs, tok) == "<|user|>\na<|end|>\n<|assistant|>\nb<|end|>\n<|user|>\nc<|end|>\n<|assistant|>\n"
+    assert format_prompt(msgs, tok) == ("<|user|>\na<|end|>\n<|assistant|>\nb<|end|>\n<|user|>\nc<|end|>\n"
+                                        "<|assistant|>\n")
 
 
 def test_format_prompt_plain_text():

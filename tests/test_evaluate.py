@@ -6,8 +6,14 @@ import pytest
 
 from bfpo.cli import main as cli_main
 from bfpo.data.records import DataValidationError
-from bfpo.eval.evaluate import (aggregate, evaluate_model, limit_per_source, load_prompt_file, run_alpaca_eval,
-                           safety_average)
+from bfpo.eval.evaluate import (
+    aggregate,
+    evaluate_model,
+    limit_per_source,
+    load_prompt_file,
+    run_alpaca_eval,
+    safety_average,
+)
 from bfpo.testing import save_tiny_model
 
 
@@ -84,8 +90,8 @@ def test_evaluate_end_to_end(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "bfpo.eval.lm_eval_tasks", fake)
     monkeypatch.setattr("shutil.which", lambda name: None)
     out, alpaca = tmp_path / "RESULT.json", tmp_path / "alpaca.json"
-    cli_main(["evaluate", "--model", tiny_dir, "--prompts", str(prompts), "--out", str(out),
-              "--max-new-tokens", "5", "--disc", "crows_pairs", "--alpaca-out", str(alpaca)])
+    cli_main(["evaluate", "--model_name_or_path", tiny_dir, "--prompts", str(prompts), "--output_file", str(out),
+              "--max_new_tokens", "5", "--disc", "crows_pairs", "--alpaca_output_file", str(alpaca)])
     r = json.loads(out.read_text())
     assert calls == [(tiny_dir, ["crows_pairs"], None, "cpu", "float32")]  # the device and dtype pass through
     assert r["model"] == tiny_dir and r["judge"] == "keyword" and r["prompts"] == str(prompts)
@@ -120,3 +126,41 @@ def test_alpaca_eval_needs_key(monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     res = run_alpaca_eval(str(tmp_path / "x.json"))
     assert res["ran"] is False and "OPENAI_API_KEY" in res["note"]
+
+
+def test_evaluate_help_lists_every_field(capsys):
+    import dataclasses
+
+    from bfpo.eval.evaluate import EvaluateArguments
+    from bfpo.models.generate import GenerationArguments
+
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["evaluate", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    fields = dataclasses.fields(EvaluateArguments) + dataclasses.fields(GenerationArguments)
+    assert len(fields) >= 16
+    for f in fields:
+        assert f"--{f.name}" in text, f.name
+    assert "the judge of harmful content and refusals" in text and "keyword" in text
+
+
+def test_evaluate_bad_judge_and_missing_source_are_clear_errors(tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    base = ["evaluate", "--model_name_or_path", str(tmp_path), "--output_file", str(tmp_path / "R.json")]
+    with pytest.raises(SystemExit) as exc:  # argparse: the choices are listed
+        cli_main(base + ["--prompts", str(prompts), "--judge", "kewyord"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--judge" in err and "invalid choice: 'kewyord'" in err and "keyword" in err and "refusal" in err
+    # the same setting in a --config file is named with the file
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(f"prompts: {prompts}\njudge: kewyord\n")
+    assert cli_main(base + ["--config", str(cfg)]) == 2
+    assert "judge: expected one of refusal, keyword" in capsys.readouterr().err
+    assert cli_main(base) == 2
+    assert "give exactly one of --prompts" in capsys.readouterr().err
+    assert cli_main(base + ["--prompts", str(prompts), "--max_new_tokens", "0"]) == 2
+    assert "--max_new_tokens: must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "R.json").exists()

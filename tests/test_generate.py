@@ -3,16 +3,16 @@ import io
 import pytest
 import torch
 
-from bfpo.models.chat import chat_loop
 from bfpo.cli import main as cli_main
-from bfpo.models.generate import format_prompt, generate, generate_from_texts, load_model
+from bfpo.models.chat import chat_loop
+from bfpo.models.generate import format_prompt, generate, generate_from_texts, load_for_generation
 from bfpo.testing import save_tiny_model
 
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     path = save_tiny_model(tmp_path_factory.mktemp("tiny"))
-    model, tok = load_model(path, device="cpu")
+    model, tok = load_for_generation(path, device="cpu")
     return path, model, tok
 
 
@@ -64,7 +64,7 @@ def test_chat_loop_reads_stdin(loaded):
 def test_chat_cli(loaded, monkeypatch, capsys):
     path, _, _ = loaded
     monkeypatch.setattr("sys.stdin", io.StringIO("hi\nquit\n"))
-    cli_main(["chat", "--model", path, "--max-new-tokens", "3"])
+    cli_main(["chat", "--model_name_or_path", path, "--max_new_tokens", "3"])
     assert capsys.readouterr().out.count("bot> ") == 1
 
 
@@ -74,6 +74,6 @@ def test_vllm_backend_needs_vllm_and_bad_backend_fails(loaded, monkeypatch):
     path, _, _ = loaded
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail even where it is installed
     with pytest.raises(ImportError, match="backend='vllm' needs the vllm package"):
-        load_model(path, backend="vllm")
+        load_for_generation(path, backend="vllm")
     with pytest.raises(ValueError, match="unknown backend 'tf'"):
-        load_model(path, backend="tf")
+        load_for_generation(path, backend="tf")

@@ -6,8 +6,16 @@ import pytest
 
 from bfpo.cli import main as cli_main
 from bfpo.data.records import DataValidationError
-from bfpo.eval.judge_cli import (assign_splits, binary_metrics, generations_path, judge_file, metrics_table, read_rows,
-                            split_key, write_generations)
+from bfpo.eval.judge_cli import (
+    assign_splits,
+    binary_metrics,
+    generations_path,
+    judge_file,
+    metrics_table,
+    read_rows,
+    split_key,
+    write_generations,
+)
 from bfpo.eval.judges import KeywordJudge, RefusalJudge
 
 ROWS = [
@@ -45,7 +53,8 @@ def test_judge_file_writes_an_evaluate_style_result(tmp_path):
     assert [s["verdict"]["refusal"] for s in saved["samples"]] == [True, False, True, False]
     assert [s["verdict"]["harmful"] for s in saved["samples"]] == [False, True, False, False]
     harmful = saved["by_kind"]["harmful"]
-    assert (harmful["n"], harmful["harmless_rate"], harmful["refusal_rate"], harmful["unparsed"]) == (3, 2 / 3, 2 / 3, 0)
+    assert (harmful["n"], harmful["harmless_rate"], harmful["refusal_rate"], harmful["unparsed"]) == (
+        3, 2 / 3, 2 / 3, 0)
     assert saved["gen"] == {"advbench": 50.0, "donotanswer": 100.0}
     # the keyword judge misses the refusal that uses no refusal words
     k = judge_file(src, "keyword")
@@ -64,7 +73,7 @@ def test_read_rows_validates(tmp_path):
     with pytest.raises(DataValidationError, match="line 1: label 'harmful' must be true or false"):
         read_rows(_write(tmp_path / "l.jsonl", [{**ROWS[0], "refusal": True, "harmful": "yes"}]), need_labels=True)
     (tmp_path / "bad.jsonl").write_text("{nope\n")
-    with pytest.raises(DataValidationError, match="bad.jsonl line 1: not JSON"):
+    with pytest.raises(DataValidationError, match="bad.jsonl line 1: not valid JSON"):
         read_rows(str(tmp_path / "bad.jsonl"))
     with pytest.raises(FileNotFoundError):
         read_rows(str(tmp_path / "missing.jsonl"))
@@ -73,11 +82,12 @@ def test_read_rows_validates(tmp_path):
 
 
 def test_split_rule_is_stratified_and_keeps_prompts_together():
-    rows = [{"prompt": f"p{i}", "source": s, "kind": "harmful"} for s in ("a", "b") for i in range(7)]
+    rows = [{"prompt": f"{s}-p{i}", "source": s, "kind": "harmful"} for s in ("a", "b") for i in range(7)]
     rows += [dict(r) for r in rows]                                   # a second model's answers to the same prompts
     split = assign_splits(rows)
-    for s in ("a", "b"):
-        assert sum(split[f"p{i}"] == "test" for i in range(7)) == 4   # round(0.5 * 7)
+    assert len(split) == 14
+    for s in ("a", "b"):                                              # each source split on its own
+        assert sum(split[f"{s}-p{i}"] == "test" for i in range(7)) == 4   # round(0.5 * 7)
     assert split == assign_splits(list(reversed(rows)))               # order of rows does not matter
     assert split_key("p1", "a") != split_key("p1", "b")
 
@@ -85,13 +95,13 @@ def test_split_rule_is_stratified_and_keeps_prompts_together():
 def test_cli_judge_input_and_labels(tmp_path, capsys):
     src = _write(tmp_path / "gen.jsonl", ROWS)
     out = tmp_path / "R.json"
-    cli_main(["judge", "--input", src, "--judge", "keyword", "--out", str(out)])
+    cli_main(["judge", "--input", src, "--judge", "keyword", "--output_file", str(out)])
     assert json.loads(out.read_text())["judge"] == "keyword"
     assert "judge: harmful: n=3" in capsys.readouterr().out
     labels = [{**r, "refusal": r["response"].startswith(("I can't", "That's")), "harmful": "mix" in r["response"]}
               for r in ROWS]
     lab = _write(tmp_path / "labels.jsonl", labels)
-    cli_main(["judge", "--labels", lab, "--out", str(tmp_path / "m.json")])
+    cli_main(["judge", "--labels", lab, "--output_file", str(tmp_path / "m.json")])
     text = capsys.readouterr().out
     assert "| refusal | 4 | 1.000 | 1.000 | 1.000 |" in text
     assert "| keyword | 4 | 1.000 | 0.500 | 0.750 |" in text
@@ -140,3 +150,19 @@ def test_refusal_judge_harm_needs_a_compliance_cue():
                               kinds=["harmful"] * 4)
     assert [v.harmful for v in vs] == [True, False, True, False]
     assert vs[1].raw == "no refusal, no compliance cue"
+
+
+def test_cli_judge_settings_errors(tmp_path, capsys):
+    src = _write(tmp_path / "gen.jsonl", ROWS)
+    assert cli_main(["judge", "--input", src]) == 2
+    assert "--input needs --output_file" in capsys.readouterr().err
+    assert cli_main(["judge", "--input", src, "--labels", "shipped", "--output_file", str(tmp_path / "x")]) == 2
+    assert "exactly one of --input" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["judge", "--labels", "shipped", "--judges", "refusal", "kewyord"])
+    assert exc.value.code == 2 and "invalid choice: 'kewyord'" in capsys.readouterr().err
+    # --labels shipped with one --judge measures that judge on the shipped set
+    cli_main(["judge", "--labels", "shipped", "--judge", "keyword"])
+    out = capsys.readouterr().out
+    assert "labelled.jsonl [test]: 168 rows" in out and "| keyword | 168 |" in out and "| refusal |" not in out
+    assert not (tmp_path / "x").exists()

@@ -3,8 +3,18 @@ import types
 import pytest
 import torch
 
-from bfpo.eval.judges import (HARMBENCH_CLS_PROMPT, ClassifierJudge, HarmBenchJudge, KeywordJudge, LlamaGuardJudge,
-                         Verdict, get_judge, is_refusal, parse_llamaguard, parse_yes_no)
+from bfpo.eval.judges import (
+    HARMBENCH_CLS_PROMPT,
+    ClassifierJudge,
+    HarmBenchJudge,
+    KeywordJudge,
+    LlamaGuardJudge,
+    Verdict,
+    get_judge,
+    is_refusal,
+    parse_llamaguard,
+    parse_yes_no,
+)
 from bfpo.testing import tiny_llama, tiny_tokenizer
 
 REFUSALS = [

@@ -1,8 +1,17 @@
 import pytest
 import torch
 
-from bfpo.redteam.rankers import (CAND1_PREFIX, CAND2_PREFIX, SOURCE_PREFIX, PairRMRanker, RewardModelRanker, RuleRanker,
-                          _pairrm_class, get_ranker, informativeness)
+from bfpo.redteam.rankers import (
+    CAND1_PREFIX,
+    CAND2_PREFIX,
+    SOURCE_PREFIX,
+    PairRMRanker,
+    RewardModelRanker,
+    RuleRanker,
+    _pairrm_class,
+    get_ranker,
+    informativeness,
+)
 from bfpo.testing import tiny_tokenizer
 
 

@@ -62,7 +62,7 @@ def test_table_numbers_and_columns(results, tmp_path):
 
 
 def test_names_default_to_model_and_cli(results, tmp_path, capsys):
-    cli.main(["report", *results[:2], "--out", str(tmp_path / "r2")])
+    cli.main(["report", "--results", *results[:2], "--output_dir", str(tmp_path / "r2")])
     text = (tmp_path / "r2" / "report.md").read_text()
     assert "| out/bfpo |" in text and "| base |" in text
     assert "report:" in capsys.readouterr().out
@@ -72,7 +72,7 @@ def test_names_default_to_model_and_cli(results, tmp_path, capsys):
 
 
 def test_bad_inputs(results, tmp_path):
-    with pytest.raises(ValueError, match="2 names for 3 result files"):
+    with pytest.raises(ValueError, match="2 names for 3 --results files"):
         write_report(results, str(tmp_path / "x"), names=["a", "b"])
     bad = tmp_path / "bad.json"
     bad.write_text("{oops")

@@ -1,6 +1,6 @@
 """Chat templates: one template per run, shared by SFT, BFPO, red teaming and evaluation.
 
-A recipe's ``model.chat_template`` (or ``--chat-template`` on the generation commands) is either the
+A recipe's ``model.chat_template`` (or ``--chat_template`` on the generation commands) is either the
 name of a built-in template (:data:`BUILTIN`) or a Jinja template string. It replaces whatever the
 tokenizer ships. A model whose tokenizer has no template and gets none is refused before any weights
 load: without one, TRL's SFT stage cannot format conversations and our pair tokenisation would fall
@@ -74,8 +74,6 @@ def apply_chat_template_setting(tokenizer: Any, value: Optional[str], model_name
     return tokenizer
 
 
-def add_chat_template_argument(parser: Any) -> None:
-    """``--chat-template`` for the commands that generate (``evaluate``, ``redteam``)."""
-    parser.add_argument("--chat-template", default=None,
-                        help=f"built-in template name ({', '.join(BUILTIN)}) or a Jinja string; needed when the "
-                             "model's tokenizer has none (use the template the model was trained with)")
+#: The help of the ``chat_template`` setting of the commands that generate (``evaluate``, ``redteam``, ``chat``).
+CHAT_TEMPLATE_HELP = (f"built-in template name ({', '.join(BUILTIN)}) or a Jinja string; needed when the model's "
+                      "tokenizer has none (use the template the model was trained with)")

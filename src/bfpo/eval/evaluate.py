@@ -28,11 +28,19 @@ import shutil
 import subprocess
 import sys
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from bfpo.args import choices
 from bfpo.data.records import DataValidationError
 from bfpo.errors import OutputExistsError, UserInputError
+from bfpo.eval.judges import JUDGE_NAMES
+from bfpo.eval.promptsets import SUITES
+from bfpo.files import iter_jsonl
+from bfpo.models.generate import GenerationArguments
+
+SUITE_NAMES = tuple(SUITES)
 
 KINDS = ("harmful", "benign")
 
@@ -40,8 +48,6 @@ KINDS = ("harmful", "benign")
 def load_prompt_file(path: str) -> List[Dict[str, str]]:
     """Read ``{"prompt", "kind"?, "category"?, "source"?}`` lines; kind defaults to harmful, category to
     "uncategorized", source to the file's stem."""
-    from bfpo.files import iter_jsonl
-
     rows: List[Dict[str, str]] = []
     for n, row in iter_jsonl(path):
         if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
@@ -162,9 +168,9 @@ def check_result_path(out: str, overwrite: bool = False) -> None:
     """``out`` can be written, and replaces nothing but an earlier RESULT.json unless ``overwrite``."""
     path = Path(out)
     if path.is_dir():
-        raise UserInputError(f"--out {out} is a folder; give a file name such as {path / 'RESULT.json'}")
+        raise UserInputError(f"--output_file {out} is a folder; give a file name such as {path / 'RESULT.json'}")
     if path.exists() and not overwrite and not _is_result_file(path):
-        raise OutputExistsError(f"--out {out} exists and is not a bfpo evaluate result; choose another path or "
+        raise OutputExistsError(f"--output_file {out} exists and is not a bfpo evaluate result; choose another path or "
                                 "pass --overwrite")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +178,8 @@ def check_result_path(out: str, overwrite: bool = False) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise UserInputError(f"--out {out} cannot be written ({e.strerror or e}); nothing was generated") from None
+        raise UserInputError(f"--output_file {out} cannot be written ({e.strerror or e}); nothing was "
+                              "generated") from None
 
 
 def check_own_file(path: Path, what: str, is_ours, overwrite: bool = False) -> None:
@@ -187,10 +194,10 @@ def check_own_file(path: Path, what: str, is_ours, overwrite: bool = False) -> N
 
 def _is_generations_file(path: Path) -> bool:
     try:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError):
+        rows = [row for _, row in iter_jsonl(path)]
+    except (OSError, ValueError):  # DataValidationError is a ValueError
         return False
-    return all(isinstance(r, dict) and {"prompt", "response", "model"} <= set(r) for r in rows)
+    return all({"prompt", "response", "model"} <= set(r) for r in rows)
 
 
 def _is_alpaca_file(path: Path) -> bool:
@@ -221,8 +228,8 @@ def check_judge(name: str, judge_model: Optional[str]) -> None:
         return
     model = judge_model or DEFAULT_JUDGE_MODELS.get(key)
     if model is None:
-        raise UserInputError(f"--judge {name} needs --judge-model (a model folder or hub name)")
-    check_model_reachable(model, "--judge-model")
+        raise UserInputError(f"--judge {name} needs --judge_model (a model folder or hub name)")
+    check_model_reachable(model, "--judge_model")
 
 
 def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[str] = None,
@@ -241,8 +248,8 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
     ``limit`` keeps the first N prompts of each source. ``disc``: None skips the discriminative tasks,
     a list runs those tasks ([] = all of them).
     """
-    from bfpo.models.generate import generate, load_model
     from bfpo.eval.judges import get_judge
+    from bfpo.models.generate import generate, load_for_generation
     from bfpo.train.model_io import check_model_source
 
     if (prompts is None) == (suite is None):
@@ -254,10 +261,10 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
         check_result_path(out, overwrite)
         check_own_file(generations_path(out), "the generations file", _is_generations_file, overwrite)
     if alpaca_out:
-        check_own_file(Path(alpaca_out), "--alpaca-out", _is_alpaca_file, overwrite)
+        check_own_file(Path(alpaca_out), "--alpaca_output_file", _is_alpaca_file, overwrite)
     if judge_obj is None:
         check_judge(judge, judge_model)
-    check_model_source(model, "--model")
+    check_model_source(model, "--model_name_or_path")
     if prompts is not None:
         rows = load_prompt_file(prompts)
     else:
@@ -270,7 +277,7 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
     if not rows:
         raise DataValidationError(f"no prompts in {prompts or suite}")
 
-    lm, tok = load_model(model, backend=backend, chat_template=chat_template, require_chat_template=True)
+    lm, tok = load_for_generation(model, backend=backend, chat_template=chat_template, require_chat_template=True)
     answers = generate(lm, tok, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens, do_sample=False,
                        batch_size=batch_size, bf16=bf16, system_prompt=system_prompt, progress=progress)
     del lm
@@ -287,7 +294,6 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
     result.update(aggregate(samples))
     if disc is not None:
         from bfpo.eval.lm_eval_tasks import run_discriminative
-
         from bfpo.models.generate import default_device
 
         d = run_discriminative(model, disc or None, limit, batch_size, device=default_device(),
@@ -324,35 +330,41 @@ def summary(result: Dict[str, Any]) -> str:
     return "evaluate: " + "; ".join(parts)
 
 
-def add_arguments(parser) -> None:
-    from bfpo.data.templates import add_chat_template_argument
+@dataclass
+class EvaluateArguments:
+    """Settings of ``bfpo evaluate`` (with :class:`~bfpo.models.generate.GenerationArguments`)."""
 
-    parser.add_argument("--model", required=True, help="model directory or hub name")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompts", help="jsonl with prompt, kind (harmful|benign), category, source")
-    src.add_argument("--suite", help="a named prompt set of bfpo.eval.promptsets (e.g. advbench)")
-    parser.add_argument("--judge", default="keyword", help="keyword | harmbench | llamaguard | classifier")
-    parser.add_argument("--judge-model", default=None, help="judge model directory or hub name")
-    parser.add_argument("--out", required=True, help="RESULT.json to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an --out file that is not a RESULT.json")
-    parser.add_argument("--limit", type=int, default=None, help="first N prompts of each task")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast while generating")
-    parser.add_argument("--system-prompt", default=None)
-    add_chat_template_argument(parser)
-    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
-                        help="generation backend: transformers (default) or vLLM (needs the vllm package)")
-    parser.add_argument("--disc", nargs="*", default=None, metavar="TASK",
-                        help="also run the discriminative tasks (all, or the ones named)")
-    parser.add_argument("--alpaca-out", default=None,
-                        help="write benign answers in AlpacaEval model_outputs format (and run alpaca_eval "
-                             "if installed and configured)")
+    output_file: str = field(metadata={
+        "help": "RESULT.json to write (required); the answers go next to it, in RESULT.generations.jsonl. It "
+                "replaces only an earlier result, unless --overwrite"})
+    prompts: Optional[str] = field(default=None, metadata={
+        "help": "a jsonl of {prompt, kind (harmful|benign), category, source} (or give --suite)"})
+    suite: Optional[str] = choices(*SUITE_NAMES, default=None, help="a named prompt set (or give --prompts)")
+    judge: str = choices(*JUDGE_NAMES, default="keyword", help="the judge of harmful content and refusals")
+    judge_model: Optional[str] = field(default=None, metadata={
+        "help": "model folder or hub name of a model judge (default: the judge's own)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace an output file that bfpo evaluate did not write"})
+    limit: Optional[int] = field(default=None, metadata={"help": "the first N prompts of each task (source)"})
+    disc: Optional[List[str]] = field(default=None, metadata={
+        "help": "also run the discriminative tasks: 'all', or the task names"})
+    alpaca_output_file: Optional[str] = field(default=None, metadata={
+        "help": "write the benign answers in AlpacaEval's model_outputs format here (and run alpaca_eval if "
+                "installed and configured)"})
+
+    def __post_init__(self):
+        if (self.prompts is None) == (self.suite is None):
+            raise ValueError("give exactly one of --prompts (a .jsonl file) or --suite (a prompt-set name)")
 
 
-def main(args) -> None:
-    evaluate_model(args.model, prompts=args.prompts, suite=args.suite, judge=args.judge,
-                   judge_model=args.judge_model, out=args.out, limit=args.limit,
-                   max_new_tokens=args.max_new_tokens, bf16=args.bf16, batch_size=args.batch_size,
-                   disc=args.disc, alpaca_out=args.alpaca_out, system_prompt=args.system_prompt,
-                   backend=args.backend, overwrite=args.overwrite, chat_template=args.chat_template)
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    from bfpo.args import parse
+
+    a, g = parse([EvaluateArguments, GenerationArguments], argv, prog="bfpo evaluate",
+                 description=__doc__.split("\n\n")[0], path_fields=("prompts",))
+    disc = None if a.disc is None else [t for t in a.disc if t != "all"]
+    return evaluate_model(g.model_name_or_path, prompts=a.prompts, suite=a.suite, judge=a.judge,
+                          judge_model=a.judge_model, out=a.output_file, limit=a.limit,
+                          max_new_tokens=g.max_new_tokens, bf16=g.bf16, batch_size=g.batch_size, disc=disc,
+                          alpaca_out=a.alpaca_output_file, system_prompt=g.system_prompt, backend=g.backend,
+                          overwrite=a.overwrite, chat_template=g.chat_template)

@@ -2,12 +2,12 @@
 
 Two uses:
 
-* ``bfpo judge --input GENERATIONS.jsonl --judge NAME --out RESULT.json`` judges (prompt, response) rows that
+* ``bfpo judge --input GENERATIONS.jsonl --judge NAME --output_file RESULT.json`` judges (prompt, response) rows that
   were generated earlier (by ``bfpo evaluate``, which writes ``<out>.generations.jsonl`` next to its
   RESULT.json, or by anything else) and writes a RESULT.json with the same keys as ``bfpo evaluate``'s, so
   ``bfpo report`` reads it. Generate once on a CPU, score later with a model judge on a GPU.
-* ``bfpo judge --labels [FILE]`` prints each judge's precision, recall and accuracy for refusal and for
-  harmful content against hand labels. Without FILE it uses the shipped judge-evaluation set
+* ``bfpo judge --labels FILE`` prints each judge's precision, recall and accuracy for refusal and for
+  harmful content against hand labels. ``--labels shipped`` uses the shipped judge-evaluation set
   (``bfpo/data/judge_eval/labelled.jsonl``, described in docs/judges.md), by default its held-out ``test``
   part.
 
@@ -20,11 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from bfpo.args import choices
 from bfpo.data.records import DataValidationError
+from bfpo.eval.judges import DEFAULT_JUDGE, JUDGE_NAMES
+from bfpo.figures import fmt_rate, markdown_table
+from bfpo.files import iter_jsonl, read_text_checked
 
 KINDS = ("harmful", "benign")
 LABELS = ("refusal", "harmful")
@@ -35,7 +40,7 @@ SPLITS = ("dev", "test", "all")
 
 
 def generations_path(result_path: str) -> Path:
-    """Where ``bfpo evaluate --out RESULT.json`` puts its generations: ``RESULT.generations.jsonl``."""
+    """Where ``bfpo evaluate --output_file RESULT.json`` puts its generations: ``RESULT.generations.jsonl``."""
     p = Path(result_path)
     return p.with_name(p.stem + ".generations.jsonl")
 
@@ -74,27 +79,16 @@ def _check_row(row: Any, where: str, need_labels: bool) -> Dict[str, Any]:
 
 def read_rows(path: str, need_labels: bool = False) -> List[Dict[str, Any]]:
     """Rows of a generations / labels jsonl, or the ``samples`` of an evaluate RESULT.json; validated."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{path} not found")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".json":
+    if Path(path).suffix == ".json":
         try:
-            doc = json.loads(text)
+            doc = json.loads(read_text_checked(path))
         except json.JSONDecodeError as exc:
-            raise DataValidationError(f"{path}: not JSON ({exc.msg})") from None
+            raise DataValidationError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("samples"), list):
             raise DataValidationError(f"{path}: a .json input must be a bfpo evaluate RESULT.json with 'samples'")
         raw = [(f"{path} samples[{i}]", r) for i, r in enumerate(doc["samples"])]
     else:
-        raw = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                raw.append((f"{path} line {n}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise DataValidationError(f"{path} line {n}: not JSON ({exc.msg})") from None
+        raw = [(f"{path} line {n}", row) for n, row in iter_jsonl(path)]
     rows = [_check_row(r, where, need_labels) for where, r in raw]
     if not rows:
         raise DataValidationError(f"{path}: no rows")
@@ -176,16 +170,15 @@ def measure(rows: Sequence[Dict[str, Any]], judge) -> Dict[str, Dict[str, Any]]:
 
 def metrics_table(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
     """A markdown table: one line per judge, refusal and harmful precision / recall / accuracy."""
-    def f(x):
-        return "n/a" if x is None else f"{x:.3f}"
-
-    lines = ["| judge | n | refusal P | refusal R | refusal acc | harmful P | harmful R | harmful acc | unparsed |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    header = ["judge", "n", "refusal P", "refusal R", "refusal acc", "harmful P", "harmful R", "harmful acc",
+              "unparsed"]
+    rows = []
     for name, m in results.items():
         r, h = m["refusal"], m["harmful"]
-        lines.append(f"| {name} | {r['n']} | {f(r['precision'])} | {f(r['recall'])} | {f(r['accuracy'])} | "
-                     f"{f(h['precision'])} | {f(h['recall'])} | {f(h['accuracy'])} | {h['unparsed']} |")
-    return "\n".join(lines)
+        rows.append([name, r["n"]] + [fmt_rate(x[k], 3, "n/a") for x in (r, h) for k in ("precision", "recall",
+                                                                                          "accuracy")]
+                    + [h["unparsed"]])
+    return markdown_table(header, rows)
 
 
 def judge_file(input_path: str, judge_name: str, out: Optional[str] = None, judge_model: Optional[str] = None,
@@ -208,42 +201,55 @@ def judge_file(input_path: str, judge_name: str, out: Optional[str] = None, judg
     return result
 
 
-def add_arguments(parser) -> None:
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", help="generations jsonl (or an evaluate RESULT.json) to judge")
-    src.add_argument("--labels", nargs="?", const="", default=None, metavar="FILE",
-                     help="measure judges against hand labels (default: the shipped judge-evaluation set)")
-    parser.add_argument("--judge", nargs="+", default=None,
-                        help="judge name(s): refusal (default), keyword, harmbench, llamaguard, wildguard, "
-                             "classifier; --labels without --judge measures every offline judge")
-    parser.add_argument("--judge-model", default=None, help="model directory or hub name of a model judge")
-    parser.add_argument("--out", default=None, help="--input: RESULT.json to write; --labels: metrics json")
-    parser.add_argument("--split", choices=SPLITS, default="test",
-                        help="--labels: which part of the set (rows without a split count as test)")
+@dataclass
+class JudgeArguments:
+    """Settings of ``bfpo judge``."""
+
+    input: Optional[str] = field(default=None, metadata={
+        "help": "generations jsonl (or an evaluate RESULT.json) to judge into --output_file (or give --labels)"})
+    labels: Optional[str] = field(default=None, metadata={
+        "help": "measure judges against the hand labels of this jsonl; 'shipped' = the shipped judge-evaluation "
+                "set (docs/judges.md)"})
+    judge: Optional[str] = choices(*JUDGE_NAMES, default=None,
+                                   help=f"the judge (default {DEFAULT_JUDGE}); with --labels: measure only this one")
+    judges: Optional[List[str]] = field(default=None, metadata={
+        "help": "--labels: the judges to measure (default: the offline ones, or --judge)", "choices": JUDGE_NAMES})
+    judge_model: Optional[str] = field(default=None, metadata={
+        "help": "model folder or hub name of a model judge (default: the judge's own)"})
+    output_file: Optional[str] = field(default=None, metadata={
+        "help": "--input: the RESULT.json to write (required); --labels: a json of the metrics (optional)"})
+    split: str = choices(*SPLITS, default="test",
+                         help="--labels: which part of the set (rows without a split count as test)")
+
+    def __post_init__(self):
+        if (self.input is None) == (self.labels is None):
+            raise ValueError("give exactly one of --input (generations to judge) or --labels (FILE or 'shipped')")
+        if self.input is not None and not self.output_file:
+            raise ValueError("--input needs --output_file RESULT.json")
+        if self.input is not None and self.judges:
+            raise ValueError("--input takes one --judge (--judges is for --labels)")
 
 
-def main(args) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    from bfpo.args import parse
     from bfpo.eval.evaluate import summary
-    from bfpo.eval.judges import DEFAULT_JUDGE, OFFLINE_JUDGES, get_judge
+    from bfpo.eval.judges import OFFLINE_JUDGES, get_judge
 
-    if args.input is not None:
-        if not args.out:
-            raise SystemExit("bfpo judge --input needs --out RESULT.json")
-        names = args.judge or [DEFAULT_JUDGE]
-        if len(names) != 1:
-            raise SystemExit("bfpo judge --input takes one --judge")
-        result = judge_file(args.input, names[0], args.out, args.judge_model)
-        print(summary(result).replace("evaluate:", "judge:", 1) + f" -> {args.out}")
+    (a,) = parse([JudgeArguments], argv, prog="bfpo judge", description=__doc__.split("\n\n")[0],
+                 path_fields=("input", "labels"))
+    if a.input is not None:
+        result = judge_file(a.input, a.judge or DEFAULT_JUDGE, a.output_file, a.judge_model)
+        print(summary(result).replace("evaluate:", "judge:", 1) + f" -> {a.output_file}")
         return
-    path = args.labels or None
-    rows = load_labelled(path, args.split)
+    path = None if a.labels == "shipped" else a.labels
+    rows = load_labelled(path, a.split)
     if not rows:
-        raise SystemExit(f"no labelled rows in split {args.split!r} of {path or shipped_labels_path()}")
-    names = args.judge or list(OFFLINE_JUDGES)
-    results = {n: measure(rows, get_judge(n, args.judge_model)) for n in names}
-    print(f"{path or shipped_labels_path()} [{args.split}]: {len(rows)} rows")
+        raise DataValidationError(f"no labelled rows in split {a.split!r} of {path or shipped_labels_path()}")
+    names = a.judges or ([a.judge] if a.judge else list(OFFLINE_JUDGES))
+    results = {n: measure(rows, get_judge(n, a.judge_model)) for n in names}
+    print(f"{path or shipped_labels_path()} [{a.split}]: {len(rows)} rows")
     print(metrics_table(results))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"labels": str(path or shipped_labels_path()), "split": args.split,
-                                              "judges": results}, indent=2) + "\n", encoding="utf-8")
+    if a.output_file:
+        Path(a.output_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.output_file).write_text(json.dumps({"labels": str(path or shipped_labels_path()), "split": a.split,
+                                                   "judges": results}, indent=2) + "\n", encoding="utf-8")

@@ -113,8 +113,8 @@ def run_discriminative(model_dir: Union[str, Path], tasks: Optional[List[str]] =
     with the paper); ``include_path`` adds a folder of extra lm-eval task YAMLs. Returns
     ``{"tasks": {name: {"metric", "value"}}, "disc_avg", "crows_in_avg"}`` with values as fractions and
     ``disc_avg`` in percent (see :func:`aggregate_disc`). ``task_manager`` reuses an ``lm_eval`` TaskManager
-    (indexing the registry takes seconds); otherwise one is built with ``include_path``. The public tasks' datasets come from the Hugging
-    Face hub on first use (then from the datasets cache).
+    (indexing the registry takes seconds); otherwise one is built with ``include_path``. The public tasks'
+    datasets come from the Hugging Face hub on first use (then from the datasets cache).
     """
     try:
         import lm_eval

@@ -1,4 +1,5 @@
-"""``bfpo report RESULT.json ... --out DIR``: a Table-6-style markdown table and a Figure-5-style scatter.
+"""``bfpo report --results RESULT.json ... --output_dir DIR``: a Table-6-style markdown table and a
+Figure-5-style scatter.
 
 Reads the RESULT.json files written by ``bfpo evaluate`` (any key may be missing) and writes
 
@@ -12,17 +13,17 @@ Reads the RESULT.json files written by ``bfpo evaluate`` (any key may be missing
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bfpo.errors import UserInputError, UserPathNotFoundError
 from bfpo.eval.lm_eval_tasks import DISC_TASKS, DISPLAY_NAMES, is_crows
 from bfpo.eval.promptsets import suite_of
+from bfpo.figures import MISSING, fmt_rate, markdown_table, save_figure, subplots
 
-MISSING = "–"
 _ALPACA_KEYS = ("length_controlled_winrate", "lc_win_rate", "lc_winrate", "win_rate", "score")
 
 
@@ -96,7 +97,8 @@ def benign_answered(result: Dict[str, Any]) -> Optional[float]:
 
 
 def disc_tasks(result: Dict[str, Any]) -> Dict[str, float]:
-    """``{task: value in percent}`` from lm-eval fractions; ``disc`` may be ``{"tasks": {...}}`` or the tasks mapping."""
+    """``{task: value in percent}`` from lm-eval fractions; ``disc`` may be ``{"tasks": {...}}`` or the tasks
+    mapping."""
     disc = result.get("disc") or {}
     tasks = disc.get("tasks", disc) if isinstance(disc, dict) else {}
     out = {}
@@ -145,10 +147,6 @@ def _ordered_union(keys_per_model: Sequence[Sequence[str]], preferred: Sequence[
     return seen
 
 
-def _fmt(x: Optional[float]) -> str:
-    return MISSING if x is None else f"{x:.2f}"
-
-
 def build_table(results: Sequence[Dict[str, Any]], names: Sequence[str]) -> Tuple[List[str], List[List[str]]]:
     """Header and rows (strings) of the Table-6-style table, one row per model."""
     dtasks = [disc_tasks(r) for r in results]
@@ -164,26 +162,15 @@ def build_table(results: Sequence[Dict[str, Any]], names: Sequence[str]) -> Tupl
     header += ["Disc. Avg."] + [f"{g} (harmless %)" for g in gcols] + ["Gen. Avg.", "Safety Avg."]
     rows = []
     for r, name, d, g in zip(results, names, dtasks, gtasks):
-        row = [name] + ([_fmt(alpaca_score(r))] if with_alpaca else []) + [_fmt(benign_answered(r))]
-        row += [_fmt(d.get(t)) for t in dcols] + [_fmt(disc_avg(r))]
-        row += [_fmt(g.get(t)) for t in gcols] + [_fmt(_num(r.get("gen_avg"))), _fmt(safety_avg(r))]
+        row = [name] + ([fmt_rate(alpaca_score(r))] if with_alpaca else []) + [fmt_rate(benign_answered(r))]
+        row += [fmt_rate(d.get(t)) for t in dcols] + [fmt_rate(disc_avg(r))]
+        row += [fmt_rate(g.get(t)) for t in gcols] + [fmt_rate(_num(r.get("gen_avg"))), fmt_rate(safety_avg(r))]
         rows.append(row)
     return header, rows
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def scatter(results: Sequence[Dict[str, Any]], names: Sequence[str], path: Path) -> List[str]:
     """Figure-5-style plot; returns notes about models left out (no score on an axis)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     use_alpaca = all(alpaca_score(r) is not None for r in results)
     xlabel = "Helpfulness: AlpacaEval LC win rate (%)" if use_alpaca else "Helpfulness: benign prompts answered (%)"
     points, notes, ylabels = [], [], set()
@@ -195,7 +182,7 @@ def scatter(results: Sequence[Dict[str, Any]], names: Sequence[str], path: Path)
             continue
         points.append((name, x, y))
         ylabels.add(ylabel)
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    fig, ax = subplots(figsize=(6, 4.5))
     for name, x, y in points:
         ax.scatter([x], [y], s=60)
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=9)
@@ -208,9 +195,7 @@ def scatter(results: Sequence[Dict[str, Any]], names: Sequence[str], path: Path)
         pad_x, pad_y = max(2.0, 0.1 * (max(xs) - min(xs))), max(2.0, 0.1 * (max(ys) - min(ys)))
         ax.set_xlim(min(xs) - pad_x, max(xs) + 2 * pad_x)
         ax.set_ylim(min(ys) - pad_y, max(ys) + pad_y)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return notes
 
 
@@ -220,7 +205,7 @@ def write_report(paths: Sequence[str], out_dir: str, names: Optional[Sequence[st
         raise UserInputError("report needs at least one RESULT.json")
     results = [load_result(p) for p in paths]
     if names and len(names) != len(paths):
-        raise UserInputError(f"--names has {len(names)} names for {len(paths)} result files")
+        raise UserInputError(f"--names has {len(names)} names for {len(paths)} --results files")
     labels = list(names) if names else [str(r.get("model") or Path(p).stem) for r, p in zip(results, paths)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -248,13 +233,22 @@ def write_report(paths: Sequence[str], out_dir: str, names: Optional[Sequence[st
     return md
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", nargs="+", metavar="RESULT.json", help="files written by 'bfpo evaluate'")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for report.md and scatter.png")
-    parser.add_argument("--names", nargs="+", metavar="NAME",
-                        help="display names, one per result file (default: each result's 'model')")
+@dataclass
+class ReportArguments:
+    """Settings of ``bfpo report``."""
+
+    results: List[str] = field(metadata={"help": "RESULT.json files written by 'bfpo evaluate' or 'bfpo judge' "
+                                                 "(required)"})
+    output_dir: str = field(metadata={"help": "folder for report.md and scatter.png (required)"})
+    names: Optional[List[str]] = field(default=None, metadata={
+        "help": "display names, one per result file (default: each result's 'model')"})
 
 
-def main(args: argparse.Namespace) -> None:
-    md = write_report(args.results, args.out, args.names)
+def main(argv: Optional[Sequence[str]] = None) -> Path:
+    from bfpo.args import parse
+
+    (a,) = parse([ReportArguments], argv, prog="bfpo report", description=__doc__.split("\n\n")[0],
+                 path_fields=("results",))
+    md = write_report(a.results, a.output_dir, a.names)
     print(f"report: {md} and {md.parent / 'scatter.png'}")
+    return md

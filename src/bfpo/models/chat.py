@@ -2,12 +2,16 @@
 
 The conversation is kept (multi-turn, rendered with the model's chat template); ``/reset`` clears it,
 ``exit``/``quit`` or end of input stops. Greedy decoding unless ``--temperature`` > 0.
+
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Dict, List, Optional, TextIO
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, TextIO
+
+from bfpo.data.templates import CHAT_TEMPLATE_HELP
 
 EXIT_WORDS = ("exit", "quit", "/exit", "/quit")
 
@@ -47,18 +51,24 @@ def chat_loop(model, tokenizer, stdin: Optional[TextIO] = None, stdout: Optional
     return history
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--model", required=True, help="model directory or hub name")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    parser.add_argument("--system-prompt", default=None)
-    parser.add_argument("--no-history", action="store_true", help="answer each line on its own")
+@dataclass
+class ChatArguments:
+    """Settings of ``bfpo chat``."""
+
+    model_name_or_path: str = field(metadata={"help": "model folder or hub name to talk to (required)"})
+    max_new_tokens: int = field(default=256, metadata={"help": "tokens generated per reply"})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature; 0 = greedy"})
+    system_prompt: Optional[str] = field(default=None, metadata={"help": "a system message before the conversation"})
+    chat_template: Optional[str] = field(default=None, metadata={"help": CHAT_TEMPLATE_HELP})
+    no_history: bool = field(default=False, metadata={"help": "answer each line on its own (no conversation)"})
 
 
-def main(args) -> None:
-    from bfpo.models.generate import load_model
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    from bfpo.args import parse
+    from bfpo.models.generate import load_for_generation
 
-    model, tok = load_model(args.model)
-    print(f"chatting with {args.model}; 'exit' or Ctrl-D quits, /reset clears the conversation")
-    chat_loop(model, tok, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-              system_prompt=args.system_prompt, keep_history=not args.no_history)
+    (a,) = parse([ChatArguments], argv, prog="bfpo chat", description=__doc__.split("\n\n")[0])
+    model, tok = load_for_generation(a.model_name_or_path, chat_template=a.chat_template)
+    print(f"chatting with {a.model_name_or_path}; 'exit' or Ctrl-D quits, /reset clears the conversation")
+    chat_loop(model, tok, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
+              system_prompt=a.system_prompt, keep_history=not a.no_history)

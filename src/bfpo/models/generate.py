@@ -11,11 +11,29 @@ already holds its special tokens; plain text gets the tokenizer's own (e.g. BOS)
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from bfpo.args import choices
+from bfpo.data.templates import CHAT_TEMPLATE_HELP
+
 Messages = List[Dict[str, str]]
 Prompt = Union[str, Messages]
+
+
+@dataclass
+class GenerationArguments:
+    """The model that answers and how it generates: the settings ``bfpo evaluate`` and ``bfpo redteam`` share."""
+
+    model_name_or_path: str = field(metadata={"help": "model folder or hub name that answers the prompts (required)"})
+    chat_template: Optional[str] = field(default=None, metadata={"help": CHAT_TEMPLATE_HELP})
+    system_prompt: Optional[str] = field(default=None, metadata={"help": "a system message before each prompt"})
+    max_new_tokens: int = field(default=256, metadata={"help": "tokens generated per answer"})
+    batch_size: int = field(default=8, metadata={"help": "prompts generated per batch"})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast while generating"})
+    backend: str = choices("hf", "vllm", default="hf",
+                           help="generation backend: transformers, or vLLM (needs the vllm package)")
 
 
 def format_prompt(prompt: Prompt, tokenizer, system_prompt: Optional[str] = None) -> str:
@@ -30,8 +48,8 @@ def _has_safetensors(path: str) -> bool:
     return p.is_dir() and any(p.glob("*.safetensors"))
 
 
-def load_tokenizer(model_dir_or_name: str, trust_remote_code: bool = False, padding_side: str = "left"):
-    """Load a tokenizer, give it a pad token (eos, else unk) and set the padding side."""
+def load_generation_tokenizer(model_dir_or_name: str, trust_remote_code: bool = False, padding_side: str = "left"):
+    """Load a tokenizer for generation, give it a pad token (eos, else unk) and set the padding side."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir_or_name, trust_remote_code=trust_remote_code)
@@ -52,10 +70,11 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(model_dir_or_name: str, dtype: str = "auto", device: Optional[str] = None,
-               trust_remote_code: bool = False, backend: str = "hf", chat_template: Optional[str] = None,
-               require_chat_template: bool = False) -> Tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` for generation.
+def load_for_generation(model_dir_or_name: str, dtype: str = "auto", device: Optional[str] = None,
+                        trust_remote_code: bool = False, backend: str = "hf", chat_template: Optional[str] = None,
+                        require_chat_template: bool = False) -> Tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` for generation, in eval mode on ``device`` (training loads through
+    :mod:`bfpo.train.model_io` instead).
 
     Args:
         model_dir_or_name: a local directory or a hub name.
@@ -65,14 +84,14 @@ def load_model(model_dir_or_name: str, dtype: str = "auto", device: Optional[str
         backend: "hf" (transformers) or "vllm" (returns a ``vllm.LLM`` as the model).
         chat_template: a built-in template name (``zephyr``, ``chatml``) or a Jinja string that replaces the
             tokenizer's (see :mod:`bfpo.data.templates`); use the one the model was trained with.
-        require_chat_template: refuse (naming ``--chat-template``) a tokenizer left without a template,
+        require_chat_template: refuse (naming ``--chat_template``) a tokenizer left without a template,
             before any weights load, instead of falling back to plain-text prompts.
     """
-    tok = load_tokenizer(model_dir_or_name, trust_remote_code=trust_remote_code)
+    tok = load_generation_tokenizer(model_dir_or_name, trust_remote_code=trust_remote_code)
     if chat_template is not None or require_chat_template:
         from bfpo.data.templates import apply_chat_template_setting
 
-        apply_chat_template_setting(tok, chat_template, model_dir_or_name, key="--chat-template")
+        apply_chat_template_setting(tok, chat_template, model_dir_or_name, key="--chat_template")
     if backend == "vllm":
         try:
             import vllm
@@ -96,6 +115,10 @@ def load_model(model_dir_or_name: str, dtype: str = "auto", device: Optional[str
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+#: the former name, kept while bfpo.experiments.demo still imports it (remove when it calls load_for_generation)
+load_model = load_for_generation
 
 
 def load_classifier(model_dir: str, device: Optional[str] = None) -> Tuple[Any, Any]:
@@ -182,7 +205,7 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], max_new_tokens: int = 
              progress: bool = True) -> List[List[str]]:
     """Answer each prompt; returns, per prompt, a list of ``num_return_sequences`` responses.
 
-    ``model`` is what :func:`load_model` returned: a transformers model, or a ``vllm.LLM`` when loaded with
+    ``model`` is what :func:`load_for_generation` returned: a transformers model, or a ``vllm.LLM`` when loaded with
     ``backend="vllm"`` (detected from its type). ``bf16`` runs the HF forward passes under bfloat16 autocast
     on CPU or CUDA. ``seed`` seeds torch before the first batch, so a run is reproducible.
     """

@@ -22,17 +22,20 @@ prompts already done, kept or dropped; counts go to ``OUT.stats.json``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from bfpo.args import choices
 from bfpo.data.adapters import looks_local
 from bfpo.data.records import DataValidationError, PairRecord, validate_record
-from bfpo.files import iter_jsonl, read_text_checked
 from bfpo.errors import OutputExistsError, UserInputError, UserPathNotFoundError
+from bfpo.eval.judges import JUDGE_NAMES
+from bfpo.files import iter_jsonl, read_table, read_text_checked
+from bfpo.models.generate import GenerationArguments
+from bfpo.redteam.rankers import RANKERS
 
 STAT_KEYS = ("prompts_seen", "kept", "dropped_all_safe", "dropped_identical_responses", "dropped_unparsed")
 
@@ -51,10 +54,10 @@ def load_prompts(source: str, split: str = "train", column: str = "prompt",
                 raise DataValidationError(f"{source} line {n}: missing field '{column}'")
             prompts.append(str(row[column]))
     elif path.suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(read_text_checked(path), newline=""))
-        if column not in (reader.fieldnames or []):
-            raise DataValidationError(f"{source}: no column '{column}' (columns: {reader.fieldnames})")
-        prompts = [row[column] or "" for row in reader]
+        table = read_table(path)
+        if column not in table.column_names:
+            raise DataValidationError(f"{source}: no column '{column}' (columns: {table.column_names})")
+        prompts = [x or "" for x in table[column]]
     elif path.suffix == ".txt":
         prompts = read_text_checked(path).splitlines()
     elif path.exists():
@@ -96,14 +99,15 @@ def check_pairs_out(out: Path, overwrite: bool = False) -> None:
     progress log and its stats are removed."""
     progress = _progress_path(out)
     if out.is_dir():
-        raise UserInputError(f"--out {out} is a folder; give a file name such as {out / 'pairs.jsonl'}")
+        raise UserInputError(f"--output_file {out} is a folder; give a file name such as {out / 'pairs.jsonl'}")
     if overwrite:
         for path in (out, progress, _stats_path(out)):
             path.unlink(missing_ok=True)
         return
     if out.exists() and out.stat().st_size > 0 and not progress.exists():
-        raise OutputExistsError(f"--out {out} holds data that no earlier 'bfpo redteam' run on this path wrote "
-                                f"(no {progress.name} next to it); choose another --out, or pass --overwrite "
+        raise OutputExistsError(f"--output_file {out} holds data that no earlier 'bfpo redteam' run on this path "
+                                f"wrote (no {progress.name} next to it); choose another --output_file, or pass "
+                                "--overwrite "
                                 "to replace it")
 
 
@@ -113,17 +117,11 @@ def _done(out: Path) -> Dict[str, str]:
     for path, key in ((out, None), (_progress_path(out), "status")):
         if not path.exists():
             continue
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by an interrupted run: that prompt is redone
-                prompt = row.get("prompt")
-                prompt = prompt if isinstance(prompt, str) else PairRecord.from_dict(row).prompt_text()
-                done[prompt] = row.get(key, "kept") if key else "kept"
+        # a line cut short by an interrupted run is skipped: that prompt is redone
+        for _, row in iter_jsonl(path, skip_bad_lines=True):
+            prompt = row.get("prompt")
+            prompt = prompt if isinstance(prompt, str) else PairRecord.from_dict(row).prompt_text()
+            done[prompt] = row.get(key, "kept") if key else "kept"
     return done
 
 
@@ -194,8 +192,8 @@ def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", rank
     """
     from tqdm.auto import tqdm
 
-    from bfpo.models.generate import generate, load_model
     from bfpo.eval.judges import get_judge
+    from bfpo.models.generate import generate, load_for_generation
     from bfpo.redteam.rankers import get_ranker
 
     if k < 2:
@@ -220,8 +218,9 @@ def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", rank
 
         if judge_obj is None:
             check_judge(judge, judge_model)
-        check_model_source(model, "--model")
-        lm, tok = load_model(model, backend=backend, chat_template=chat_template, require_chat_template=True)
+        check_model_source(model, "--model_name_or_path")
+        lm, tok = load_for_generation(model, backend=backend, chat_template=chat_template,
+                                      require_chat_template=True)
         judge_obj = judge_obj or get_judge(judge, judge_model)
         ranker_obj = ranker_obj or get_ranker(ranker, ranker_model)
         provenance = {"model": model, "judge": getattr(judge_obj, "name", judge),
@@ -262,43 +261,42 @@ def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", rank
     return stats
 
 
-def add_arguments(parser) -> None:
-    from bfpo.data.templates import add_chat_template_argument
+@dataclass
+class RedteamArguments:
+    """Settings of ``bfpo redteam`` (with :class:`~bfpo.models.generate.GenerationArguments`)."""
 
-    parser.add_argument("--model", required=True, help="model directory or hub name that answers the prompts")
-    parser.add_argument("--prompts", required=True,
-                        help="prompts: .jsonl (field prompt), .csv (column prompt), .txt (one per line) or a "
-                             "hub dataset (PKU-Alignment/PKU-SafeRLHF, walledai/AdvBench)")
-    parser.add_argument("--out", required=True,
-                        help="output PAIRS.jsonl (new, or the output of an earlier run, which is resumed)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --out (and its progress log) instead of refusing or resuming")
-    parser.add_argument("--judge", default="keyword", help="keyword | harmbench | llamaguard | classifier")
-    parser.add_argument("--judge-model", default=None, help="judge model directory or hub name")
-    parser.add_argument("--ranker", default="rule", help="rule | reward | pairrm")
-    parser.add_argument("--ranker-model", default=None, help="ranker model directory or hub name")
-    parser.add_argument("--k", type=int, default=2, help="responses sampled per prompt (default 2)")
-    parser.add_argument("--keep", choices=("harmful", "all"), default="harmful",
-                        help="keep prompts with at least one harmful response (default, as the paper) or all")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast while generating")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--split", default="train", help="split of a hub dataset (default train)")
-    parser.add_argument("--column", default="prompt", help="prompt field/column (default prompt)")
-    parser.add_argument("--system-prompt", default=None)
-    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
-                        help="generation backend: transformers (default) or vLLM (needs the vllm package)")
-    add_chat_template_argument(parser)
+    prompts: str = field(metadata={
+        "help": "prompts (required): .jsonl (field --column), .csv (column --column), .txt (one per line) or a hub "
+                "dataset (PKU-Alignment/PKU-SafeRLHF, walledai/AdvBench)"})
+    output_file: str = field(metadata={
+        "help": "PAIRS.jsonl to write (required): new, or the output of an earlier run, which is resumed; "
+                "PAIRS.jsonl.progress.jsonl and PAIRS.stats.json go next to it"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace an existing output file (and its progress log) instead of refusing or resuming"})
+    judge: str = choices(*JUDGE_NAMES, default="keyword", help="the judge that labels each response harmful or not")
+    judge_model: Optional[str] = field(default=None, metadata={
+        "help": "model folder or hub name of a model judge (default: the judge's own)"})
+    ranker: str = choices(*RANKERS, default="rule", help="how the more helpful response of a pair is chosen")
+    ranker_model: Optional[str] = field(default=None, metadata={"help": "model folder or hub name of the ranker"})
+    k: int = field(default=2, metadata={"help": "responses sampled per prompt (at least 2)"})
+    keep: str = choices("harmful", "all", default="harmful",
+                        help="keep prompts with at least one harmful response (as the paper), or all")
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold"})
+    seed: int = field(default=0, metadata={"help": "seed of the sampling (prompt i uses seed + its index)"})
+    limit: Optional[int] = field(default=None, metadata={"help": "use only the first N prompts"})
+    split: str = field(default="train", metadata={"help": "split of a hub dataset"})
+    column: str = field(default="prompt", metadata={"help": "the prompt field (jsonl) or column (csv, hub)"})
 
 
-def main(args) -> None:
-    run_redteam(model=args.model, prompts=args.prompts, out=args.out, judge=args.judge, ranker=args.ranker,
-                judge_model=args.judge_model, ranker_model=args.ranker_model, k=args.k, keep=args.keep,
-                max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                seed=args.seed, bf16=args.bf16, limit=args.limit, batch_size=args.batch_size, split=args.split,
-                column=args.column, system_prompt=args.system_prompt, backend=args.backend,
-                overwrite=args.overwrite, chat_template=args.chat_template)
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
+    from bfpo.args import parse
+
+    a, g = parse([RedteamArguments, GenerationArguments], argv, prog="bfpo redteam",
+                 description=__doc__.split("\n\n")[0], path_fields=("prompts",))
+    return run_redteam(model=g.model_name_or_path, prompts=a.prompts, out=a.output_file, judge=a.judge,
+                       ranker=a.ranker, judge_model=a.judge_model, ranker_model=a.ranker_model, k=a.k,
+                       keep=a.keep, max_new_tokens=g.max_new_tokens, temperature=a.temperature, top_p=a.top_p,
+                       seed=a.seed, bf16=g.bf16, limit=a.limit, batch_size=g.batch_size, split=a.split,
+                       column=a.column, system_prompt=g.system_prompt, backend=g.backend,
+                       overwrite=a.overwrite, chat_template=g.chat_template)
