@@ -90,3 +90,19 @@ def test_bad_settings_are_named():
         SelectBySafety(tok, ["h"], ["b"], every=0)
     with pytest.raises(UserInputError, match="one harmful and one benign"):
         SelectBySafety(tok, [], ["b"], every=2)
+
+
+def test_margin_curves_against_targets(tmp_path):
+    from bfpo.train.curves import case_margins, distance_to_targets, plot_margins
+
+    log = [{"step": 4, "margins/safe_safe": 0.1, "margins/unsafe_safe": -0.2, "loss": 3.0},
+           {"step": 8, "loss": 2.0},  # a row without per-case margins (e.g. the final summary)
+           {"step": 12, "margins/safe_safe": 0.3, "margins/unsafe_safe": 0.0}]
+    targets = {"safe_safe": 0.5, "unsafe_safe": -1.0, "safe_unsafe": 1.0}
+    assert case_margins(log) == {"safe_safe": [(4, 0.1), (12, 0.3)], "unsafe_safe": [(4, -0.2), (12, 0.0)]}
+    d = distance_to_targets(log, targets)
+    assert set(d) == {"safe_safe", "unsafe_safe"}
+    assert d["safe_safe"]["progress"] == pytest.approx(0.5)     # 0.1 -> 0.3 of the way to 0.5
+    assert d["unsafe_safe"]["progress"] == pytest.approx(-0.25)  # moved away from -1
+    png = plot_margins(log, targets, tmp_path / "m.png")
+    assert png.stat().st_size > 1000
