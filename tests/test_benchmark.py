@@ -10,6 +10,7 @@
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -29,11 +30,13 @@ def _run(args, timeout, env=ENV):
                           timeout=timeout)
 
 
+@pytest.mark.spawns
 def test_quick_benchmark_measures_the_batches_each_trainer_sees(tmp_path):
     import train_step as ts
 
     out = tmp_path / "quick.json"
-    proc = _run([BENCH / "train_step.py", "--quick", "--warmup", "1", "--steps", "2", "--out", out], timeout=240)
+    proc = _run([BENCH / "train_step.py", "--quick", "--warmup", "1", "--steps", "2", "--output_file", out],
+                timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     by = {c["name"]: c for c in res["configs"]}
@@ -45,9 +48,18 @@ def test_quick_benchmark_measures_the_batches_each_trainer_sees(tmp_path):
         assert skipped == {"trl_ipo_full_liger", "trl_ipo_down_proj_liger"}
     pairs = ts.synthetic_pairs(ts.build_model("tiny").config.vocab_size)
     lens = [len(p["prompt_ids"]) + len(p[s]) for s in ("chosen_ids", "rejected_ids") for p in pairs]
+    # the counts are those of the batches our collator really builds: packed (one row, no padding) and padded
+    from bfpo.train.collator import PairCollator
+
+    packed, padded = PairCollator(0, padding_free=True)(pairs), PairCollator(0)(pairs)
     for c in res["configs"]:
-        assert c["tokens_per_step"] == sum(lens)
+        assert c["tokens_per_step"] == sum(lens) == int(padded["attention_mask"].sum())
+        assert c["response_tokens_per_step"] == int(padded["response_mask"].sum())
+        if c["trainer"] == "bfpo":
+            assert c["positions_per_step"] == (packed if c["padding_free"] else padded)["input_ids"].numel()
+        # 1 warm-up step + 2 measured: the reported step time is the median of the measured ones only
         assert len(c["step_s_all"]) == 3 and all(t > 0 for t in c["step_s_all"])
+        assert c["step_s"] == pytest.approx(statistics.median(c["step_s_all"][1:]))
         if c["padding_free"]:  # one packed row of real tokens
             assert c["positions_per_step"] == sum(lens) and c["padding_fraction"] == 0.0
         else:  # 16 rows padded to the longest sequence
@@ -62,12 +74,20 @@ def test_quick_benchmark_measures_the_batches_each_trainer_sees(tmp_path):
     # with only down_proj trainable, fewer parameters and fewer FLOPs than the full fine-tune
     assert by["bfpo_down_proj_precomputed"]["trainable_params"] == by["trl_ipo_down_proj"]["trainable_params"]
     assert by["bfpo_down_proj_precomputed"]["trainable_params"] < by["bfpo_full_precomputed"]["trainable_params"]
-    assert by["bfpo_down_proj_precomputed"]["model_flops_per_step"] < by["bfpo_full_precomputed"]["model_flops_per_step"]
-    r = res["ratios_vs_trl"]["bfpo_down_proj_precomputed"]
-    assert r["vs"] == "trl_ipo_down_proj"
-    assert r["tokens_per_s"] == pytest.approx(by["bfpo_down_proj_precomputed"]["tokens_per_s"]
-                                              / by["trl_ipo_down_proj"]["tokens_per_s"])
-    assert res["ratios_vs_trl"]["bfpo_full_precomputed"]["vs"] == "trl_ipo_full"
+    flops = {name: by[name]["model_flops_per_step"] for name in ("bfpo_down_proj_precomputed", "bfpo_full_precomputed")}
+    assert flops["bfpo_down_proj_precomputed"] < flops["bfpo_full_precomputed"]
+    # every ratio compares like with like: a TRL run training the same parameters of the same model
+    ratios = res["ratios_vs_trl"]
+    assert {"bfpo_down_proj_precomputed", "bfpo_full_precomputed", "bfpo_full_ref_model"} <= set(ratios)
+    for name, r in ratios.items():
+        ours, theirs = by[name.split("_vs_")[0]], by[r["vs"]]
+        assert theirs["trainer"] == "trl", name
+        if name.endswith("_vs_" + ts.TRL_USUAL):  # on purpose: the paper's recipe against TRL's usual full run
+            assert ours["name"] == ts.PAPER_RECIPE and r["vs"] == ts.TRL_USUAL
+        else:
+            assert theirs["trainable_params"] == ours["trainable_params"], name
+    assert ratios["bfpo_down_proj_precomputed"]["vs"] == "trl_ipo_down_proj"
+    assert ratios["bfpo_full_precomputed"]["vs"] == "trl_ipo_full"
     assert res["machine"]["roofline_flops"]["bfloat16"] > 1e8 and "amx" in res["machine"]
     table = _run([BENCH / "train_step.py", "--table", out], timeout=120).stdout
     assert "| tiny | bfpo_down_proj_precomputed |" in table
@@ -125,6 +145,7 @@ def test_scaling_plan_covers_both_sweeps_for_both_trainers():
     assert {p["model"] for p in pts if p["series"] == "bfpo_vocab8k"} == {"smollm2-135m-4l-v8k"}
 
 
+@pytest.mark.spawns
 def test_gpu_check_without_cuda_fails_clearly(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

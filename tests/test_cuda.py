@@ -23,10 +23,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from oracles import random_pairs
-
 from bfpo.train.collator import PairCollator, model_inputs
 from bfpo.train.logps import _module_token_logps, _token_logps, add_response_logps_forward
+from oracles import random_pairs
 
 DEVICE = os.environ.get("BFPO_CUDA_TEST_DEVICE", "cuda")
 ON_CUDA = DEVICE.startswith("cuda")
@@ -154,12 +153,13 @@ def test_packed_equals_padded_on_cuda(attn):
     torch.testing.assert_close(b, a, **tol)
 
 
+@pytest.mark.spawns
 @pytest.mark.skipif(not ON_CUDA, reason="peak CUDA memory needs a real GPU")
 def test_benchmark_reports_peak_cuda_memory(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--quick", "--configs",
                            "bfpo_down_proj_precomputed", "trl_ipo_down_proj", "--warmup", "1", "--steps", "1",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                           "--output_file", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())

@@ -203,7 +203,7 @@ def test_non_linear_head_falls_back_to_checkpointed_tiles():
 
 
 def test_partitioned_head_weight_uses_module_forward(monkeypatch):
-    from bfpo.train.logps import _TiledTokenLogps, _module_token_logps, _token_logps
+    from bfpo.train.logps import _module_token_logps, _TiledTokenLogps, _token_logps
 
     def refuse(*args):
         raise AssertionError("a ZeRO-3 partitioned weight must go through the module's own forward")
