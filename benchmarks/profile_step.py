@@ -1,8 +1,8 @@
 """torch.profiler around one optimizer step of a ``train_step.py`` configuration (issue 15: profile first).
 
-    python benchmarks/profile_step.py --out benchmarks/results/profile_paper_recipe.txt
-    python benchmarks/profile_step.py --config bfpo_down_proj_precomputed_frozen_bf16 --out /tmp/p.txt
-    python benchmarks/profile_step.py --model tiny --out /tmp/p.txt                 # seconds, for a check
+    python benchmarks/profile_step.py --output_file benchmarks/results/profile_paper_recipe.txt
+    python benchmarks/profile_step.py --bench_config bfpo_down_proj_precomputed_frozen_bf16 --output_file /tmp/p.txt
+    python benchmarks/profile_step.py --model_size tiny --output_file /tmp/p.txt    # seconds, for a check
 
 Trains ``--warmup`` steps, profiles the next one, and writes the operators by self time (CPU, and CUDA on a
 GPU) plus the share of the step spent in dtype casts (``aten::to``/``_to_copy``/``copy_``), the LM head
@@ -11,14 +11,16 @@ function and attention.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_step as ts  # noqa: E402
+
+from bfpo.args import choices  # noqa: E402
 
 torch = ts.torch
 
@@ -76,27 +78,36 @@ def profile(config: str, model_size: str, warmup: int) -> Dict[str, Any]:
             "table": table}
 
 
+@dataclass
+class ProfileArguments:
+    """Settings of benchmarks/profile_step.py."""
+
+    output_file: str = field(metadata={"help": "text report (required); a .json with the same stem is written too"})
+    bench_config: str = choices(*(c["name"] for c in ts.CONFIGS), default="bfpo_down_proj_precomputed",
+                                help="the train_step.py configuration to profile")
+    model_size: str = choices(*sorted(ts.MODELS), default="smollm2-135m", help="the train_step.py model shape")
+    warmup: int = field(default=1, metadata={"help": "steps before the profiled one"})
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="text report (a .json with the same stem is written too)")
-    p.add_argument("--config", default="bfpo_down_proj_precomputed")
-    p.add_argument("--model", default="smollm2-135m", choices=sorted(ts.MODELS))
-    p.add_argument("--warmup", type=int, default=1)
-    a = p.parse_args(argv)
+    from bfpo.args import parse
+
+    (a,) = parse([ProfileArguments], argv, prog="profile_step.py", description=__doc__.split("\n")[0])
     import trl  # noqa: F401
 
     import bfpo.train  # noqa: F401
 
-    res = ts.in_child(profile, a.config, a.model, a.warmup)
+    res = ts.in_child(profile, a.bench_config, a.model_size, a.warmup)
     res["machine"] = {**ts.cpu_model(), "torch": torch.__version__, "threads": ts.in_child(torch.get_num_threads)}
-    lines = [f"{a.config} on {a.model}: profiled step {res['step_s']:.2f} s (all steps {res['step_s_all']}), "
+    lines = [f"{a.bench_config} on {a.model_size}: profiled step {res['step_s']:.2f} s "
+             f"(all steps {res['step_s_all']}), "
              f"{res['machine']['cpu']}, {res['machine']['threads']} threads", ""]
     lines += [f"{g:<45} {100 * v:5.1f}% of self CPU time" for g, v in res["groups_share_of_self_cpu"].items()]
     lines += ["", res["table"]]
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(a.output_file)), exist_ok=True)
+    with open(a.output_file, "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
+    with open(os.path.splitext(a.output_file)[0] + ".json", "w") as f:
         json.dump({k: v for k, v in res.items() if k != "table"}, f, indent=1)
     print("\n".join(lines[:8]))
     return res

@@ -1,7 +1,7 @@
 """How the cost of a training step grows with sequence length and batch size (issue 15, part 2).
 
-    python benchmarks/scaling.py --out benchmarks/results/scaling_cpu_2core.json   # the full sweep (~15 min, 2 cores)
-    python benchmarks/scaling.py --dry-run --out /tmp/scaling.json                  # tiny model, 2 points each
+    python benchmarks/scaling.py --output_file benchmarks/results/scaling_cpu_2core.json # full sweep, ~15 min
+    python benchmarks/scaling.py --dry_run --output_file /tmp/scaling.json          # tiny model, 2 points each
     python benchmarks/scaling.py --table benchmarks/results/scaling_cpu_2core.json  # the markdown tables
     python benchmarks/scaling.py --replot benchmarks/results/scaling_cpu_2core.json # refit and redraw, no measuring
 
@@ -27,11 +27,11 @@ positions, which is what its batch holds); ``b`` is the memory per token, R^2 sa
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -120,10 +120,7 @@ def run_point(point: Dict[str, Any], warmup: int, steps: int) -> Dict[str, Any]:
 
 
 def plot(res: Dict[str, Any], out_dir: str, stem: str) -> List[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from bfpo.figures import save_figure, subplots
 
     pts = res["points"]
     colors = {"bfpo": "tab:blue", "trl": "tab:red", "bfpo_vocab8k": "tab:cyan"}
@@ -131,7 +128,7 @@ def plot(res: Dict[str, Any], out_dir: str, stem: str) -> List[str]:
     mem_keys = ["peak_rss_mb"] + (["peak_cuda_mb"] if any(p.get("peak_cuda_mb") for p in pts) else [])
     paths = []
     panels = [(k, x) for k in mem_keys for x in ("tokens_per_step", "positions_per_step")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.0), squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(6.5 * len(panels), 5.0), squeeze=False)
     for ax, (key, xkey) in zip(axes[0], panels):
         for series in dict.fromkeys(p["series"] for p in pts):
             sp = [p for p in pts if p["series"] == series]
@@ -156,12 +153,9 @@ def plot(res: Dict[str, Any], out_dir: str, stem: str) -> List[str]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"Peak memory against tokens per step ({res['settings']['model']}, down_proj trainable)")
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, f"{stem}_memory.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(str(save_figure(fig, os.path.join(out_dir, f"{stem}_memory.png"), dpi=110)))
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    fig, axes = subplots(1, 2, figsize=(12, 4.4))
     for ax, sweep, xkey, xlabel in ((axes[0], "seq_len", "max_len", "max tokens per sequence (L)"),
                                     (axes[1], "batch", "pairs", "pairs per optimizer step")):
         for series in dict.fromkeys(p["series"] for p in pts):
@@ -179,31 +173,25 @@ def plot(res: Dict[str, Any], out_dir: str, stem: str) -> List[str]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Training throughput")
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, f"{stem}_throughput.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(str(save_figure(fig, os.path.join(out_dir, f"{stem}_throughput.png"), dpi=110)))
     return paths
 
 
 def markdown(res: Dict[str, Any]) -> str:
-    lines = ["| series | sweep | L | pairs | tokens/step | padded positions | tokens/s | s/step | peak RSS (MB) |"
-             + (" peak CUDA (MB) |" if any(p.get("peak_cuda_mb") for p in res["points"]) else ""),
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"
-             + ("---:|" if any(p.get("peak_cuda_mb") for p in res["points"]) else "")]
-    for p in res["points"]:
-        cuda = f" {p['peak_cuda_mb']:.0f} |" if p.get("peak_cuda_mb") else ""
-        lines.append(f"| {p['series']} | {p['sweep']} | {p['max_len']} | {p['pairs']} | {p['tokens_per_step']} | "
-                     f"{p['positions_per_step']} | {p['tokens_per_s']:.0f} | {p['step_s']:.2f} | "
-                     f"{p['peak_rss_mb']:.0f} |{cuda}")
-    lines += ["", "| memory | series | MB at 0 tokens | KB per real token | R^2 | KB per padded position | R^2 |",
-              "|---|---|---:|---:|---:|---:|---:|"]
-    for key, per in res["fits"].items():
-        for series, f in per.items():
-            t, q = f["tokens_per_step"], f["positions_per_step"]
-            lines.append(f"| {key} | {series} | {t['intercept']:.0f} | {t['kb_per_unit']:.1f} | {t['r2']:.3f} | "
-                         f"{q['kb_per_unit']:.1f} | {q['r2']:.3f} |")
-    return "\n".join(lines)
+    from bfpo.figures import markdown_table
+
+    cuda = any(p.get("peak_cuda_mb") for p in res["points"])
+    rows = [[p["series"], p["sweep"], p["max_len"], p["pairs"], p["tokens_per_step"], p["positions_per_step"],
+             f"{p['tokens_per_s']:.0f}", f"{p['step_s']:.2f}", f"{p['peak_rss_mb']:.0f}"]
+            + ([f"{p['peak_cuda_mb']:.0f}" if p.get("peak_cuda_mb") else ""] if cuda else []) for p in res["points"]]
+    header = ["series", "sweep", "L", "pairs", "tokens/step", "padded positions", "tokens/s", "s/step",
+              "peak RSS (MB)"] + (["peak CUDA (MB)"] if cuda else [])
+    fits = [[key, series, f"{f['tokens_per_step']['intercept']:.0f}", f"{f['tokens_per_step']['kb_per_unit']:.1f}",
+             f"{f['tokens_per_step']['r2']:.3f}", f"{f['positions_per_step']['kb_per_unit']:.1f}",
+             f"{f['positions_per_step']['r2']:.3f}"] for key, per in res["fits"].items() for series, f in per.items()]
+    return "\n".join([markdown_table(header, rows, align="ll" + "r" * (len(header) - 2)), "",
+                      markdown_table(["memory", "series", "MB at 0 tokens", "KB per real token", "R^2",
+                                      "KB per padded position", "R^2"], fits, align="llrrrrr")])
 
 
 def finish(res: Dict[str, Any], path: str) -> Dict[str, Any]:
@@ -211,26 +199,41 @@ def finish(res: Dict[str, Any], path: str) -> Dict[str, Any]:
     mem_keys = ["peak_rss_mb"] + (["peak_cuda_mb"] if any(r.get("peak_cuda_mb") for r in res["points"]) else [])
     res["fits"] = {k: fits(res["points"], k) for k in mem_keys}
     out_dir = os.path.dirname(os.path.abspath(path))
-    res["plots"] = [os.path.relpath(x, out_dir) for x in plot(res, out_dir, os.path.splitext(os.path.basename(path))[0])]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    res["plots"] = [os.path.relpath(x, out_dir) for x in plot(res, out_dir, stem)]
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
     print(markdown(res))
     return res
 
 
+@dataclass
+class ScalingArguments:
+    """Settings of benchmarks/scaling.py."""
+
+    output_file: Optional[str] = field(default=None, metadata={
+        "help": "results JSON; the plots go next to it as <stem>_memory.png, <stem>_throughput.png"})
+    table: Optional[str] = field(default=None, metadata={
+        "help": "print the markdown tables of this results file and exit"})
+    replot: Optional[str] = field(default=None, metadata={
+        "help": "recompute the fits and redraw the plots of this results file (no measurement) and exit"})
+    dry_run: bool = field(default=False, metadata={"help": "tiny model, short sequences, 1 measured step"})
+    warmup: int = field(default=1, metadata={"help": "warm-up steps per point"})
+    steps: Optional[int] = field(default=None, metadata={"help": "measured steps per point (default 2; --dry_run 1)"})
+    only: Optional[List[str]] = field(default=None, metadata={
+        "help": "only these series", "choices": ("bfpo", "trl", "bfpo_vocab8k")})
+    resume: bool = field(default=False, metadata={
+        "help": "keep the points already in --output_file (it is rewritten after every point) and run the rest"})
+
+    def __post_init__(self):
+        if not (self.output_file or self.table or self.replot):
+            raise ValueError("--output_file is required (or --table / --replot RESULTS.json)")
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", help="results JSON; the plots go next to it as <stem>_memory.png, <stem>_throughput.png")
-    p.add_argument("--table", metavar="RESULTS.json", help="print the markdown tables of a results file and exit")
-    p.add_argument("--replot", metavar="RESULTS.json", help="recompute the fits and redraw the plots of a results "
-                                                           "file (no measurement) and exit")
-    p.add_argument("--dry-run", action="store_true", help="tiny model, short sequences, 1 measured step")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--steps", type=int, help="measured steps per point (default 2; --dry-run 1)")
-    p.add_argument("--only", nargs="*", help="only these series (bfpo, trl, bfpo_vocab8k)")
-    p.add_argument("--resume", action="store_true",
-                   help="keep the points already in --out (it is rewritten after every point) and run the rest")
-    a = p.parse_args(argv)
+    from bfpo.args import parse
+
+    (a,) = parse([ScalingArguments], argv, prog="scaling.py", description=__doc__.split("\n")[0])
     if a.table:
         with open(a.table) as f:
             res = json.load(f)
@@ -239,8 +242,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if a.replot:
         with open(a.replot) as f:
             return finish(json.load(f), a.replot)
-    if not a.out:
-        p.error("--out is required (or --table / --replot RESULTS.json)")
     ts = _ts()
     import trl  # noqa: F401  (imported before forking, like torch)
     from trl import DPOTrainer  # noqa: F401
@@ -251,13 +252,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     points = [q for q in plan(a.dry_run) if not a.only or q["series"] in a.only]
     results, t_start = [], time.perf_counter()
     key = ("series", "sweep", "model", "max_len", "pairs")
-    if a.resume and os.path.exists(a.out):
-        with open(a.out) as f:
+    if a.resume and os.path.exists(a.output_file):
+        with open(a.output_file) as f:
             results = json.load(f)["points"]
         done = {tuple(r[k] for k in key) for r in results}
         points = [q for q in points if tuple(q[k] for k in key) not in done]
         print(f"resuming: {len(results)} points kept, {len(points)} to run", flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(a.output_file)), exist_ok=True)
     for i, point in enumerate(points):
         t0 = time.perf_counter()
         try:
@@ -265,7 +266,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         except RuntimeError as e:
             raise SystemExit(f"scaling point {point} failed:\n{e}") from None
         results.append(r)
-        with open(a.out, "w") as f:  # after every point, so a stopped sweep can be resumed
+        with open(a.output_file, "w") as f:  # after every point, so a stopped sweep can be resumed
             json.dump({"points": results, "partial": True}, f, indent=1)
         cuda = f"  {r['peak_cuda_mb']:8.0f} MB CUDA" if r.get("peak_cuda_mb") else ""
         print(f"[{i + 1}/{len(points)}] {r['series']:<13} L={r['max_len']:<5} pairs={r['pairs']:<2} "
@@ -273,7 +274,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
               f"{r['peak_rss_mb']:8.0f} MB{cuda}  ({time.perf_counter() - t0:.0f}s)", flush=True)
     cross = (64, 2) if a.dry_run else (BATCH_SWEEP_LEN, SEQ_SWEEP_PAIRS)
     res = {"points": results, "machine": ts.machine_info({}),
-           "settings": {"model": "tiny" if a.dry_run else MODEL, "control_model": "tiny" if a.dry_run else CONTROL_MODEL,
+           "settings": {"model": "tiny" if a.dry_run else MODEL,
+                        "control_model": "tiny" if a.dry_run else CONTROL_MODEL,
                         "model_config": ts.MODELS["tiny" if a.dry_run else MODEL], "trainers": TRAINERS,
                         "warmup": a.warmup, "steps": steps, "cross": list(cross), "seed": 0,
                         "dry_run": a.dry_run, "lengths": "prompt+response uniform in [L/2, L], prompt in [3L/32, 3L/8]",
@@ -281,7 +283,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         "wall_s": time.perf_counter() - t_start, "resumed": a.resume}}
     res["machine"].pop("roofline_flops", None)
     res["machine"]["torch_threads"] = ts.in_child(ts.torch.get_num_threads)
-    return finish(res, a.out)
+    return finish(res, a.output_file)
 
 
 if __name__ == "__main__":

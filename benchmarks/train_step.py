@@ -1,7 +1,7 @@
 """Training-step benchmark: bfpo's BFPOTrainer against TRL's DPOTrainer, side by side (issue 7).
 
-    python benchmarks/train_step.py --out benchmarks/results/cpu.json          # full (SmolLM2-135M + tiny)
-    python benchmarks/train_step.py --out /tmp/quick.json --quick              # tiny model, a few steps
+    python benchmarks/train_step.py --output_file benchmarks/results/cpu.json  # full (SmolLM2-135M + tiny)
+    python benchmarks/train_step.py --output_file /tmp/quick.json --quick      # tiny model, a few steps
 
 Every configuration trains the same randomly initialised model (same seed) on the same synthetic
 pairs (8 pairs, prompt+response 128-256 tokens, token ids drawn once from a seeded generator), with
@@ -21,7 +21,6 @@ work done per second, not work wasted).
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -32,6 +31,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -429,55 +429,68 @@ def ratios(configs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
 
 def markdown_table(res: Dict[str, Any]) -> str:
     """The results as a markdown table (one row per model and configuration) plus the ratios."""
-    lines = ["| model | config | trainable params | ref | padding | tokens/s | s/step | peak RSS (MB) | "
-             "GFLOP/s | % of bf16 matmul |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    from bfpo.figures import markdown_table as table
+
+    rows = []
     for c in res["configs"]:
         ref = "precomputed" if c["precomputed_ref"] else "model"
         pad = "packed, 0%" if c["padding_free"] else f"{c['padding_fraction']:.0%}"
         cuda = f" / {c['peak_cuda_mb']:.0f} CUDA" if c.get("peak_cuda_mb") else ""
-        lines.append(f"| {c['model']} | {c['name']} | {c['trainable_params'] / 1e6:.1f}M | {ref} | {pad} | "
-                     f"{c['tokens_per_s']:.0f} | {c['step_s']:.2f} | {c['peak_rss_mb']:.0f}{cuda} | "
-                     f"{c['achieved_flops'] / 1e9:.0f} | {100 * c['achieved_vs_roofline_bf16']:.0f}% |")
+        rows.append([c["model"], c["name"], f"{c['trainable_params'] / 1e6:.1f}M", ref, pad, f"{c['tokens_per_s']:.0f}",
+                     f"{c['step_s']:.2f}", f"{c['peak_rss_mb']:.0f}{cuda}", f"{c['achieved_flops'] / 1e9:.0f}",
+                     f"{100 * c['achieved_vs_roofline_bf16']:.0f}%"])
+    lines = [table(["model", "config", "trainable params", "ref", "padding", "tokens/s", "s/step", "peak RSS (MB)",
+                    "GFLOP/s", "% of bf16 matmul"], rows, align="llrlrrrrrr")]
     cuda = any("peak_cuda" in r for r in res["ratios_vs_trl"].values())
-    lines += ["", "| ours | against TRL | tokens/s ratio | peak RSS ratio |" + (" peak CUDA ratio |" if cuda else ""),
-              "|---|---|---:|---:|" + ("---:|" if cuda else "")]
-    for name, r in res["ratios_vs_trl"].items():
-        extra = f" {r['peak_cuda']:.2f}x |" if "peak_cuda" in r else (" |" if cuda else "")
-        lines.append(f"| {name} | {r['vs']} | {r['tokens_per_s']:.2f}x | {r['peak_rss']:.2f}x |{extra}")
+    rows = [[name, r["vs"], f"{r['tokens_per_s']:.2f}x", f"{r['peak_rss']:.2f}x"]
+            + ([f"{r['peak_cuda']:.2f}x" if "peak_cuda" in r else ""] if cuda else [])
+            for name, r in res["ratios_vs_trl"].items()]
+    header = ["ours", "against TRL", "tokens/s ratio", "peak RSS ratio"] + (["peak CUDA ratio"] if cuda else [])
+    lines += ["", table(header, rows, align="llrr" + ("r" if cuda else ""))]
     for name, why in res.get("skipped", {}).items():
         lines.append(f"\n{name}: skipped ({why})")
     return "\n".join(lines)
 
 
+@dataclass
+class TrainStepArguments:
+    """Settings of benchmarks/train_step.py."""
+
+    output_file: Optional[str] = field(default=None, metadata={"help": "where to write the results JSON"})
+    table: Optional[str] = field(default=None, metadata={
+        "help": "print the markdown table of this results file and exit"})
+    quick: bool = field(default=False, metadata={"help": "tiny model, a few steps (under a minute)"})
+    configs: Optional[List[str]] = field(default=None, metadata={
+        "help": "only these configuration names", "choices": tuple(c["name"] for c in CONFIGS)})
+    models: Optional[List[str]] = field(default=None, metadata={
+        "help": "only these models (default: smollm2-135m tiny; --quick: tiny)", "choices": tuple(MODELS)})
+    steps: Optional[int] = field(default=None, metadata={"help": "measured steps per config (after warm-up)"})
+    warmup: Optional[int] = field(default=None, metadata={"help": "warm-up steps per config"})
+
+    def __post_init__(self):
+        if not self.table and not self.output_file:
+            raise ValueError("--output_file is required (or --table RESULTS.json)")
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", help="where to write the results JSON")
-    p.add_argument("--table", metavar="RESULTS.json", help="print the markdown table of a results file and exit")
-    p.add_argument("--quick", action="store_true", help="tiny model, a few steps (under a minute)")
-    p.add_argument("--configs", nargs="*", help="only these configuration names")
-    p.add_argument("--models", nargs="*", help="only these models (default: smollm2-135m tiny; --quick: tiny)")
-    p.add_argument("--steps", type=int, help="measured steps per config (after warm-up)")
-    p.add_argument("--warmup", type=int, help="warm-up steps per config")
-    a = p.parse_args(argv)
+    from bfpo.args import parse
+
+    (a,) = parse([TrainStepArguments], argv, prog="train_step.py", description=__doc__.split("\n")[0])
     if a.table:
         with open(a.table) as f:
             res = json.load(f)
         print(markdown_table(res))
         return res
-    if not a.out:
-        p.error("--out is required (or --table RESULTS.json)")
     import trl  # noqa: F401  (imported before forking, like torch)
-    import bfpo.train  # noqa: F401
     from trl import DPOTrainer  # noqa: F401
+
+    import bfpo.train  # noqa: F401
 
     models = a.models or (["tiny"] if a.quick else ["smollm2-135m", "tiny"])
     plan = {"smollm2-135m": (1, 3), "tiny": (2, 8)}
     if a.quick:
         plan = {m: (1, 3) for m in MODELS}
     configs = [c for c in CONFIGS if not a.configs or c["name"] in a.configs]
-    unknown = set(a.configs or ()) - {c["name"] for c in CONFIGS}
-    if unknown:
-        p.error(f"unknown configs {sorted(unknown)}; known: {[c['name'] for c in CONFIGS]}")
     skipped = {c["name"]: skip_reason(c) for c in configs if skip_reason(c)}
     for name, why in skipped.items():
         print(f"skipping {name}: {why}", flush=True)
@@ -509,8 +522,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
                         "wall_s": time.perf_counter() - t_start}}
     out["machine"]["torch_threads"] = in_child(torch.get_num_threads)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(a.output_file)), exist_ok=True)
+    with open(a.output_file, "w") as f:
         json.dump(out, f, indent=1)
     for name, r in out["ratios_vs_trl"].items():
         print(f"{name:<50} vs {r['vs']:<18} tokens/s x{r['tokens_per_s']:.2f}  peak RSS x{r['peak_rss']:.2f}")
