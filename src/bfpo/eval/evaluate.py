@@ -360,7 +360,7 @@ class EvaluateArguments:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from bfpo.args import parse
 
-    a, g = parse([EvaluateArguments, GenerationArguments], argv, prog="bfpo evaluate",
+    g, a = parse([GenerationArguments, EvaluateArguments], argv, prog="bfpo evaluate",
                  description=__doc__.split("\n\n")[0], path_fields=("prompts",))
     disc = None if a.disc is None else [t for t in a.disc if t != "all"]
     return evaluate_model(g.model_name_or_path, prompts=a.prompts, suite=a.suite, judge=a.judge,

@@ -292,7 +292,7 @@ class RedteamArguments:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
     from bfpo.args import parse
 
-    a, g = parse([RedteamArguments, GenerationArguments], argv, prog="bfpo redteam",
+    g, a = parse([GenerationArguments, RedteamArguments], argv, prog="bfpo redteam",
                  description=__doc__.split("\n\n")[0], path_fields=("prompts",))
     return run_redteam(model=g.model_name_or_path, prompts=a.prompts, out=a.output_file, judge=a.judge,
                        ranker=a.ranker, judge_model=a.judge_model, ranker_model=a.ranker_model, k=a.k,
