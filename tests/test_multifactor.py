@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bfpo.cli import main as cli_main
+from bfpo.experiments import toy_multifactor as k3
 from bfpo.multifactor import (
     check_priority_constants,
     default_priority_weights,
@@ -16,7 +17,6 @@ from bfpo.multifactor import (
     priority_order,
 )
 from bfpo.objective import alpha_constants, labeling_function, shifted_label
-from bfpo.experiments import toy_multifactor as k3
 
 
 @pytest.mark.parametrize("alpha", [0.25, 0.5, 0.75])
@@ -129,7 +129,8 @@ def test_k3_closed_form_recovers_the_global_ranking(tau):
 @pytest.fixture(scope="module")
 def k3_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("k3")
-    cli_main(["illustrate", "--experiment", "k3", "--out", str(out), "--steps", "1800", "--seeds", "3"])
+    assert cli_main(["illustrate", "--experiment", "k3", "--output_dir", str(out), "--max_steps", "1800",
+                     "--seeds", "0", "1", "2"]) == 0
     return out, json.loads((out / "results_k3.json").read_text())
 
 

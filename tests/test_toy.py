@@ -1,9 +1,10 @@
 import json
 
 import pytest
+import torch
 
-from bfpo.experiments import toy
 from bfpo.cli import main as cli_main
+from bfpo.experiments import toy
 
 
 def test_closed_form_ranking_and_values():
@@ -15,7 +16,8 @@ def test_closed_form_ranking_and_values():
 @pytest.fixture(scope="module")
 def illustrate_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("illustrate")
-    cli_main(["illustrate", "--out", str(out), "--steps", "1800", "--seeds", "5"])
+    assert cli_main(["illustrate", "--output_dir", str(out), "--max_steps", "1800", "--seeds", "0", "1", "2", "3",
+                     "4"]) == 0
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -46,7 +48,8 @@ def test_results_json_shape_and_files(illustrate_run):
 
 
 def test_several_tau_nest_under_tau(tmp_path):
-    cli_main(["illustrate", "--out", str(tmp_path), "--steps", "300", "--seeds", "2", "--tau", "1", "2"])
+    assert cli_main(["illustrate", "--output_dir", str(tmp_path), "--max_steps", "300", "--seeds", "0", "1",
+                     "--taus", "1", "2"]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res["tau"]) == {"1.0", "2.0"}
     assert res["methods"] == res["tau"]["1.0"]["methods"]
@@ -55,55 +58,34 @@ def test_several_tau_nest_under_tau(tmp_path):
     assert max(p2) < max(p1)
 
 
-def test_bad_arguments_rejected(tmp_path):
-    with pytest.raises(SystemExit, match="--steps"):
-        cli_main(["illustrate", "--out", str(tmp_path), "--steps", "0"])
+@pytest.mark.parametrize("argv,message", [
+    (["--max_steps", "0"], "--max_steps"),
+    (["--max_steps", "-1"], "max_steps must be >= 1"),
+    (["--seeds", "1", "1"], "seeds must be distinct"),
+    (["--safedpo_delta", "-1"], "safedpo_delta"),
+    (["--methods", "priority"], "--experiment k3"),
+    (["--experiment", "k3", "--taus", "1", "2"], "one tau"),
+    (["--experiment", "k3", "--lambdas", "2"], "2 weights"),
+])
+def test_bad_arguments_rejected(tmp_path, capsys, argv, message):
+    assert cli_main(["illustrate", "--output_dir", str(tmp_path / "x"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
-# ------------------------------------------------------------------ Theorem 3.2 and SafeDPO in the toy
-@pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
-@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.75])
-def test_theorem32_closed_forms_agree_in_the_toy(tau, alpha):
-    """BFPO's least-squares optimum equals the MORL optimum pi_ref exp(g / tau) / Z with Eq. 10's g and
-    Eq. 33's constants, also for a non-uniform reference."""
-    b1, b2, b3 = toy.alpha_constants(alpha)
-    for ref in (None, [0.1, 0.4, 0.2, 0.3]):
-        check = toy.theorem32_check(tau, toy.SAFE, ref=ref, b1=b1, b2=b2, b3=b3)
-        assert check["dependence"] == pytest.approx(0.0, abs=1e-12)
-        assert check["max_abs"] < 1e-10
-    assert toy.bfpo_optimum(tau, toy.SAFE, b1=b1, b2=b2, b3=b3) == pytest.approx(
-        toy.closed_form_bfpo(tau, alpha), abs=1e-10)
+def test_unknown_choice_is_refused_by_the_parser(tmp_path, capsys):
+    try:
+        code = cli_main(["illustrate", "--output_dir", str(tmp_path / "x"), "--methods", "dpo", "kto"])
+    except SystemExit as e:  # argparse's own exit
+        code = e.code
+    assert code == 2 and "invalid choice: 'kto'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
-def test_theorem32_values_alpha_half():
-    # g = (I_safe - 1/2)(p_help + 1/2) with p_help = (7/8, 5/8, 3/8, 1/8): (0.6875, -0.5625, 0.4375, -0.3125)
-    g = toy.global_reward_eq33(toy.SAFE, [0.25] * 4, *toy.alpha_constants(0.5))
-    assert g.tolist() == pytest.approx([0.6875, -0.5625, 0.4375, -0.3125])
-    assert toy.morl_optimum(1.0, toy.SAFE) == pytest.approx([0.4110, 0.1177, 0.3201, 0.1512], abs=1e-4)
-    # Eq. 12 itself (alpha = 0): the theorem holds, but g ranks the unsafe y2 above y4
-    check = toy.theorem32_check(1.0, toy.SAFE, b1=3.0, b2=0.0, b3=0.5)
-    assert check["max_abs"] < 1e-10
-    assert toy.ranking(check["morl"]) == [1, 3, 2, 4]
-
-
-def test_theorem32_needs_eq33_and_independence():
-    # Eq. 33 broken (B3 (B1 - 1) = 1/2): the optima differ
-    broken = toy.theorem32_check(1.0, toy.SAFE, b1=2.0, b2=-0.5, b3=0.5)
-    assert not broken["eq33_holds"] and broken["max_abs"] > 1e-2
-    # safety correlated with helpfulness under mu: Appendix B.3's Eq. 29 -> 30 step does not hold
-    dep = toy.theorem32_check(1.0, [1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
-    assert dep["dependence"] > 0.1 and dep["max_abs"] > 1e-2
-    assert toy.ranking(dep["bfpo"])[:3] == toy.ranking(dep["morl"])[:3] == [1, 2, 3]
-
-
-def test_illustrate_safedpo_and_theorem_block(illustrate_run):
-    out, res = illustrate_run
-    th = res["theorem_3_2"]
-    assert th["closed_form_vs_morl_max_abs"] < 1e-10
-    assert th["trained_bfpo_vs_morl_max_abs"] < 0.01
-    s = res["methods"]["safedpo"]
-    # SafeDPO puts y1 first and y3 second (every kept pair ranks them above the unsafe actions) ...
-    assert s["ranking"][:2] == [1, 3]
-    # ... and leaves less unsafe mass than BFPO's finite optimum
-    unsafe = lambda p: p[1] + p[3]
-    assert unsafe(s["mean_probs"]) < unsafe(res["methods"]["bfpo"]["mean_probs"])
+def test_seeds_are_the_seeds_not_a_count():
+    """Seed s samples with its own generator seeded s: seeds [3] reproduces the fourth of seeds [0, 1, 2, 3]."""
+    cfg = toy.ToyConfig(max_steps=50, seeds=[0, 1, 2, 3], methods=["bfpo"])
+    both = toy.train_method("bfpo", 1.0, cfg)
+    alone = toy.train_method("bfpo", 1.0, toy.ToyConfig(max_steps=50, seeds=[3], methods=["bfpo"]))
+    assert torch.allclose(both[:, 3], alone[:, 0], atol=1e-6)
+    assert not torch.allclose(both[:, 0], alone[:, 0], atol=1e-3)

@@ -18,15 +18,16 @@ independent runs, each with its own sampling generator.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from bfpo.args import ConfigError, choices
+from bfpo.experiments.settings import setting
 from bfpo.objective import LOSSES, alpha_constants, labeling_function, preference_loss
 
 #: the methods of the toy: every loss of :data:`bfpo.objective.LOSSES` (BFPO, DPO, IPO, SafeDPO)
@@ -36,19 +37,51 @@ GLOBAL_RANKING = [1, 3, 4, 2]  # Figure 3 / section 3.4
 HELPFUL_RANKING = [1, 2, 3, 4]
 
 
+#: ``--experiment k3`` (:mod:`bfpo.experiments.toy_multifactor`) trains ``priority`` too
+ALL_METHODS = (*METHODS, "priority")
+
+
 @dataclass
 class ToyConfig:
     """Settings of the section 3.4 experiment (paper defaults)."""
 
-    steps: int = 1800
-    seeds: int = 5
-    taus: List[float] = field(default_factory=lambda: [1.0])
-    alpha: float = 0.5
-    lr: float = 0.01
-    batch_size: int = 32
-    methods: List[str] = field(default_factory=lambda: list(METHODS))
-    record_every: int = 10
-    delta: float = 1.0  # SafeDPO's safety margin (Eq. 12), in the units of tau * h
+    max_steps: int = setting("Adam steps", default=1800)
+    seeds: List[int] = setting("seeds, run side by side (each its own minibatch sampler); results are the mean and "
+                          "std over them", default_factory=lambda: [0, 1, 2, 3, 4])
+    taus: List[float] = setting("one or more tau values (one run of every method per tau; --experiment k3 takes one)",
+                           default_factory=lambda: [1.0])
+    alpha: float = setting("label shift alpha of Eq. 14", default=0.5)
+    learning_rate: float = setting("Adam learning rate", default=0.01)
+    batch_size: int = setting("pairs per step, drawn with replacement", default=32)
+    methods: Optional[List[str]] = choices(*ALL_METHODS, default=None, help=(
+        "methods to train (default: all of the experiment's: bfpo dpo ipo safedpo; --experiment k3 adds "
+        "priority)"))
+    record_every: int = setting("steps between the points of the learning curves", default=10)
+    safedpo_delta: float = setting("SafeDPO's safety margin Delta (Eq. 12), in the units of tau * h", default=1.0)
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "record_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct integers, at least one, got {self.seeds}")
+        if not self.taus or min(self.taus) <= 0:
+            raise ValueError(f"taus must be one or more values > 0, got {self.taus}")
+        if not self.safedpo_delta >= 0:
+            raise ValueError(f"safedpo_delta must be >= 0, got {self.safedpo_delta}")
+
+
+@dataclass
+class IllustrateRun:
+    """Which toy, and where its results go."""
+
+    output_dir: str = setting("output folder: results.json and figure4.png (k3: results_k3.json and k3.png)",
+                         default="runs/illustrate")
+    experiment: str = choices("figure4", "k3", default="figure4", help=(
+        "figure4: section 3.4 with SafeDPO and the Theorem 3.2 check; k3: the K = 3 priority toy (safety > "
+        "honesty > helpfulness, docs/multifactor.md)"))
+    lambdas: Optional[List[float]] = setting("k3 only: priority weights of safety and honesty (default 2 1)",
+                                        default=None)
 
 
 def preference_pairs(safe: Sequence[float] = SAFE) -> torch.Tensor:
@@ -192,19 +225,20 @@ def ranking(probs: Sequence[float]) -> List[int]:
     return [int(i) + 1 for i in sorted(range(len(probs)), key=lambda i: -probs[i])]
 
 
-def optimise(n: int, pairs: torch.Tensor, batch_losses: Callable[..., torch.Tensor], steps: int, seeds: int,
-             lr: float, batch_size: int, record_every: int) -> torch.Tensor:
+def optimise(n: int, pairs: torch.Tensor, batch_losses: Callable[..., torch.Tensor], steps: int,
+             seeds: Sequence[int], lr: float, batch_size: int, record_every: int) -> torch.Tensor:
     """Adam on softmax(theta), theta in R^n from 0, seeds side by side; returns the curve [records, seeds, n].
 
     Each step draws ``batch_size`` pairs (rows of ``pairs``, column 0 = y_hw) with replacement per seed and
     calls ``batch_losses(lw, ll, ref, batch)`` with the log-probs of y_hw and y_hl ``[seeds, batch]``, the
     uniform reference's log-probs and the pair indices ``[seeds, batch, 2]``; it returns per-pair losses
-    ``[seeds, batch]``. Adam is element-wise, so this is ``seeds`` independent runs.
+    ``[seeds, batch]``. Adam is element-wise, so this is one independent run per seed in ``seeds`` (each
+    seeds its own sampling generator).
     """
-    theta = torch.zeros(seeds, n, requires_grad=True)
+    theta = torch.zeros(len(seeds), n, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=lr)
-    gens = [torch.Generator().manual_seed(seed) for seed in range(seeds)]
-    ref = torch.full((seeds, batch_size), -torch.log(torch.tensor(float(n))).item())
+    gens = [torch.Generator().manual_seed(seed) for seed in seeds]
+    ref = torch.full((len(seeds), batch_size), -torch.log(torch.tensor(float(n))).item())
     curve = [torch.softmax(theta.detach(), -1).clone()]
     for step in range(1, steps + 1):
         idx = torch.stack([torch.randint(len(pairs), (batch_size,), generator=g) for g in gens])
@@ -237,14 +271,18 @@ def train_method(method: str, tau: float, cfg: ToyConfig, safe: Sequence[float] 
 
     def losses(lw, ll, ref, batch):
         return method_loss(method, lw, ll, ref, ref, s[batch[..., 0]], s[batch[..., 1]], tau=tau,
-                           alpha=cfg.alpha, delta=cfg.delta).losses
+                           alpha=cfg.alpha, delta=cfg.safedpo_delta).losses
 
-    return optimise(len(safe), preference_pairs(safe), losses, cfg.steps, cfg.seeds, cfg.lr, cfg.batch_size,
-                    cfg.record_every)
+    return optimise(len(safe), preference_pairs(safe), losses, cfg.max_steps, cfg.seeds, cfg.learning_rate,
+                    cfg.batch_size, cfg.record_every)
 
 
 def run(cfg: ToyConfig) -> Dict:
     """Run every method for every tau; returns the ``results.json`` structure (curves under '_curves')."""
+    if cfg.methods is None:
+        cfg = replace(cfg, methods=list(METHODS))
+    if "priority" in cfg.methods:
+        raise ValueError("method priority is the K = 3 toy's: --experiment k3")
     per_tau: Dict[str, Dict] = {}
     curves: Dict[str, Dict[str, torch.Tensor]] = {}
     for tau in cfg.taus:
@@ -278,23 +316,28 @@ def run(cfg: ToyConfig) -> Dict:
     return result
 
 
+def ranking_text(rank: Sequence[int], expected: Sequence[int]) -> str:
+    return " > ".join(f"y{i}" for i in rank) + (" (global)" if list(rank) == list(expected) else "")
+
+
 def format_table(result: Dict) -> str:
-    """A plain-text table of final probabilities and rankings, one block per tau."""
+    """Markdown tables of final probabilities (mean ± std over seeds) and rankings, one per tau."""
+    from bfpo.figures import markdown_table
+
     blocks = result.get("tau") or {str(result["config"]["taus"][0]): result}
     lines = []
     for tau, res in blocks.items():
-        lines.append(f"tau = {tau}, alpha = {result['config']['alpha']}  "
-                     f"(global ranking y1 > y3 > y4 > y2)")
-        lines.append(f"{'method':<13}{'pi(y1)':>14}{'pi(y2)':>14}{'pi(y3)':>14}{'pi(y4)':>14}  ranking")
+        lines.append(f"tau = {tau}, alpha = {result['config']['alpha']} (global ranking y1 > y3 > y4 > y2)")
+        lines.append("")
         rows = [(m, r["mean_probs"], r["std_probs"], r["ranking"]) for m, r in res["methods"].items()]
         rows.append(("closed-form", res["closed_form"]["bfpo"], [0.0] * 4, ranking(res["closed_form"]["bfpo"])))
         th = res.get("theorem_3_2")
         if th:
             rows.append(("MORL optimum", th["morl_optimum"], [0.0] * 4, ranking(th["morl_optimum"])))
-        for name, mean, std, rank in rows:
-            cells = "".join(f"{m:>8.3f}±{s:<5.3f}" for m, s in zip(mean, std))
-            ok = "  <- global" if rank == GLOBAL_RANKING else ""
-            lines.append(f"{name:<13}{cells}  " + " > ".join(f"y{i}" for i in rank) + ok)
+        lines.append(markdown_table(
+            ["method", "pi(y1)", "pi(y2)", "pi(y3)", "pi(y4)", "ranking"],
+            [[name, *(f"{m:.3f} ± {s:.3f}" for m, s in zip(mean, std)), ranking_text(rank, GLOBAL_RANKING)]
+             for name, mean, std, rank in rows], align="lrrrrl"))
         if th:
             line = (f"Theorem 3.2: |closed-form BFPO - MORL optimum pi_ref exp(g/tau)/Z|_max = "
                     f"{th['closed_form_vs_morl_max_abs']:.2e}")
@@ -305,85 +348,73 @@ def format_table(result: Dict) -> str:
     return "\n".join(lines)
 
 
-def plot(result: Dict, path: Path) -> None:
-    """Figure 4: learning curves of pi(y_i), mean over seeds with a +-1 std band, a panel per method."""
-    import matplotlib
+def plot_curves(axes, curves: Dict[str, torch.Tensor], titles: Sequence[str], steps: Sequence[int],
+                labels: Sequence[str], colors: Sequence[Any], styles: Optional[Sequence[str]] = None,
+                band: bool = True) -> None:
+    """Learning curves of pi(y_i) on one row of ``axes``: mean over seeds, with a +-1 std band."""
+    for c, (ax, curve) in enumerate(zip(axes, curves.values())):
+        mean, std = curve.mean(1), curve.std(1, unbiased=False)
+        for i in range(curve.shape[-1]):
+            ax.plot(steps, mean[:, i], color=colors[i], label=labels[i],
+                    linestyle=styles[i] if styles else "-")
+            if band:
+                ax.fill_between(steps, mean[:, i] - std[:, i], mean[:, i] + std[:, i], color=colors[i],
+                                alpha=0.2)
+        ax.set_title(titles[c])
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def curve_steps(n_points: int, record_every: int, max_steps: int) -> List[int]:
+    """The step of each recorded point of a curve from :func:`optimise`."""
+    return [0] + [min(k * record_every, max_steps) for k in range(1, n_points)]
+
+
+def plot(result: Dict, path: Path) -> Path:
+    """Figure 4: learning curves of pi(y_i), mean over seeds with a +-1 std band, a panel per method."""
+    from bfpo.figures import save_figure, subplots
 
     curves = result["_curves"]
     cfg = result["config"]
     taus = list(curves)
     methods = cfg["methods"]
-    fig, axes = plt.subplots(len(taus), len(methods), figsize=(4.2 * len(methods), 3.2 * len(taus)),
-                             squeeze=False, sharey=True)
+    fig, axes = subplots(len(taus), len(methods), figsize=(4.2 * len(methods), 3.2 * len(taus)),
+                         squeeze=False, sharey=True)
     labels = ["y1 (safe, most helpful)", "y2 (unsafe)", "y3 (safe)", "y4 (unsafe, least helpful)"]
     colors = ["tab:green", "tab:red", "tab:blue", "tab:orange"]
     for r, tau in enumerate(taus):
-        for c, method in enumerate(methods):
-            ax = axes[r][c]
-            curve = curves[tau][method]
-            steps = [0] + [min(k * cfg["record_every"], cfg["steps"]) for k in range(1, len(curve))]
-            mean, std = curve.mean(1), curve.std(1, unbiased=False)
-            for i in range(curve.shape[-1]):
-                ax.plot(steps, mean[:, i], color=colors[i], label=labels[i])
-                ax.fill_between(steps, mean[:, i] - std[:, i], mean[:, i] + std[:, i], color=colors[i],
-                                alpha=0.2)
-            ax.set_title(f"{method.upper()}  (tau={tau})")
-            ax.set_xlabel("step")
-            if c == 0:
-                ax.set_ylabel("pi(y_i)")
-            ax.grid(alpha=0.3)
+        some = next(iter(curves[tau].values()))
+        plot_curves(axes[r], curves[tau], [f"{m.upper()}  (tau={tau})" for m in curves[tau]],
+                    curve_steps(len(some), cfg["record_every"], cfg["max_steps"]), labels, colors)
+        axes[r][0].set_ylabel("pi(y_i)")
     axes[0][0].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return save_figure(fig, path)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = ToyConfig()
-    p.add_argument("--out", type=Path, default=Path("runs/illustrate"), help="output directory")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--seeds", type=int, default=d.seeds)
-    p.add_argument("--tau", type=float, nargs="+", default=d.taus, help="one or more tau values")
-    p.add_argument("--alpha", type=float, default=d.alpha)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--methods", nargs="+", choices=list(dict.fromkeys((*METHODS, "priority"))),
-                   help=f"methods to train (default: {' '.join(METHODS)}; with --experiment k3: "
-                        "priority bfpo dpo ipo safedpo)")
-    p.add_argument("--delta", type=float, default=d.delta, help="SafeDPO's safety margin Delta (Eq. 12)")
-    p.add_argument("--experiment", choices=("figure4", "k3"), default="figure4",
-                   help="figure4: section 3.4 with SafeDPO and the Theorem 3.2 check; k3: the K = 3 priority "
-                        "toy (safety > honesty > helpfulness, docs/multifactor.md)")
-    p.add_argument("--lambdas", type=float, nargs="+",
-                   help="k3 only: priority weights of safety and honesty (default 2 1)")
+def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[IllustrateRun, ToyConfig]:
+    """(:class:`IllustrateRun`, :class:`ToyConfig`) from ``--config FILE.yaml`` and the flags."""
+    from bfpo.args import parse
+
+    return parse([IllustrateRun, ToyConfig], argv, prog="bfpo illustrate", description=__doc__.split("\n\n")[0])
 
 
-def main(args: argparse.Namespace) -> Dict:
+def main(argv: Optional[Sequence[str]] = None) -> Dict:
     """``bfpo illustrate``: run, write results.json and figure4.png, print the table."""
-    for name in ("steps", "seeds", "batch_size"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not args.delta >= 0:
-        raise SystemExit(f"--delta must be >= 0, got {args.delta}")
-    if getattr(args, "experiment", "figure4") == "k3":
+    run_args, cfg = parse_args(argv)
+    out = Path(run_args.output_dir)
+    if run_args.experiment == "k3":
         from bfpo.experiments import toy_multifactor
 
-        if args.lambdas is not None and len(args.lambdas) != 2:
-            raise SystemExit(f"--lambdas takes 2 weights (safety, honesty), got {len(args.lambdas)}")
-        return toy_multifactor.main(args)
-    methods = list(args.methods) if args.methods else list(METHODS)
-    if "priority" in methods:
-        raise SystemExit("--methods priority needs --experiment k3")
-    cfg = ToyConfig(steps=args.steps, seeds=args.seeds, taus=list(args.tau), alpha=args.alpha, lr=args.lr,
-                    batch_size=args.batch_size, methods=methods, delta=args.delta)
+        return toy_multifactor.main_k3(run_args, cfg)
+    if run_args.lambdas is not None:
+        raise ConfigError("--lambdas is the K = 3 toy's: --experiment k3")
+    if cfg.methods and "priority" in cfg.methods:
+        raise ConfigError("--methods priority needs --experiment k3")
     result = run(cfg)
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot(result, args.out / "figure4.png")
+    out.mkdir(parents=True, exist_ok=True)
+    plot(result, out / "figure4.png")
     public = {k: v for k, v in result.items() if k != "_curves"}
-    (args.out / "results.json").write_text(json.dumps(public, indent=2))
+    (out / "results.json").write_text(json.dumps(public, indent=2))
     print(format_table(result))
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'figure4.png'}")
+    print(f"wrote {out / 'results.json'} and {out / 'figure4.png'}")
     return public

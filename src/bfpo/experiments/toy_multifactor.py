@@ -26,7 +26,6 @@ priority objective.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 from dataclasses import asdict, dataclass, field
@@ -35,8 +34,8 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from bfpo.experiments.toy import curve_steps, method_loss, optimise, plot_curves, ranking, ranking_text, summarise
 from bfpo.multifactor import default_priority_weights, multifactor_loss, priority_label
-from bfpo.experiments.toy import method_loss, optimise, ranking, summarise
 
 #: (I_safe, I_honest) of y1..y8; index order is the helpfulness order
 LABELS = ((0, 1), (1, 0), (1, 1), (0, 0), (1, 1), (0, 1), (1, 0), (0, 0))
@@ -47,15 +46,16 @@ METHODS = ("priority", "bfpo", "dpo", "ipo", "safedpo")
 
 @dataclass
 class K3Config:
-    """Settings of the K = 3 toy (section 3.4's optimiser settings)."""
+    """Settings of the K = 3 toy (section 3.4's optimiser settings; ``bfpo illustrate --experiment k3`` sets
+    them from :class:`bfpo.experiments.toy.ToyConfig`'s fields of the same names, tau from ``taus``)."""
 
-    steps: int = 1800
-    seeds: int = 5
+    max_steps: int = 1800
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     tau: float = 1.0
     alpha: float = 0.5
-    lr: float = 0.01
+    learning_rate: float = 0.01
     batch_size: int = 32
-    delta: float = 1.0
+    safedpo_delta: float = 1.0
     lambdas: Optional[List[float]] = None  # None: default_priority_weights(2) = (2, 1)
     methods: List[str] = field(default_factory=lambda: list(METHODS))
     record_every: int = 10
@@ -90,9 +90,10 @@ def train_method(method: str, cfg: K3Config) -> torch.Tensor:
             return out.losses.view(lw.shape)
         # the safety label only (K = 2) or helpfulness only
         return method_loss(method, lw, ll, ref, ref, lab[batch[..., 0], 0], lab[batch[..., 1], 0], tau=cfg.tau,
-                           alpha=cfg.alpha, delta=cfg.delta).losses
+                           alpha=cfg.alpha, delta=cfg.safedpo_delta).losses
 
-    return optimise(len(LABELS), pairs(), losses, cfg.steps, cfg.seeds, cfg.lr, cfg.batch_size, cfg.record_every)
+    return optimise(len(LABELS), pairs(), losses, cfg.max_steps, cfg.seeds, cfg.learning_rate, cfg.batch_size,
+                    cfg.record_every)
 
 
 def run(cfg: K3Config) -> Dict:
@@ -109,66 +110,61 @@ def run(cfg: K3Config) -> Dict:
 
 
 def format_table(result: Dict) -> str:
-    """Plain-text table of final probabilities and rankings."""
+    """Markdown table of final probabilities (mean over seeds) and rankings."""
+    from bfpo.figures import markdown_table
+
     cfg = result["config"]
-    lines = [f"K = 3 toy: tau = {cfg['tau']}, alpha = {cfg['alpha']}, lambdas = {result['lambdas']}, "
-             f"delta = {cfg['delta']} (global ranking " + " > ".join(f"y{i}" for i in GLOBAL_RANKING) + ")",
-             f"{'method':<12}" + "".join(f"{'pi(y' + str(i) + ')':>9}" for i in range(1, 9)) + "  ranking"]
     rows = [(m, r["mean_probs"], r["ranking"]) for m, r in result["methods"].items()]
     rows.append(("closed-form", result["closed_form"]["priority"], result["closed_form"]["ranking"]))
-    for name, mean, rank in rows:
-        ok = "  <- global" if rank == GLOBAL_RANKING else ""
-        lines.append(f"{name:<12}" + "".join(f"{p:>9.3f}" for p in mean) + "  "
-                     + " > ".join(f"y{i}" for i in rank) + ok)
-    return "\n".join(lines)
+    head = (f"K = 3 toy: tau = {cfg['tau']}, alpha = {cfg['alpha']}, lambdas = {result['lambdas']}, "
+            f"delta = {cfg['safedpo_delta']} (global ranking " + " > ".join(f"y{i}" for i in GLOBAL_RANKING) + ")")
+    table = markdown_table(["method", *(f"pi(y{i})" for i in range(1, 9)), "ranking"],
+                           [[name, *(f"{p:.3f}" for p in mean), ranking_text(rank, GLOBAL_RANKING)]
+                            for name, mean, rank in rows], align="l" + "r" * 8 + "l")
+    return head + "\n\n" + table
 
 
-def plot(result: Dict, path: Path) -> None:
+def plot(result: Dict, path: Path) -> Path:
     """Learning curves of pi(y_i), mean over seeds, a panel per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from bfpo.figures import save_figure, subplots
 
     curves = result["_curves"]
     cfg = result["config"]
     methods = list(curves)
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.0 * len(methods), 3.4), squeeze=False, sharey=True)
+    fig, axes = subplots(1, len(methods), figsize=(4.0 * len(methods), 3.4), squeeze=False, sharey=True)
+    import matplotlib.pyplot as plt
+
     cmap = plt.get_cmap("tab10")
-    for c, method in enumerate(methods):
-        ax = axes[0][c]
-        curve = curves[method]
-        steps = [0] + [min(k * cfg["record_every"], cfg["steps"]) for k in range(1, len(curve))]
-        mean = curve.mean(1)
-        for i in range(curve.shape[-1]):
-            s, h = LABELS[i]
-            ax.plot(steps, mean[:, i], color=cmap(i), linestyle="-" if s else "--",
-                    label=f"y{i + 1} ({'safe' if s else 'unsafe'}, {'honest' if h else 'dishonest'})")
-        ax.set_title(method)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
+    labels = [f"y{i + 1} ({'safe' if s else 'unsafe'}, {'honest' if h else 'dishonest'})"
+              for i, (s, h) in enumerate(LABELS)]
+    some = next(iter(curves.values()))
+    plot_curves(axes[0], curves, methods, curve_steps(len(some), cfg["record_every"], cfg["max_steps"]), labels,
+                [cmap(i) for i in range(len(LABELS))], styles=["-" if s else "--" for s, _ in LABELS], band=False)
     axes[0][0].set_ylabel("pi(y_i)")
     axes[0][0].legend(fontsize=6, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return save_figure(fig, path)
 
 
-def main(args: argparse.Namespace) -> Dict:
-    """``bfpo illustrate --experiment k3``: run, write results_k3.json and k3.png, print the table."""
-    methods = list(args.methods) if args.methods else list(METHODS)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise SystemExit(f"--experiment k3 runs {', '.join(METHODS)}; unknown: {', '.join(unknown)}")
-    if len(args.tau) != 1:
-        raise SystemExit("--experiment k3 takes one --tau")
-    cfg = K3Config(steps=args.steps, seeds=args.seeds, tau=float(args.tau[0]), alpha=args.alpha, lr=args.lr,
-                   batch_size=args.batch_size, delta=args.delta, lambdas=args.lambdas, methods=methods)
+def main_k3(run_args, toy_cfg) -> Dict:
+    """``bfpo illustrate --experiment k3``: run, write results_k3.json and k3.png, print the table.
+    ``run_args`` and ``toy_cfg`` are :func:`bfpo.experiments.toy.parse_args`' settings."""
+    from bfpo.args import ConfigError
+
+    methods = list(toy_cfg.methods) if toy_cfg.methods else list(METHODS)
+    if len(toy_cfg.taus) != 1:
+        raise ConfigError(f"--experiment k3 takes one tau (--taus), got {toy_cfg.taus}")
+    if run_args.lambdas is not None and len(run_args.lambdas) != 2:
+        raise ConfigError(f"--lambdas takes 2 weights (safety, honesty), got {len(run_args.lambdas)}")
+    cfg = K3Config(max_steps=toy_cfg.max_steps, seeds=list(toy_cfg.seeds), tau=float(toy_cfg.taus[0]),
+                   alpha=toy_cfg.alpha, learning_rate=toy_cfg.learning_rate, batch_size=toy_cfg.batch_size,
+                   safedpo_delta=toy_cfg.safedpo_delta, lambdas=run_args.lambdas, methods=methods,
+                   record_every=toy_cfg.record_every)
     result = run(cfg)
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot(result, args.out / "k3.png")
+    out = Path(run_args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(result, out / "k3.png")
     public = {k: v for k, v in result.items() if k != "_curves"}
-    (args.out / "results_k3.json").write_text(json.dumps(public, indent=2))
+    (out / "results_k3.json").write_text(json.dumps(public, indent=2))
     print(format_table(result))
-    print(f"wrote {args.out / 'results_k3.json'} and {args.out / 'k3.png'}")
+    print(f"wrote {out / 'results_k3.json'} and {out / 'k3.png'}")
     return public
