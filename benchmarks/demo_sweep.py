@@ -2,68 +2,83 @@
 
 Reuses the training pairs and the held-out prompts that one ``bfpo demo`` run wrote (``RUN/pairs``,
 ``RUN/heldout_prompts.jsonl``, ``RUN/base``), trains the SFT stage once per SFT setting (cached under
-``--out``), then BFPO with the given settings, evaluates both on the held-out prompts and appends a line
-to ``--out/results.jsonl``.
+``--output_dir``), then BFPO (or a DPO baseline, ``--mode``) with the given settings, evaluates both on the
+held-out prompts and appends a line to ``OUTPUT_DIR/results.jsonl``. Both stages go through
+:mod:`bfpo.train`'s entry points (via :func:`bfpo.experiments.demo.run_sft` / ``run_preference``).
 
-    python benchmarks/demo_sweep.py --run bfpo-demo --out sweep \
-        '{"name": "mlp", "trainable": ["gate_proj", "up_proj", "down_proj"]}'
+    python benchmarks/demo_sweep.py --run_dir bfpo-demo --output_dir sweep --name mlp \
+        --trainable gate_proj up_proj down_proj
 
-The JSON holds a ``name``, any :class:`bfpo.experiments.demo.DemoSettings` field, and optionally ``"rejected"``: the
-rejected side of the helpfulness pairs, ``"as-is"`` (default: what the run wrote), ``"generic"`` (short
-refusals) or ``"handwritten"`` (the safety pairs' refusals).
+Settings are read like every ``bfpo`` command's (:func:`bfpo.args.parse`): any
+:class:`bfpo.experiments.demo.DemoSettings` field as ``--field value`` or in a ``--config FILE.yaml``;
+``--help`` lists them all.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional, Sequence
 
+from bfpo.args import choices, parse, to_dict
 from bfpo.data.adapters import load_pairs
 from bfpo.experiments.demo import GENERIC_REFUSALS, DemoSettings, evaluate_dir, headline, run_preference, run_sft
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", type=Path, required=True, help="a finished `bfpo demo --out` directory")
-    p.add_argument("--out", type=Path, required=True, help="sweep directory (SFT cache, models, results.jsonl)")
-    p.add_argument("config", help="JSON: name, DemoSettings fields, optional rejected")
-    args = p.parse_args()
-    cfg = json.loads(args.config)
-    name, rejected, mode = cfg.pop("name"), cfg.pop("rejected", "as-is"), cfg.pop("mode", "bfpo")
-    s = replace(DemoSettings(), **cfg)
-    safety, helpful = (load_pairs(str(args.run / "pairs" / f"{kind}.jsonl")) for kind in ("safety", "helpful"))
-    if rejected != "as-is":
+@dataclass
+class SweepArgs:
+    """One sweep point: which demo run to reuse, where to write, and what to change besides DemoSettings."""
+
+    run_dir: str = field(metadata={"help": "a finished `bfpo demo --output_dir` folder (required)"})
+    output_dir: str = field(metadata={"help": "sweep folder: SFT cache, models, results.jsonl (required)"})
+    name: str = field(metadata={"help": "this point's name (its model folder is OUTPUT_DIR/m_NAME)"})
+    rejected: str = choices("as-is", "generic", "handwritten", default="as-is", help=(
+        "rejected side of the helpfulness pairs: as the run wrote them, short generic refusals, or the safety "
+        "pairs' handwritten refusals"))
+    mode: str = choices("bfpo", "dpo_s", "dpo_h", "mix", default="bfpo",
+                        help="the preference stage: BFPO or a DPO baseline of Table 1")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args, s = parse([SweepArgs, DemoSettings], argv, prog="demo_sweep.py", description=__doc__.splitlines()[0])
+    run, out_dir = Path(args.run_dir), Path(args.output_dir)
+    safety, helpful = (load_pairs(str(run / "pairs" / f"{kind}.jsonl")) for kind in ("safety", "helpful"))
+    if args.rejected != "as-is":
         from bfpo.eval.promptsets import safe_refusals
 
-        pool = list(GENERIC_REFUSALS) if rejected == "generic" else [r["text"] for r in safe_refusals()]
+        pool = list(GENERIC_REFUSALS) if args.rejected == "generic" else [r["text"] for r in safe_refusals()]
         for i, rec in enumerate(helpful):
             rec.rejected = pool[i % len(pool)]
-    held = args.run / "heldout_prompts.jsonl"
-    key = json.dumps([str(args.run.resolve()), s.sft_steps, s.sft_lr, s.sft_refusal_ratio, s.sft_batch_size,
-                      s.sft_trainable, s.seed])
-    sft_dir = args.out / f"sft_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
-    out = {"name": name, "settings": cfg, "rejected": rejected, "mode": mode, "sft_dir": str(sft_dir)}
+    held = run / "heldout_prompts.jsonl"
+    key = json.dumps([str(run.resolve()), s.sft_steps, s.sft_learning_rate, s.sft_refusal_ratio, s.sft_batch_size,
+                      s.sft_trainable, s.seed, s.max_length, s.bf16])
+    sft_dir = out_dir / f"sft_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    defaults = to_dict(DemoSettings())
+    changed = {k: v for k, v in to_dict(s).items() if v != defaults[k]}
+    out = {"name": args.name, "settings": changed, "rejected": args.rejected, "mode": args.mode,
+           "sft_dir": str(sft_dir)}
     t0 = time.time()
     if not (sft_dir / "metrics.json").exists():
-        run_sft(str(args.run / "base"), safety, helpful, sft_dir, s)
+        run_sft(str(run / "base"), safety, helpful, sft_dir, s)
         metrics = headline(evaluate_dir(sft_dir, held, sft_dir / "eval.json", s))
         (sft_dir / "metrics.json").write_text(json.dumps(metrics))
     out["sft"] = json.loads((sft_dir / "metrics.json").read_text())
     out["sft_seconds"] = time.time() - t0
     t0 = time.time()
-    model_dir = args.out / f"m_{name}"
-    run_preference(str(sft_dir), safety, helpful, mode, model_dir, s, None)
+    model_dir = out_dir / f"m_{args.name}"
+    run_preference(str(sft_dir), safety, helpful, args.mode, model_dir, s, None)
     out["bfpo_seconds"] = time.time() - t0
     out["aligned"] = headline(evaluate_dir(model_dir, held, model_dir / "eval.json", s))
-    with open(args.out / "results.jsonl", "a", encoding="utf-8") as f:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "results.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(out) + "\n")
-    print(f"{name}: SFT {out['sft']['harmful_compliance']:.1f} / {out['sft']['benign_refusal']:.1f} -> "
-          f"{mode} {out['aligned']['harmful_compliance']:.1f} / {out['aligned']['benign_refusal']:.1f} "
+    print(f"{args.name}: SFT {out['sft']['harmful_compliance']:.1f} / {out['sft']['benign_refusal']:.1f} -> "
+          f"{args.mode} {out['aligned']['harmful_compliance']:.1f} / {out['aligned']['benign_refusal']:.1f} "
           "(harmful compliance % / benign refusal %)")
+    return out
 
 
 if __name__ == "__main__":

