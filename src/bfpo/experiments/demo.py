@@ -64,9 +64,9 @@ class DemoSettings:
     """Everything that shapes a demo run (recorded in ``results.json``)."""
 
     train_harmful: Optional[int] = setting("train-split harmful prompts red-teamed (null = all), spread over the "
-                                      "categories", default=96)
+                                           "categories", default=96)
     train_benign: Optional[int] = setting("train-split benign prompts answered (null = all 145, 35 borderline)",
-                                     default=None)
+                                          default=None)
     eval_harmful: Optional[int] = setting("held-out harmful prompts evaluated (null = all)", default=None)
     eval_benign: Optional[int] = setting("held-out benign prompts evaluated (null = all)", default=None)
     k: int = setting("sampled answers per harmful prompt (red teaming)", default=2)
@@ -93,7 +93,7 @@ class DemoSettings:
     tau: float = setting("BFPO's tau (KL coefficient)", default=0.01)
     alpha: float = setting("label shift alpha of Eq. 14", default=0.5)
     trainable: List[str] = setting("regexes of the parameters BFPO trains (default: the MLP projections)",
-                              default_factory=lambda: ["gate_proj", "up_proj", "down_proj"])
+                                   default_factory=lambda: ["gate_proj", "up_proj", "down_proj"])
     bf16: bool = setting("bf16 autocast for generation and training", default=True)
     seed: int = setting("seed of the prompt choice, sampling, SFT and BFPO", default=0)
     examples: int = setting("example responses per kind kept in results.json", default=6)
@@ -137,12 +137,12 @@ class DemoRun:
 
     output_dir: str = setting("report folder (must be new or empty)", default="bfpo-demo")
     quick: bool = setting("a tiny random model and a few prompts (checks the pipeline in seconds); settings given "
-                     "explicitly still win", default=False)
+                          "explicitly still win", default=False)
     compare: bool = setting("also train DPO-S, DPO-H and the naive DPO mix on the same pairs, and evaluate SFT alone",
-                       default=False)
+                            default=False)
     eval_sft: bool = setting("also evaluate the SFT-stage model alone", default=False)
     model_name_or_path: Optional[str] = setting("start from this local model folder instead of "
-                                           "SmolLM2-135M-Instruct", default=None)
+                                                "SmolLM2-135M-Instruct", default=None)
 
 
 # ------------------------------------------------------------------------------------------------ data

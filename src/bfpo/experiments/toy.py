@@ -47,9 +47,9 @@ class ToyConfig:
 
     max_steps: int = setting("Adam steps", default=1800)
     seeds: List[int] = setting("seeds, run side by side (each its own minibatch sampler); results are the mean and "
-                          "std over them", default_factory=lambda: [0, 1, 2, 3, 4])
+                               "std over them", default_factory=lambda: [0, 1, 2, 3, 4])
     taus: List[float] = setting("one or more tau values (one run of every method per tau; --experiment k3 takes one)",
-                           default_factory=lambda: [1.0])
+                                default_factory=lambda: [1.0])
     alpha: float = setting("label shift alpha of Eq. 14", default=0.5)
     learning_rate: float = setting("Adam learning rate", default=0.01)
     batch_size: int = setting("pairs per step, drawn with replacement", default=32)
@@ -76,12 +76,12 @@ class IllustrateRun:
     """Which toy, and where its results go."""
 
     output_dir: str = setting("output folder: results.json and figure4.png (k3: results_k3.json and k3.png)",
-                         default="runs/illustrate")
+                              default="runs/illustrate")
     experiment: str = choices("figure4", "k3", default="figure4", help=(
         "figure4: section 3.4 with SafeDPO and the Theorem 3.2 check; k3: the K = 3 priority toy (safety > "
         "honesty > helpfulness, docs/multifactor.md)"))
     lambdas: Optional[List[float]] = setting("k3 only: priority weights of safety and honesty (default 2 1)",
-                                        default=None)
+                                             default=None)
 
 
 def preference_pairs(safe: Sequence[float] = SAFE) -> torch.Tensor:

@@ -76,8 +76,8 @@ class WorldConfig:
     """Every knob of the experiment; the defaults are the documented full run (docs/world.md)."""
 
     seeds: List[int] = setting("the seeds to run; each is its own world (held-out split, data, tokenizer, "
-                          "initialisation, training order); results are the mean and std over them",
-                          default_factory=lambda: [0, 1, 2])
+                               "initialisation, training order); results are the mean and std over them",
+                               default_factory=lambda: [0, 1, 2])
     methods: List[str] = choices(*METHODS, help="the methods to train (each from the same SFT reference)",
                                  default_factory=lambda: list(METHODS))
     # data: a helpfulness set four times the safety set, and safety pairs where both responses are unsafe
@@ -85,12 +85,12 @@ class WorldConfig:
     n_safety: int = setting("PKU-SafeRLHF-style safety pairs per seed", default=400)
     n_helpful: int = setting("UltraFeedback-style helpfulness pairs per seed", default=1600)
     harmful_fraction: float = setting("share of the safety pairs on harmful prompts (the rest: benign a vs b)",
-                                 default=0.75)
+                                      default=0.75)
     pair_weights: Optional[List[float]] = setting(
         "weights of the harmful class pairs ab ac ad bc bd cd in the safety set (6 numbers; null = uniform)",
         default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0, 4.0])
     held_out_per_topic: int = setting("verb-object tasks per topic held out of training (evaluation prompts)",
-                                 default=3)
+                                      default=3)
     # tiny model and SFT (the reference policy)
     hidden_size: int = setting("hidden size of the tiny Llama", default=128)
     num_layers: int = setting("layers of the tiny Llama", default=2)
@@ -100,7 +100,7 @@ class WorldConfig:
     sft_steps: int = setting("SFT steps of the reference policy (responses of every class)", default=1000)
     sft_batch_size: int = setting("SFT batch size (half benign, half harmful prompts)", default=32)
     sft_learning_rate: float = setting("SFT learning rate (AdamW, 20 warm-up steps, linear decay to 10%%)",
-                                  default=3e-3)
+                                       default=3e-3)
     # preference stage (the same for every method)
     tau: float = setting("KL coefficient tau of every method (DPO's beta)", default=0.1)
     alpha: float = setting("BFPO's label shift alpha (Eq. 14); bfpo_alpha0 uses 0", default=0.5)
@@ -108,11 +108,11 @@ class WorldConfig:
     max_steps: int = setting("preference steps per method", default=150)
     batch_size: int = setting("pairs per preference step", default=16)
     trainable: Optional[List[str]] = setting("regexes of the parameters the preference stage trains (null = all)",
-                                        default=None)
+                                             default=None)
     safedpo_delta: float = setting("SafeDPO's safety margin Delta (its paper's default, with beta = tau = 0.1); "
-                              "safedpo_delta0 uses 0", default=10.0)
+                                   "safedpo_delta0 uses 0", default=10.0)
     label_noise: float = setting("sigma of the noisy safety classifier behind the *_soft / *_thresh methods",
-                            default=0.5)
+                                 default=0.5)
     # measurement
     eval_prompts: int = setting("held-out prompts of each kind measured", default=48)
     exemplars: int = setting("held-out exemplars per class scored for the exact class masses", default=4)
@@ -156,7 +156,7 @@ class WorldRun:
 
     output_dir: str = setting("output folder: results.json, world.png, runs/seed*/data", default="runs/world")
     quick: bool = setting("1 seed, 64/256 pairs, 150 SFT steps, 20 steps per method (about a minute); settings "
-                     "given explicitly still win", default=False)
+                          "given explicitly still win", default=False)
 
 
 # ------------------------------------------------------------------------------------------ one seed
