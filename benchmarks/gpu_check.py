@@ -148,7 +148,7 @@ def plan(python: str, work: str, smoke: bool, env: Dict[str, Any], pytest_args: 
             path = os.path.join(work, f"{name}.json")
             out.append(dict(name=name, cmd=[python, os.path.join(BENCH, "recipe_run.py"), "--out", path, "--model",
                                             model, "--attn", attn, "--steps", str(n), "--set",
-                                            f"train.padding_free={str(packed).lower()}"],
+                                            f"padding_free={str(packed).lower()}"],
                             timeout=600 if smoke else 1800, json=path))
     scaling = os.path.join(work, "scaling.json")
     out.append(dict(name="scaling", cmd=[python, os.path.join(BENCH, "scaling.py"), "--out", scaling,

@@ -1,14 +1,14 @@
 """A short run of the paper recipe's training settings on a SmolLM2-size model (issue 15, part 3).
 
     python benchmarks/recipe_run.py --out /tmp/recipe.json                        # 20 steps, SmolLM2-135M shape
-    python benchmarks/recipe_run.py --out /tmp/r.json --attn flash_attention_2 --set train.padding_free=true
+    python benchmarks/recipe_run.py --out /tmp/r.json --attn flash_attention_2 --set padding_free=true
     python benchmarks/recipe_run.py --out /tmp/r.json --model tiny --steps 2       # plumbing check on CPU
 
-The ``train`` section of ``recipes/paper_mistral_bfpo.yaml`` (tau 0.01, its alpha, down_proj only, reference
+The training settings of ``recipes/paper_mistral_bfpo.yaml`` (tau 0.01, its alpha, down_proj only, reference
 log-probs precomputed, lr 5e-7 cosine with 10% warm-up, 8 pairs x 2 accumulation, bf16, activation
 checkpointing, seed 42) is used as written, except what a benchmark must change (output and cache folders,
 ``max_steps``, logging every step, no checkpoints, no tensorboard) and ``--set`` overrides. The model is
-SmolLM2-135M's architecture with random weights (seed 0) in the recipe's ``model.dtype`` (bfloat16) and the
+SmolLM2-135M's architecture with random weights (seed 0) in the recipe's ``dtype`` (bfloat16) and the
 chosen attention implementation; the pairs are synthetic token ids within the recipe's ``max_length`` 1024 and
 ``max_prompt_length`` 512.
 
@@ -59,20 +59,22 @@ def run(model_size: str = "smollm2-135m", attn: str = "sdpa", steps: int = 20,
 
     from bfpo.testing import tiny_tokenizer
     from bfpo.train import BFPOTrainer
-    from bfpo.train.config import load_recipe, make_config
     from bfpo.train.model_io import resolve_dtype
+    from bfpo.train.run import train_arguments
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     transformers.logging.set_verbosity_error()
     logging.getLogger("bfpo").setLevel(logging.WARNING)
     on_cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory(prefix="bfpo-recipe-run-") as tmp:
-        recipe = load_recipe(recipe_path, [
-            f"train.output_dir={tmp}/out", f"train.ref_cache_dir={tmp}/ref", f"train.max_steps={steps}",
-            "train.logging_steps=1", "train.save_strategy='no'", "train.report_to='none'",
-            f"train.use_cpu={str(not on_cuda).lower()}", *(overrides or [])])
-        config = make_config(recipe)
-        dtype = resolve_dtype(recipe["model"].get("dtype"))
+        flags = ["--output_dir", f"{tmp}/out", "--ref_cache_dir", f"{tmp}/ref", "--max_steps", str(steps),
+                 "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
+                 "--use_cpu", str(not on_cuda).lower()]
+        for item in overrides or []:  # NAME=VALUE, as --NAME VALUE (after the defaults above: flags win)
+            name, _, value = item.partition("=")
+            flags += [f"--{name}", value]
+        model_args, _, config, _ = train_arguments(["--config", recipe_path, *flags])
+        dtype = resolve_dtype(model_args.dtype)
         model = ts.build_model(model_size, attn=attn).to(dtype)
         n_pairs = steps * config.per_device_train_batch_size * config.gradient_accumulation_steps
         lengths = ts.length_spec(config.max_length)
@@ -135,7 +137,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--attn", default="sdpa", help="sdpa, eager or flash_attention_2")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--recipe", default=DEFAULT_RECIPE)
-    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="any bfpo train setting, e.g. padding_free=true")
     a = p.parse_args(argv)
     if a.attn == "flash_attention_2" and flash_attention_available():
         raise SystemExit(f"recipe_run: --attn flash_attention_2: {flash_attention_available()}")

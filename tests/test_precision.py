@@ -3,8 +3,6 @@
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from oracles import random_pairs
-
 from bfpo.train.collator import PairCollator, model_inputs
 from bfpo.train.layers import select_trainable
 from bfpo.train.logps import add_response_logps_forward
@@ -14,6 +12,7 @@ from bfpo.train.precision import (
     frozen_linear_weights,
     restore_frozen_linear_weights,
 )
+from oracles import random_pairs
 
 
 def _model(bf16_exact=True, seed=0):
@@ -87,9 +86,9 @@ def test_training_with_the_callback_equals_plain_training(tmp_path):
         if use_callback:
             original_step = trainer.training_step
 
-            def spy(*a, **k):  # the weights really are bf16 while training runs
-                seen.append(model.model.layers[1].self_attn.q_proj.weight.dtype)
-                return original_step(*a, **k)
+            def spy(*a, _seen=seen, _model=model, _step=original_step, **k):  # the weights are bf16 in training
+                _seen.append(_model.model.layers[1].self_attn.q_proj.weight.dtype)
+                return _step(*a, **k)
 
             trainer.training_step = spy
         trainer.train()

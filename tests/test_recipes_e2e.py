@@ -19,10 +19,9 @@ import torch
 
 from bfpo.data.templates import ZEPHYR
 from bfpo.testing import save_tiny_model, tiny_mistral, tiny_tokenizer
-from bfpo.train.config import load_recipe
 from bfpo.train.recipes import SHIPPED
-from bfpo.train.run import train_from_recipe
-from bfpo.train.sft import sft_from_recipe
+from bfpo.train.run import train_arguments, train_preference
+from bfpo.train.sft import sft_arguments, train_sft
 
 RECIPES = sorted(p.stem for p in SHIPPED.glob("*.yaml"))
 
@@ -102,8 +101,7 @@ def world(tmp_path_factory):
     return {"root": root, "models": models, "data": data, "sft_out": {}}
 
 
-def _source_for(side: str, spec: dict, data: dict, recipe_name: str) -> str:
-    source = spec["source"]
+def _source_for(source: str, data: dict, recipe_name: str) -> str:
     if source == "PKU-Alignment/PKU-SafeRLHF":  # v0 for the SFT stage, v1.0 columns for BFPO
         return str(data["pku_v0"] if "sft" in recipe_name else data["pku_v1"])
     if source == "HuggingFaceH4/ultrafeedback_binarized":
@@ -113,30 +111,38 @@ def _source_for(side: str, spec: dict, data: dict, recipe_name: str) -> str:
     return source  # shipped local data (tiny recipes)
 
 
+def _read(name: str) -> dict:
+    """The shipped recipe's settings as written in the file (flat)."""
+    import yaml
+
+    return yaml.safe_load((SHIPPED / f"{name}.yaml").read_text())
+
+
 def _run(name: str, world: dict):
     if name in world["sft_out"]:  # the SFT recipe already ran as the BFPO recipe's first stage
         return world["sft_out"][name]
-    raw = load_recipe(name)
-    stage = "sft" if "sft" in raw else "train"
-    model_name = raw["model"]["name_or_path"]
+    raw = _read(name)
+    stage = "sft" if name.endswith("_sft") else "train"
+    model_name = raw["model_name_or_path"]
     if model_name == "runs/mistral-7b-bfpo-sft":  # the BFPO stage starts from the SFT recipe's output
         model_dir = _run("paper_mistral_sft", world)[1]
     else:
         assert model_name in world["models"], f"recipe {name}: no tiny stand-in for model {model_name}"
         model_dir = world["models"][model_name]
     out = world["root"] / "runs" / name
-    overrides = [f"model.name_or_path={model_dir}", f"{stage}.output_dir={out}", f"{stage}.max_steps=2",
-                 f"{stage}.use_cpu=true", f"{stage}.report_to=none", f"{stage}.save_strategy='no'",
-                 f"{stage}.disable_tqdm=true", f"{stage}.logging_steps=1"]
+    flags = ["--config", name, "--model_name_or_path", str(model_dir), "--output_dir", str(out), "--max_steps", "2",
+             "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true",
+             "--logging_steps", "1"]
     for side in ("safety", "helpful"):
-        spec = (raw.get("data") or {}).get(side)
-        if spec:
-            overrides.append(f"data.{side}.source={_source_for(side, spec, world['data'], name)}")
+        if raw.get(f"{side}_source"):
+            flags += [f"--{side}_source", _source_for(raw[f"{side}_source"], world["data"], name)]
     if stage == "train":
-        overrides.append(f"train.ref_cache_dir={world['root'] / 'cache'}")
-    recipe = load_recipe(name, overrides)
-    trainer = (sft_from_recipe if stage == "sft" else train_from_recipe)(recipe)
-    if stage == "sft":
+        flags += ["--ref_cache_dir", str(world["root"] / "cache")]
+        model_args, data_args, config, _ = train_arguments(flags)
+        trainer = train_preference(model_args, config, data_args=data_args)
+    else:
+        model_args, data_args, config, _ = sft_arguments(flags)
+        trainer = train_sft(model_args, config, data_args=data_args)
         world["sft_out"][name] = raw, out, trainer
     return raw, out, trainer
 
@@ -150,29 +156,31 @@ def test_every_shipped_recipe_runs_two_steps(name, world):
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
     tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
     template = tok_cfg.get("chat_template") or (out / "chat_template.jinja").read_text()
-    if raw["model"].get("chat_template") == "zephyr":  # one template for every stage after this one
+    if raw.get("chat_template") == "zephyr":  # one template for every stage after this one
         assert template == ZEPHYR
-    if "train" in raw:
+    if "loss" in raw:
         summary = json.loads((out / "train_summary.json").read_text())
         s = summary["settings"]
-        assert (s["loss"], s["tau"], s["alpha"], s["trainable"]) == (
-            raw["train"]["loss"], raw["train"]["tau"], raw["train"]["alpha"], raw["train"]["trainable"])
-        mode = raw["data"]["mode"]
+        assert (s["loss"], s["tau"], s["alpha"], s["trainable"]) == (raw["loss"], raw["tau"], raw["alpha"],
+                                                                     raw["trainable"])
+        mode = raw["mode"]
         assert summary["data"]["mode"] == mode and summary["data"]["buffered"] == (mode == "bfpo")
-        if mode == "bfpo_no_buffer" and "helpful" not in raw["data"]:
+        if mode == "bfpo_no_buffer" and "helpful_source" not in raw:
             assert summary["data"]["helpful"] == 0 and summary["data"]["safety"] > 0
 
 
 def test_mistral_without_template_is_refused_naming_the_key(world, tmp_path):
     from bfpo.data.templates import ChatTemplateError
 
-    recipe = load_recipe("paper_mistral_sft", [f"model.name_or_path={world['models']['mistralai/Mistral-7B-v0.1']}",
-                                               "model.chat_template=null", f"sft.output_dir={tmp_path / 'o'}",
-                                               "sft.use_cpu=true",
-                                               f"data.safety.source={world['data']['pku_v0']}",
-                                               f"data.helpful.source={world['data']['uf']}"])
-    with pytest.raises(ChatTemplateError, match="model.chat_template"):
-        sft_from_recipe(recipe)
+    recipe = tmp_path / "no_template.yaml"
+    recipe.write_text((SHIPPED / "paper_mistral_sft.yaml").read_text().replace("chat_template: zephyr\n", ""))
+    model_args, data_args, config, _ = sft_arguments([
+        "--config", str(recipe), "--model_name_or_path", str(world["models"]["mistralai/Mistral-7B-v0.1"]),
+        "--output_dir", str(tmp_path / "o"), "--use_cpu", "true", "--bf16", "false",
+        "--safety_source", str(world["data"]["pku_v0"]), "--helpful_source", str(world["data"]["uf"])])
+    assert model_args.chat_template is None
+    with pytest.raises(ChatTemplateError, match="chat_template"):
+        train_sft(model_args, config, data_args=data_args)
     assert not (tmp_path / "o").exists()  # refused before the output folder is touched
 
 
@@ -195,6 +203,7 @@ def test_evaluate_uses_the_same_template_or_refuses(world, tmp_path):
 def test_every_shipped_recipe_file_is_package_data():
     """A pip install has the recipes: pyproject's package-data globs cover every file under bfpo/recipes."""
     import fnmatch
+
     import tomllib
 
     globs = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())[
@@ -207,21 +216,27 @@ def test_every_shipped_recipe_file_is_package_data():
 
 
 @pytest.mark.parametrize("command", ["train", "sft"])
-def test_help_lists_every_recipe_key(command, capsys):
-    """`bfpo train --help` / `bfpo sft --help` list every key a recipe may hold, with its help."""
+def test_help_lists_every_setting(command, capsys):
+    """`bfpo train --help` / `bfpo sft --help` list every field of the command's dataclasses, with help."""
     from dataclasses import fields
 
     from trl import SFTConfig
 
     from bfpo.cli import main
-    from bfpo.train.config import DATA_KEYS, MODEL_KEYS, SOURCE_KEYS, BFPOConfig
+    from bfpo.train.config import BFPOConfig, DataArguments, ModelArguments, RunArguments
 
     with pytest.raises(SystemExit):
         main([command, "--help"])
     out = capsys.readouterr().out
-    cls = BFPOConfig if command == "train" else SFTConfig
-    keys = list(MODEL_KEYS) + list(DATA_KEYS) + list(SOURCE_KEYS) + [f.name for f in fields(cls) if f.init]
-    missing = [k for k in keys if f"\n  {k} " not in out]
+    classes = [ModelArguments, DataArguments, BFPOConfig if command == "train" else SFTConfig, RunArguments]
+    names = [f.name for cls in classes for f in fields(cls) if f.init]
+    missing = [name for name in names if f"--{name} " not in out and f"--{name}\n" not in out]
     assert not missing, missing
+    for flag in ("--model_name_or_path", "--safety_source", "--helpful_limit", "--chat_template", "--resume"):
+        assert flag in out
     if command == "train":
-        assert "sign rule" in out and "chat_template" in out
+        assert "--tau" in out and "sign rule" in out and "TRL's beta" in out
+    ours = [f for cls in classes[:2] + [RunArguments] for f in fields(cls)]
+    if command == "train":
+        ours += [f for f in fields(BFPOConfig) if f.name in BFPOConfig.__annotations__]
+    assert all(f.metadata.get("help") for f in ours), [f.name for f in ours if not f.metadata.get("help")]

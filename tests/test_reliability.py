@@ -70,10 +70,9 @@ def model_dir(tmp_path_factory):
 def train_args(tmp_path, model_dir):
     """``bfpo train`` on the tiny recipe, writing only under tmp_path (run folder ``tmp_path/run``)."""
     def make(*extra, config=TINY, out="run"):
-        return ["train", "--config", config, f"model.name_or_path={model_dir}",
-                f"train.output_dir={tmp_path / out}", f"train.ref_cache_dir={tmp_path / 'cache'}",
-                f"data.safety.source={SAFETY}", f"data.helpful.source={HELPFUL}", "train.disable_tqdm=true",
-                *extra]
+        return ["train", "--config", config, "--model_name_or_path", model_dir, "--output_dir", tmp_path / out,
+                "--ref_cache_dir", tmp_path / "cache", "--safety_source", SAFETY, "--helpful_source", HELPFUL,
+                "--disable_tqdm", "true", *extra]
     return make
 
 
@@ -110,43 +109,57 @@ def test_debug_shows_the_traceback_and_bugs_keep_theirs(tmp_path, capsys, monkey
 
 
 # ------------------------------------------------------------------------------- recipe values
-@pytest.mark.parametrize("override, fragments", [
-    ("train.tau=abc", ("train.tau", "expected a number", "'abc'")),
-    ("train.alpha=abc", ("train.alpha", "expected", "'abc'")),
-    ("train.max_steps=-5", ("train.max_steps", "must be > 0, or -1", "-5")),
-    ("train.num_train_epochs=0", ("train.num_train_epochs", "must be > 0", "got 0")),
-    ("train.gradient_accumulation_steps=0", ("train.gradient_accumulation_steps", ">= 1", "got 0")),
-    ("train.tau=1e-300", ("train.tau", ">= 1e-18", "1e-300")),
-    ("train.trainable=[(down]", ("train.trainable", "'(down' is not a valid regular expression")),
-    ("train.bf16=maybe", ("train.bf16", "true/false", "'maybe'")),
-    ("train.save_strategy=weekly", ("train.save_strategy", "one of no, steps, epoch", "'weekly'")),
-    ("train.max_steps=2.5", ("train.max_steps", "an integer", "2.5")),
-    ("data.max_length=abc", ("data.max_length", "an integer", "'abc'")),
-    ("sft.learning_rate=1e-5", ("sft.learning_rate", "given to 'bfpo train'")),
+@pytest.mark.parametrize("flags, fragments", [
+    (["--tau", "abc"], ("--tau", "expected a number", "'abc'")),
+    (["--alpha", "abc"], ("--alpha", "expected", "'abc'")),
+    (["--max_steps", "-5"], ("--max_steps", "must be > 0, or -1", "-5")),
+    (["--num_train_epochs", "0"], ("--num_train_epochs", "must be > 0", "got 0")),
+    (["--gradient_accumulation_steps", "0"], ("--gradient_accumulation_steps", ">= 1", "got 0")),
+    (["--tau", "1e-300"], ("--tau", ">= 1e-18", "1e-300")),
+    (["--trainable", "(down"], ("--trainable", "'(down' is not a valid regular expression")),
+    (["--bf16", "maybe"], ("--bf16", "true/false", "'maybe'")),
+    (["--save_strategy", "weekly"], ("--save_strategy", "weekly", "no", "steps", "epoch")),
+    (["--max_steps", "2.5"], ("--max_steps", "an integer", "2.5")),
+    (["--max_length", "abc"], ("--max_length", "an integer", "'abc'")),
+    (["--safety_limit", "-1"], ("--safety_limit", ">= 0", "-1")),
+    (["--mode", "dpo_x"], ("--mode", "dpo_x", "bfpo_no_buffer")),
+    (["--packing", "true"], ("--packing", "unknown setting")),  # an SFTConfig field given to bfpo train
 ])
-def test_bad_recipe_values_name_the_key_before_anything_loads(override, fragments, train_args, tmp_path, capsys):
+def test_bad_recipe_values_name_the_key_before_anything_loads(flags, fragments, train_args, tmp_path, capsys):
     # the model path does not exist: a check that came after loading would fail differently
-    argv = train_args(override, "model.name_or_path=/nonexistent/model")
+    argv = train_args(*flags, "--model_name_or_path", "/nonexistent/model")
     assert_user_error(argv, capsys, *fragments, where=tmp_path)
     assert not (tmp_path / "run").exists()
 
 
+def test_bad_values_in_the_file_name_the_file_and_key(tmp_path, train_args, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(Path(TINY).read_text().replace("tau: 0.1", "tau: abc"))
+    assert_user_error(train_args(config=recipe), capsys, f"{recipe}: tau: expected a number", "'abc'",
+                      where=tmp_path)
+    recipe.write_text(Path(TINY).read_text() + "learnin_rate: 1\n")
+    assert_user_error(train_args(config=recipe), capsys, f"{recipe}: unknown setting(s) 'learnin_rate'",
+                      "did you mean learning_rate", where=tmp_path)
+
+
 def test_strings_become_numbers_and_lists(tmp_path):
-    from bfpo.train.config import load_recipe, make_config
+    from bfpo.train.run import train_arguments
 
     recipe = tmp_path / "r.yaml"
     # YAML 1.1 reads 1e-5 (no dot) as text: it must still train at 1e-5, not fail late in torch
     recipe.write_text((ROOT / "recipes/tiny_bfpo.yaml").read_text().replace("learning_rate: 1.0e-3",
                                                                             "learning_rate: 1e-5"))
-    cfg = make_config(load_recipe(recipe, ["train.trainable=down_proj", "train.tau=1e-1"]))
+    _, _, cfg, _ = train_arguments(["--config", str(recipe), "--trainable", "down_proj", "--tau", "1e-1"])
     assert cfg.learning_rate == 1e-5 and cfg.trainable == ["down_proj"] and cfg.tau == pytest.approx(0.1)
+    _, _, cfg, _ = train_arguments(["--config", str(recipe), "--trainable", "null", "--alpha", "null"])
+    assert cfg.trainable is None and cfg.alpha is None
 
 
 def test_sft_refuses_train_keys_and_checks_sft_values(tmp_path, model_dir, capsys):
-    base = ["sft", "--config", TINY_SFT, f"model.name_or_path={model_dir}", f"sft.output_dir={tmp_path / 'sft'}"]
-    assert_user_error(base + ["train.tau=0.1"], capsys, "train.tau given to 'bfpo sft'", where=tmp_path)
-    assert_user_error(base + ["sft.max_steps=-3"], capsys, "sft.max_steps", "-3", where=tmp_path)
-    assert_user_error(base + ["sft.learning_rat=1"], capsys, "'learning_rat'", "did you mean learning_rate",
+    base = ["sft", "--config", TINY_SFT, "--model_name_or_path", model_dir, "--output_dir", tmp_path / "sft"]
+    assert_user_error(base + ["--tau", "0.1"], capsys, "--tau", "unknown setting", where=tmp_path)
+    assert_user_error(base + ["--max_steps", "-3"], capsys, "--max_steps", "-3", where=tmp_path)
+    assert_user_error(base + ["--learning_rat", "1"], capsys, "--learning_rat", "did you mean --learning_rate",
                       where=tmp_path)
 
 
@@ -154,12 +167,12 @@ def test_sft_refuses_train_keys_and_checks_sft_values(tmp_path, model_dir, capsy
 def test_safety_pairs_without_labels_are_refused(tmp_path, train_args, capsys):
     rows = [{"prompt": f"q{i}", "chosen": f"sure {i}", "rejected": f"no {i}", "safe_rejected": 1} for i in range(4)]
     pairs = write_jsonl(tmp_path / "pairs.jsonl", rows)
-    assert_user_error(train_args(f"data.safety.source={pairs}", "data.safety.schema=pairs"), capsys,
+    assert_user_error(train_args("--safety_source", pairs, "--safety_schema", "pairs"), capsys,
                       "pairs.jsonl row 0", "safe_chosen", "would count the response as safe", where=tmp_path,
                       run_dir=tmp_path / "run")
     generic = write_jsonl(tmp_path / "generic.jsonl", [{"q": "q", "a": "a", "b": "b"}])
-    assert_user_error(train_args(f"data.safety.source={generic}", "data.safety.schema=generic",
-                                 "data.safety.column_map={prompt: q, chosen: a, rejected: b}"), capsys,
+    assert_user_error(train_args("--safety_source", generic, "--safety_schema", "generic",
+                                 "--safety_column_map", '{"prompt": "q", "chosen": "a", "rejected": "b"}'), capsys,
                       "generic.jsonl", "no safety label columns", where=tmp_path, run_dir=tmp_path / "run")
 
 
@@ -178,16 +191,16 @@ def test_bad_files_name_file_and_line(tmp_path, train_args, capsys):
     lines[2] = lines[2].replace(b"prompt", b"pr\xffmpt", 1)
     latin = tmp_path / "latin1.jsonl"
     latin.write_bytes(b"\n".join(lines))
-    assert_user_error(train_args(f"data.safety.source={latin}"), capsys, "latin1.jsonl line 3", "0xff",
+    assert_user_error(train_args("--safety_source", latin), capsys, "latin1.jsonl line 3", "0xff",
                       "not UTF-8", where=tmp_path, run_dir=tmp_path / "run")
     missing = tmp_path / "sub" / "no_suffix"
-    assert_user_error(train_args(f"data.safety.source={missing}"), capsys, "not found", str(missing),
+    assert_user_error(train_args("--safety_source", missing), capsys, "not found", str(missing),
                       where=tmp_path, run_dir=tmp_path / "run")
 
 
 def test_missing_model_path_is_not_found(tmp_path, train_args, capsys):
-    assert_user_error(train_args("model.name_or_path=/nonexistent/tiny-model"), capsys,
-                      "model.name_or_path", "/nonexistent/tiny-model not found", where=tmp_path,
+    assert_user_error(train_args("--model_name_or_path", "/nonexistent/tiny-model"), capsys,
+                      "model_name_or_path", "/nonexistent/tiny-model not found", where=tmp_path,
                       run_dir=tmp_path / "run")
 
 
@@ -222,17 +235,16 @@ def test_overwrite_writes_into_a_foreign_folder_and_owns_its_metrics(tmp_path, t
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "metrics.jsonl").write_text('{"step": 1, "mine": true}\n')
-    argv = train_args("train.max_steps=2", "train.save_strategy=no")
-    code, err = run(argv[:1] + ["--overwrite"] + argv[1:], capsys)
+    code, err = run(train_args("--max_steps", "2", "--save_strategy", "no", "--overwrite"), capsys)
     assert code == 0, err[-2000:]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert not any("mine" in r for r in records) and (run_dir / "config.json").is_file()
 
 
 def test_sft_divergence_stops_too(tmp_path, model_dir, capsys):
-    argv = ["sft", "--config", TINY_SFT, f"model.name_or_path={model_dir}", f"sft.output_dir={tmp_path / 'sft'}",
-            f"data.safety.source={SAFETY}", f"data.helpful.source={HELPFUL}", "sft.disable_tqdm=true",
-            "sft.learning_rate=1e30", "sft.max_steps=8", "sft.logging_steps=1"]  # weights ~1e30: inf at step 2
+    argv = ["sft", "--config", TINY_SFT, "--model_name_or_path", model_dir, "--output_dir", tmp_path / "sft",
+            "--safety_source", SAFETY, "--helpful_source", HELPFUL, "--disable_tqdm", "true",
+            "--learning_rate", "1e30", "--max_steps", "8", "--logging_steps", "1"]  # weights ~1e30: inf at step 2
     assert_user_error(argv, capsys, "training diverged at step", "no model was saved", where=tmp_path,
                       run_dir=tmp_path / "sft")
     assert not (tmp_path / "sft" / "config.json").exists()
@@ -240,8 +252,8 @@ def test_sft_divergence_stops_too(tmp_path, model_dir, capsys):
 
 def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_path, train_args, capsys):
     run_dir = tmp_path / "run"
-    line = assert_user_error(train_args("train.learning_rate=1e6", "train.max_steps=8", "train.save_steps=1",
-                                        "train.trainable=null", "train.logging_steps=1"),
+    line = assert_user_error(train_args("--learning_rate", "1e6", "--max_steps", "8", "--save_steps", "1",
+                                        "--trainable", "null", "--logging_steps", "1"),
                              capsys, "training diverged at step", "no model was saved", where=tmp_path,
                              run_dir=run_dir, cache=tmp_path / "cache")
     step = int(line.split("training diverged at step ")[1].split(":")[0])
@@ -359,30 +371,30 @@ def steps_logged(run_dir: Path):
     return [r["step"] for r in records if "loss" in r]
 
 
-def recipe(tmp_path, model_dir, out, *extra):
-    from bfpo.train.config import load_recipe
+def train(tmp_path, model_dir, out, *extra, **kwargs):
+    """The tiny recipe through :func:`bfpo.train.run.train_preference`, with ``extra`` flags."""
+    from bfpo.train.run import train_arguments, train_preference
 
-    return load_recipe(TINY, [f"model.name_or_path={model_dir}", f"train.output_dir={tmp_path / out}",
-                              f"train.ref_cache_dir={tmp_path / 'cache'}", f"data.safety.source={SAFETY}",
-                              f"data.helpful.source={HELPFUL}", "train.disable_tqdm=true",
-                              "train.logging_steps=1", *extra])
+    model_args, data_args, config, _ = train_arguments([
+        "--config", TINY, "--model_name_or_path", model_dir, "--output_dir", str(tmp_path / out),
+        "--ref_cache_dir", str(tmp_path / "cache"), "--safety_source", str(SAFETY), "--helpful_source", str(HELPFUL),
+        "--disable_tqdm", "true", "--logging_steps", "1", *extra])
+    return train_preference(model_args, config, data_args=data_args, **kwargs)
 
 
 def test_rerun_after_a_kill_before_the_first_checkpoint_repeats_no_step(tmp_path, model_dir):
     from transformers import TrainerCallback
-
-    from bfpo.train.run import train_from_recipe
 
     class KillAtStep3(TrainerCallback):  # after step 3's update, before it is logged
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 3:
                 raise Killed()
 
-    settings = ("train.max_steps=3", "train.save_steps=100")
+    settings = ("--max_steps", "3", "--save_steps", "100")
     with pytest.raises(Killed):
-        train_from_recipe(recipe(tmp_path, model_dir, "run", *settings), callbacks=[KillAtStep3()])
+        train(tmp_path, model_dir, "run", *settings, callbacks=[KillAtStep3()])
     assert steps_logged(tmp_path / "run") == [1, 2]
-    train_from_recipe(recipe(tmp_path, model_dir, "run", *settings))
+    train(tmp_path, model_dir, "run", *settings)
     assert steps_logged(tmp_path / "run") == [1, 2, 3]
 
 
@@ -390,16 +402,14 @@ def test_final_save_killed_at_every_move_resumes_to_the_same_weights(tmp_path, m
     """Kill at move 0, resume and kill at move 1, ... until a resume finishes: each time the folder is not
     a finished model, --resume is accepted, never trains past max_steps, and the end is bit-identical."""
     from bfpo.train.model_io import FINISH_FILES
-    from bfpo.train.run import train_from_recipe
-
-    settings = ("train.max_steps=4", "train.save_steps=3")  # the resume redoes step 4 from checkpoint-3
-    train_from_recipe(recipe(tmp_path, model_dir, "full", *settings))
+    settings = ("--max_steps", "4", "--save_steps", "3")  # the resume redoes step 4 from checkpoint-3
+    train(tmp_path, model_dir, "full", *settings)
     killed = tmp_path / "killed"
     move, resume = 0, False
     while True:
         kill_at_final_move(monkeypatch, move)
         try:
-            trainer = train_from_recipe(recipe(tmp_path, model_dir, "killed", *settings), resume=resume)
+            trainer = train(tmp_path, model_dir, "killed", *settings, resume=resume)
         except Killed:
             assert not any((killed / name).exists() for name in FINISH_FILES)
             move, resume = move + 1, True

@@ -11,10 +11,9 @@ from transformers import AutoModelForCausalLM
 from bfpo.testing import save_tiny_model, tiny_llama, tiny_tokenizer
 from bfpo.train import BFPOConfig, BFPOTrainer
 from bfpo.train.collator import PairCollator
-from bfpo.train.config import RecipeError, load_recipe
 from bfpo.train.layers import select_trainable
 from bfpo.train.logps import add_response_logps_forward
-from bfpo.train.run import train_from_recipe
+from bfpo.train.run import train_arguments, train_preference
 from oracles import reference_logps_full_logits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,17 +148,20 @@ def test_odd_batch_with_buffer_is_rejected(tmp_path):
 # ------------------------------------------------------------------------- recipes end to end
 @pytest.fixture()
 def tiny_recipe(tmp_path):
+    """The flags that point the tiny recipe at a fresh tiny model and tmp_path (run folder tmp_path/run)."""
     model_dir = save_tiny_model(tmp_path / "model")
-    overrides = [f"model.name_or_path={model_dir}", f"train.output_dir={tmp_path / 'run'}",
-                 f"train.ref_cache_dir={tmp_path / 'cache'}",
-                 f"data.safety.source={ROOT / 'recipes/data/tiny_safety.jsonl'}",
-                 f"data.helpful.source={ROOT / 'recipes/data/tiny_helpful.jsonl'}", "train.disable_tqdm=true"]
-    return overrides
+    return ["--model_name_or_path", model_dir, "--output_dir", str(tmp_path / "run"),
+            "--ref_cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"]
+
+
+def tiny(*flags, config="tiny_bfpo"):
+    """(ModelArguments, DataArguments, BFPOConfig, RunArguments) of ``bfpo train --config tiny_bfpo FLAGS``."""
+    return train_arguments(["--config", str(config), *map(str, flags)])
 
 
 def test_recipe_train_save_reload_same_logits(tiny_recipe, tmp_path):
-    recipe = load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe + ["train.max_steps=4"])
-    tr = train_from_recipe(recipe)
+    model_args, data_args, cfg, _ = tiny(*tiny_recipe, "--max_steps", 4)
+    tr = train_preference(model_args, cfg, data_args=data_args)
     out = tmp_path / "run"
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
     card = (out / "README.md").read_text()
@@ -171,48 +173,66 @@ def test_recipe_train_save_reload_same_logits(tiny_recipe, tmp_path):
     trained = tr.accelerator.unwrap_model(tr.model).eval()
     with torch.no_grad():
         assert torch.allclose(reloaded(input_ids=ids).logits, trained(input_ids=ids).logits, atol=1e-5)
+    # config.yaml beside the model is a flat --config file that reads back to the same settings
+    again = tiny("--output_dir", tmp_path / "again", config=out / "config.yaml")
+    assert again[0] == model_args and again[1] == data_args
+    assert (again[2].tau, again[2].max_steps, again[2].trainable, again[2].learning_rate) == (0.1, 4, ["down_proj"],
+                                                                                            1e-3)
     # a finished model is never overwritten
+    model_args, data_args, cfg, _ = tiny(*tiny_recipe)
     with pytest.raises(FileExistsError, match="already holds a trained model"):
-        train_from_recipe(load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe))
+        train_preference(model_args, cfg, data_args=data_args)
+
+
+def test_flags_beat_the_file_and_unknown_keys_name_the_file(tmp_path):
+    from bfpo.args import ConfigError
+
+    _, data_args, cfg, run = tiny("--tau", "0.3", "--safety_limit", "5", "--resume")
+    assert (cfg.tau, data_args.safety_limit, run.resume, cfg.alpha, cfg.max_steps) == (0.3, 5, True, 0.5, 8)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_name_or_path: m\nlearning_rat: 1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown setting\(s\) 'learning_rat' \(did you mean "
+                                          r"learning_rate"):
+        tiny(config=bad)
+    with pytest.raises(ConfigError, match=r"--taux.*did you mean --tau"):
+        tiny("--taux", "1")
+    (tmp_path / "t.yaml").write_text((ROOT / "recipes/tiny_bfpo.yaml").read_text().replace("tau: 0.1", "tau: abc"))
+    with pytest.raises(ConfigError, match=r"t.yaml: tau: expected a number, got 'abc'"):
+        tiny(config=tmp_path / "t.yaml")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("model:\n  name_or_path: m\ntrain:\n  tau: 0.1\n")
+    with pytest.raises(ConfigError, match=r"nested.yaml: section\(s\) model, train .*flat.*model_name_or_path"):
+        tiny(config=nested)
 
 
 def test_recipe_errors_name_the_key(tmp_path, tiny_recipe):
-    with pytest.raises(RecipeError, match="unknown key.*'learning_rat'.*did you mean learning_rate"):
-        load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe + ["train.learning_rat=1"])
-    with pytest.raises(RecipeError, match="unknown section"):
-        load_recipe(ROOT / "recipes/tiny_bfpo.yaml", ["trian.x=1"])
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("model: {}\n")
-    with pytest.raises(RecipeError, match="model.name_or_path is required"):
-        load_recipe(bad)
-    recipe = load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe + ["train.trainable=[gate_projj]"])
+    model_args, data_args, cfg, _ = tiny(*tiny_recipe, "--trainable", "gate_projj")
     with pytest.raises(ValueError, match="gate_projj"):
-        train_from_recipe(recipe)
+        train_preference(model_args, cfg, data_args=data_args)
 
 
 def test_bad_data_fails_before_model_loads(tmp_path, tiny_recipe, monkeypatch):
     import bfpo.train.model_io as model_io
 
-    rows = [json.loads(l) for l in (ROOT / "recipes/data/tiny_safety.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (ROOT / "recipes/data/tiny_safety.jsonl").read_text().splitlines()]
     rows[3]["is_response_1_safe"] = 1.5
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe = load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe + [f"data.safety.source={bad}"])
+    model_args, data_args, cfg, _ = tiny(*tiny_recipe, "--safety_source", bad)
 
     def no_weights(spec):
         raise AssertionError("model weights loaded before the data was validated")
 
     monkeypatch.setattr(model_io, "load_model", no_weights)
     with pytest.raises(ValueError, match=r"bad.jsonl row 3.*is_response_1_safe"):
-        train_from_recipe(recipe)
+        train_preference(model_args, cfg, data_args=data_args)
 
 
 def test_baseline_modes_train(tiny_recipe, tmp_path):
     for mode, loss in (("dpo_s", "dpo"), ("mix", "ipo")):
-        recipe = load_recipe(ROOT / "recipes/tiny_bfpo.yaml", tiny_recipe + [
-            f"data.mode={mode}", f"train.loss={loss}", "train.max_steps=2",
-            f"train.output_dir={tmp_path / mode}"])
-        tr = train_from_recipe(recipe)
+        model_args, data_args, cfg, _ = tiny(*tiny_recipe, "--mode", mode, "--loss", loss, "--max_steps", 2,
+                                             "--output_dir", tmp_path / mode)
+        tr = train_preference(model_args, cfg, data_args=data_args)
         assert tr.args.buffered is False
         summary = json.loads((tmp_path / mode / "train_summary.json").read_text())
         assert summary["data"]["mode"] == mode
@@ -221,58 +241,99 @@ def test_baseline_modes_train(tiny_recipe, tmp_path):
 
 
 def test_sft_stage(tmp_path):
-    from bfpo.train.sft import sft_from_recipe
+    from bfpo.train.sft import sft_arguments, train_sft
 
     model_dir = save_tiny_model(tmp_path / "model")
-    recipe = load_recipe(ROOT / "recipes/tiny_sft.yaml", [
-        f"model.name_or_path={model_dir}", f"sft.output_dir={tmp_path / 'sft'}", "sft.max_steps=8",
-        f"data.safety.source={ROOT / 'recipes/data/tiny_safety.jsonl'}",
-        f"data.helpful.source={ROOT / 'recipes/data/tiny_helpful.jsonl'}", "sft.disable_tqdm=true"])
-    tr = sft_from_recipe(recipe)
+    model_args, data_args, cfg, _ = sft_arguments(["--config", "tiny_sft", "--model_name_or_path", model_dir,
+                                                   "--output_dir", str(tmp_path / "sft"), "--max_steps", "8",
+                                                   "--disable_tqdm", "true"])
+    tr = train_sft(model_args, cfg, data_args=data_args)
     losses = [h["loss"] for h in tr.state.log_history if "loss" in h]
     assert losses[-1] < losses[0]
     assert (tmp_path / "sft" / "model.safetensors").is_file()
     AutoModelForCausalLM.from_pretrained(tmp_path / "sft")
 
 
-@pytest.mark.parametrize("name", ["paper_mistral_bfpo", "paper_zephyr_redteam_bfpo", "paper_zephyr_redteam_bfpo_mix"])
-def test_paper_recipes_train_the_official_labels(name):
-    """The paper recipes train with the official code's labels (+1, +0.5, -0.5, -1), tau 0.01, down_proj,
-    the Zephyr template; section 4.3's recipe runs on the red-team pairs alone, unbuffered."""
-    from bfpo.train.config import make_config
+#: what every shipped recipe must hold (the paper's settings; the tiny ones for tests and a first run)
+PAPER_BFPO = {"loss": "bfpo", "tau": 0.01, "alpha": 0.5, "trainable": ["down_proj"], "learning_rate": 5e-7,
+              "bf16": True, "seed": 42, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2,
+              "max_length": 1024, "max_prompt_length": 512, "num_train_epochs": 1, "warmup_steps": 0.1}
+PAPER_MODEL = {"dtype": "bfloat16", "chat_template": "zephyr", "attn_implementation": "sdpa"}
+PKU = {"safety_source": "PKU-Alignment/PKU-SafeRLHF", "safety_schema": "pku_saferlhf", "safety_split": "train",
+       "safety_revision": "ff7ba91063016c78a225b0f74e1c0860bb18230f", "safety_limit": 30000}
+UF = {"helpful_source": "HuggingFaceH4/ultrafeedback_binarized", "helpful_schema": "ultrafeedback",
+      "helpful_split": "train_prefs"}
+TINY_DATA = {"safety_schema": "pku_saferlhf", "helpful_schema": "ultrafeedback", "data_seed": None}
+SHIPPED_VALUES = {
+    "paper_mistral_bfpo": {**PAPER_BFPO, **PAPER_MODEL, **PKU, **UF, "helpful_limit": 30000, "mode": "bfpo",
+                           "model_name_or_path": "runs/mistral-7b-bfpo-sft", "on_error": "drop", "data_seed": 42,
+                           "output_dir": "runs/mistral-7b-bfpo", "save_steps": 200, "save_total_limit": 2,
+                           "precompute_ref_log_probs": True},
+    "paper_mistral_sft": {**PAPER_MODEL, **PKU, **UF, "helpful_limit": 30000, "on_error": "drop", "data_seed": 42,
+                          "model_name_or_path": "mistralai/Mistral-7B-v0.1", "output_dir": "runs/mistral-7b-bfpo-sft",
+                          "learning_rate": 2e-5, "bf16": True, "seed": 42, "num_train_epochs": 1,
+                          "warmup_steps": 0.1, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 4,
+                          "max_length": 2048, "save_steps": 500},
+    "paper_zephyr_redteam_bfpo": {**PAPER_BFPO, **PAPER_MODEL, "mode": "bfpo_no_buffer", "helpful_source": None,
+                                  "model_name_or_path": "HuggingFaceH4/zephyr-7b-beta", "safety_schema": "pairs",
+                                  "safety_source": "runs/zephyr-redteam.jsonl", "data_seed": 42,
+                                  "output_dir": "runs/zephyr-7b-beta-bfpo-redteam", "save_steps": 100},
+    "paper_zephyr_redteam_bfpo_mix": {**PAPER_BFPO, **PAPER_MODEL, **UF, "mode": "bfpo", "helpful_limit": 1500,
+                                      "model_name_or_path": "HuggingFaceH4/zephyr-7b-beta", "safety_schema": "pairs",
+                                      "safety_source": "runs/zephyr-redteam.jsonl", "data_seed": 42,
+                                      "output_dir": "runs/zephyr-7b-beta-bfpo-redteam-mix"},
+    "tiny_bfpo": {**TINY_DATA, "mode": "bfpo", "loss": "bfpo", "tau": 0.1, "alpha": 0.5, "trainable": ["down_proj"],
+                  "model_name_or_path": "runs/tiny-model", "dtype": "float32", "max_steps": 8, "seed": 0,
+                  "learning_rate": 1e-3, "per_device_train_batch_size": 4, "max_length": 128,
+                  "max_prompt_length": 64, "output_dir": "runs/tiny-bfpo", "use_cpu": True},
+    "tiny_sft": {**TINY_DATA, "model_name_or_path": "runs/tiny-model", "dtype": "float32", "max_steps": 6,
+                 "learning_rate": 1e-3, "max_length": 128, "output_dir": "runs/tiny-sft", "use_cpu": True},
+}
 
-    recipe = load_recipe(name, ["train.use_cpu=true", "train.bf16=false"])
-    cfg = make_config(recipe)
-    assert (cfg.tau, cfg.alpha, cfg.trainable, cfg.enforce_label_signs) == (0.01, 0.5, ["down_proj"], True)
-    assert cfg.case_labels() == pytest.approx({"safe_unsafe": 1.0, "safe_safe": 0.5, "unsafe_unsafe": -0.5,
-                                               "unsafe_safe": -1.0})
-    assert recipe["model"]["chat_template"] == "zephyr"
-    if name == "paper_zephyr_redteam_bfpo":
-        assert recipe["data"]["mode"] == "bfpo_no_buffer" and "helpful" not in recipe["data"]
-    if name == "paper_mistral_bfpo":
-        pku = recipe["data"]["safety"]
-        assert pku["revision"] == "ff7ba91063016c78a225b0f74e1c0860bb18230f" and pku["limit"] == 30000
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_VALUES))
+def test_shipped_recipes_parse(name, monkeypatch, tmp_path):
+    """Every shipped recipe reads to the values it is documented with (the paper recipes: the official
+    labels +1/+0.5/-0.5/-1 from alpha 0.5, tau 0.01, down_proj, the Zephyr template, the pinned PKU revision)."""
+    from bfpo.args import to_dict
+    from bfpo.train.recipes import SHIPPED
+    from bfpo.train.sft import sft_arguments
+
+    assert sorted(p.stem for p in SHIPPED.glob("*.yaml")) == sorted(SHIPPED_VALUES)  # a new recipe needs values
+    monkeypatch.chdir(tmp_path)  # no data/ folder here: the tiny recipes' files are found beside the recipe
+    flags = ["--config", name, "--use_cpu", "true", "--bf16", "false"] if name.startswith("paper") else \
+        ["--config", name]
+    settings = (sft_arguments if name.endswith("_sft") else train_arguments)(flags)
+    values = to_dict(*settings[:3])
+    want = dict(SHIPPED_VALUES[name])
+    if name.startswith("paper"):
+        want.update(bf16=False)  # set by the flag above (no bf16 on this machine's CPU)
+    got = {k: values[k] for k in want}
+    assert got == want, name
+    if name.startswith("tiny"):
+        assert values["safety_source"] == str(SHIPPED / "data" / "tiny_safety.jsonl")
+        assert values["helpful_source"] == str(SHIPPED / "data" / "tiny_helpful.jsonl")
+    if "loss" in want and want["alpha"] == 0.5:
+        assert settings[2].case_labels() == pytest.approx({"safe_unsafe": 1.0, "safe_safe": 0.5,
+                                                           "unsafe_unsafe": -0.5, "unsafe_safe": -1.0})
 
 
 def test_paper_printed_alpha_is_refused_with_the_labels():
-    from bfpo.train.config import RecipeError, make_config
+    from bfpo.args import ConfigError
 
-    recipe = load_recipe("paper_mistral_bfpo", ["train.use_cpu=true", "train.bf16=false", "train.alpha=-0.5"])
-    with pytest.raises(RecipeError, match=r"paper_mistral_bfpo.yaml.*\+2.*\+1\.5.*\+0\.5.*sign rule"):
-        make_config(recipe)
-    ablation = load_recipe("paper_mistral_bfpo", ["train.use_cpu=true", "train.bf16=false", "train.alpha=0",
-                                                   "train.enforce_label_signs=false"])
+    cpu = ["--use_cpu", "true", "--bf16", "false"]
+    with pytest.raises(ConfigError, match=r"paper_mistral_bfpo.*\+2.*\+1\.5.*\+0\.5.*sign rule"):
+        tiny(*cpu, "--alpha", "-0.5", config="paper_mistral_bfpo")
     with pytest.warns(UserWarning, match="sign rule"):
-        assert make_config(ablation).case_labels()["unsafe_unsafe"] == 0.0
+        cfg = tiny(*cpu, "--alpha", "0", "--enforce_label_signs", "false", config="paper_mistral_bfpo")[2]
+    assert cfg.case_labels()["unsafe_unsafe"] == 0.0
 
 
 def test_recipe_names_resolve_to_shipped_files(tmp_path, monkeypatch):
     from bfpo.train.recipes import SHIPPED, RecipeNotFound, copy_recipe, resolve_recipe
 
-    monkeypatch.chdir(tmp_path)  # no recipes/ folder here: names must still resolve, data beside the recipe
+    monkeypatch.chdir(tmp_path)  # no recipes/ folder here: names must still resolve
     assert resolve_recipe("tiny_bfpo") == SHIPPED / "tiny_bfpo.yaml" == resolve_recipe("tiny_bfpo.yaml")
-    recipe = load_recipe("tiny_bfpo")
-    assert recipe["data"]["safety"]["source"] == str(SHIPPED / "data" / "tiny_safety.jsonl")
     with pytest.raises(RecipeNotFound, match="paper_mistral_bfpo"):
         resolve_recipe("paper_mistral")
     out = copy_recipe("paper_mistral_sft", tmp_path)

@@ -17,24 +17,24 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISA
 
 
 def overrides(tmp_path, model_dir, out):
-    return [f"model.name_or_path={model_dir}", f"train.output_dir={out}", f"train.ref_cache_dir={tmp_path / 'cache'}",
-            f"data.safety.source={ROOT / 'recipes/data/tiny_safety.jsonl'}",
-            f"data.helpful.source={ROOT / 'recipes/data/tiny_helpful.jsonl'}", "train.disable_tqdm=true",
-            "train.max_steps=12", "train.save_steps=3", "train.logging_steps=3"]
+    return ["--model_name_or_path", str(model_dir), "--output_dir", str(out),
+            "--ref_cache_dir", str(tmp_path / "cache"), "--safety_source", str(ROOT / "recipes/data/tiny_safety.jsonl"),
+            "--helpful_source", str(ROOT / "recipes/data/tiny_helpful.jsonl"), "--disable_tqdm", "true",
+            "--max_steps", "12", "--save_steps", "3", "--logging_steps", "3"]
 
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
     from transformers import TrainerCallback
-    from bfpo.train.config import load_recipe
-    from bfpo.train.run import train_from_recipe
+    from bfpo.train.run import train_arguments, train_preference
 
     class KillAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             if state.global_step == 5:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    train_from_recipe(load_recipe(sys.argv[1], sys.argv[2:]), callbacks=[KillAt()])
+    model_args, data_args, config, _ = train_arguments(["--config"] + sys.argv[1:])
+    train_preference(model_args, config, data_args=data_args, callbacks=[KillAt()])
 """)
 
 
@@ -55,7 +55,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     # restarting without --resume refuses to clobber the checkpoints
     again = subprocess.run(cli + overrides(tmp_path, model_dir, killed), env=ENV, capture_output=True)
     assert again.returncode != 0 and b"--resume" in again.stderr
-    subprocess.run(cli + ["--resume"] + overrides(tmp_path, model_dir, killed), check=True, env=ENV,
+    subprocess.run(cli + overrides(tmp_path, model_dir, killed) + ["--resume"], check=True, env=ENV,
                    capture_output=True)
     a, b = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
     assert a.keys() == b.keys()
@@ -73,7 +73,7 @@ def test_two_process_gloo_run_is_buffered_and_in_sync(tmp_path):
         port = str(sock.getsockname()[1])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "bfpo.cli", "train", "--config", str(ROOT / "recipes/tiny_bfpo.yaml")]
-    ov = overrides(tmp_path, model_dir, out) + ["train.max_steps=4", "train.save_strategy='no'"]
+    ov = overrides(tmp_path, model_dir, out) + ["--max_steps", "4", "--save_strategy", "no"]
     proc = subprocess.run(cmd + ov, env=ENV, capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     ranks = [json.loads((out / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]

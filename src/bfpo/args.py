@@ -7,7 +7,8 @@ Every ``bfpo`` command (and every benchmark script) describes its settings as da
 
 * ``--config FILE.yaml`` is a flat mapping of field names to values; it replaces the defaults;
 * ``--field value`` on the command line wins over the file (``--field-name`` works too);
-* ``--help`` lists every field with its type, default and help text (``HfArgumentParser``);
+* ``--help`` lists every field with its type, default and help text (``HfArgumentParser``); a field that
+  two dataclasses declare is one flag, given to both;
 * a key or flag that no dataclass has is an error naming it, with the closest names; values are converted
   to the field's type and range-checked (:data:`RANGES`) before anything is loaded, and the error names the
   file and key, or the flag.
@@ -68,6 +69,10 @@ RANGES: Dict[str, tuple] = {
     "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "batch_size": (lambda v: v >= 1, ">= 1"),
     "limit": (lambda v: v >= 0, ">= 0"),
+    "safety_limit": (lambda v: v >= 0, ">= 0"),
+    "helpful_limit": (lambda v: v >= 0, ">= 0"),
+    "lora_r": (lambda v: v >= 1, ">= 1"),
+    "lora_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
 }
 _TRUE_WORDS, _FALSE_WORDS = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 _SKIP = object()  # a type this check does not judge (Any, dicts, config objects): left to the dataclass
@@ -157,6 +162,8 @@ def coerce_field(name: str, value: Any, hint: Any) -> Any:
             return value
     if value is None and type(None) in members:
         return None
+    if type(None) in members and str not in members and value in ("null", "None", ["null"]):
+        return None  # the command line's way to say null (``--trainable null``, ``--alpha null``)
     judged = False
     for member in members:
         try:
@@ -258,12 +265,21 @@ def parse(dtypes: Sequence[type], argv: Optional[Sequence[str]] = None, *, prog:
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    # a field that several dataclasses declare (``trust_remote_code`` of ModelArguments and SFTConfig) is one
+    # flag whose value each of them receives: the later declaration replaces the earlier one's option
     parser = HfArgumentParser(list(dtypes), prog=prog, description=description, epilog=epilog,
+                              conflict_handler="resolve", allow_abbrev=False,  # --learning_rat is a typo
                               formatter_class=argparse.RawDescriptionHelpFormatter
                               if epilog else argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default=None, metavar="FILE.yaml",
                         help="a YAML file of settings (flat: name: value); flags on the command line win")
     specs = _fields(dtypes)
+    _text_values(parser, specs)
+
+    def error(message: str):  # argparse's own errors (a missing required flag, a bad choice) as ConfigError
+        raise ConfigError(f"{prog}: {message}")
+
+    parser.error = error  # type: ignore[method-assign]
     config_path = _config_arg(argv)
     from_file: Dict[str, Any] = {}
     if config_path is not None:
@@ -271,8 +287,10 @@ def parse(dtypes: Sequence[type], argv: Optional[Sequence[str]] = None, *, prog:
         raw = read_config_file(path)
         nested = [k for k, v in raw.items() if isinstance(v, dict) and k not in specs]
         if nested:
-            raise ConfigError(f"{path}: section(s) {nested} are not settings; a config file is flat "
-                              "(name: value), e.g. 'tau: 0.1', not 'train: {{tau: 0.1}}'")
+            raise ConfigError(f"{path}: section(s) {', '.join(nested)} are not settings: a config file is flat "
+                              "(name: value), e.g. 'tau: 0.1', not 'train: {tau: 0.1}'; move the keys to the top "
+                              "level under their flat names (model: {name_or_path} -> model_name_or_path, "
+                              f"data: {{safety: {{source}}}} -> safety_source; `{prog} --help` lists them)")
         unknown = [k for k in raw if k not in specs]
         if unknown:
             raise _unknown(unknown, specs, str(path), dash=False)
@@ -286,8 +304,8 @@ def parse(dtypes: Sequence[type], argv: Optional[Sequence[str]] = None, *, prog:
                 value = str(path.parent / value)
             from_file[key] = value
         for action in parser._actions:
-            if action.dest in from_file:
-                action.default = from_file[action.dest]
+            if action.dest in from_file:  # absent from the namespace unless given on the command line
+                action.default = argparse.SUPPRESS
                 action.required = False
     namespace, extra = parser.parse_known_args(argv)
     if extra:
@@ -295,11 +313,12 @@ def parse(dtypes: Sequence[type], argv: Optional[Sequence[str]] = None, *, prog:
         raise _unknown(flags or extra, specs, prog, dash=True)
     given = vars(namespace)
     for name, spec in specs.items():
-        if name in given and name not in from_file and given[name] is not None:
+        if name in given and given[name] is not None:
             try:
                 given[name] = _checked(name, given[name], spec)
             except ValueError as e:
                 raise ConfigError(f"--{name}: {e}") from None
+    given.update({key: value for key, value in from_file.items() if key not in given})  # flags win
     out = []
     for dtype in dtypes:
         keys = {f.name for f in dataclasses.fields(dtype) if f.init}
@@ -309,6 +328,16 @@ def parse(dtypes: Sequence[type], argv: Optional[Sequence[str]] = None, *, prog:
             where = f"{config_path}: " if config_path else ""
             raise ConfigError(f"{prog}: {where}{e}") from None
     return tuple(out)
+
+
+def _text_values(parser: argparse.ArgumentParser, specs: Dict[str, Any]) -> None:
+    """Let numbers and true/false arrive as text: :func:`coerce_field` converts them with messages that say
+    what was expected (argparse's own conversion would end the program with its usage text)."""
+    from transformers.hf_argparser import string_to_bool
+
+    for action in parser._actions:
+        if action.dest in specs and action.type in (int, float, string_to_bool):
+            action.type = None
 
 
 def _config_arg(argv: List[str]) -> Optional[str]:

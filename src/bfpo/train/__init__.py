@@ -1,6 +1,6 @@
 """Training: BFPO / DPO / IPO preference stage and the SFT stage."""
 
-from bfpo.train.config import BFPOConfig, load_recipe
+from bfpo.train.config import BFPOConfig, DataArguments, ModelArguments
 from bfpo.train.trainer import BFPOTrainer
 
-__all__ = ["BFPOConfig", "BFPOTrainer", "load_recipe"]
+__all__ = ["BFPOConfig", "BFPOTrainer", "DataArguments", "ModelArguments"]

@@ -1,9 +1,10 @@
 """``bfpo recipes``: the recipes shipped inside the package, listed and copied out to edit.
 
 In the spirit of torchtune's ``tune ls`` / ``tune cp``: ``--config`` of ``bfpo train`` and ``bfpo sft``
-takes a path or the name of a shipped recipe (``paper_mistral_bfpo``, with or without ``.yaml``), so a
-user who installed bfpo from a wheel has the paper's recipes too. ``bfpo recipes cp NAME DEST`` copies
-one out (never over an existing file) for editing; ``accelerate/NAME`` copies an accelerate config.
+takes a path or the name of a shipped recipe (``paper_mistral_bfpo``, with or without ``.yaml``; a flat YAML
+file of settings), so a user who installed bfpo from a wheel has the paper's recipes too.
+``bfpo recipes cp NAME DEST`` copies one out (never over an existing file) for editing; ``accelerate/NAME``
+copies an accelerate config.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Sequence
 
 from bfpo.errors import OutputExistsError, UserInputError, UserPathNotFoundError
 
@@ -73,20 +74,22 @@ def copy_recipe(name: str, dest: str | Path) -> Path:
     return out
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``bfpo recipes [ls]`` lists the shipped recipes; ``bfpo recipes cp NAME DEST`` copies one out."""
+    p = argparse.ArgumentParser(prog="bfpo recipes", description=__doc__.split("\n\n")[0])
     p.add_argument("action", nargs="?", choices=["ls", "cp"], default="ls",
                    help="ls: list the shipped recipes (default); cp NAME DEST: copy one out to edit")
     p.add_argument("name", nargs="?", help="cp: the shipped recipe's name (see ls)")
     p.add_argument("dest", nargs="?", help="cp: a file or folder to copy to (never overwritten)")
-
-
-def main(args: argparse.Namespace) -> None:
+    args = p.parse_args(argv)
     if args.action == "cp":
         if not args.name or not args.dest:
             raise UserInputError("bfpo recipes cp: needs NAME and DEST, e.g. "
                                  "`bfpo recipes cp paper_mistral_bfpo my.yaml`")
         print(f"copied {args.name} to {copy_recipe(args.name, args.dest)}")
         return
+    if args.name or args.dest:
+        raise UserInputError(f"bfpo recipes ls: takes no NAME/DEST (got {args.name!r}); did you mean cp?")
     rows = [(recipe_name(p), summary(p)) for p in shipped_recipes()]
     width = max(len(n) for n, _ in rows)
     for name, text in rows:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from bfpo.errors import UserInputError
 
@@ -223,27 +223,21 @@ def write_rank_record(trainer) -> None:
                    "composition": getattr(trainer, "composition", None)}, f)
 
 
-def train_from_recipe(recipe: Dict[str, Any], resume: bool = False, callbacks: Optional[List] = None,
-                      overwrite: bool = False, **config_defaults):
-    """A nested recipe of :func:`bfpo.train.config.load_recipe` run through :func:`train_preference`
-    (until the flat ``--config`` files replace the nested recipes)."""
-    from bfpo.train.config import make_config, recipe_arguments
+def train_arguments(argv: Optional[Sequence[str]] = None) -> tuple:
+    """(ModelArguments, DataArguments, BFPOConfig, RunArguments) of a ``bfpo train`` command line."""
+    from bfpo.args import parse
+    from bfpo.train.config import BFPOConfig, DataArguments, ModelArguments, RunArguments
+    from bfpo.train.recipes import resolve_recipe
 
-    model_args, data_args = recipe_arguments(recipe)
-    return train_preference(model_args, make_config(recipe, **config_defaults), data_args=data_args,
-                            callbacks=callbacks, resume=resume, overwrite=overwrite)
-
-
-def add_arguments(p) -> None:
-    from bfpo.train.config import add_recipe_arguments
-
-    add_recipe_arguments(p, "train.tau=0.1")
+    return parse([ModelArguments, DataArguments, BFPOConfig, RunArguments], argv, prog="bfpo train",
+                 description="BFPO / DPO / IPO preference training. --config takes a flat YAML file or a shipped "
+                             "recipe's name (`bfpo recipes` lists them); --field value flags win over the file.",
+                 resolve_config=resolve_recipe, path_fields=PATH_FIELDS)
 
 
-def main(args) -> None:
-    from bfpo.train.config import load_recipe
-
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``bfpo train --config RECIPE [--field value ...] [--resume] [--overwrite]``."""
+    model_args, data_args, config, run = train_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    trainer = train_from_recipe(load_recipe(args.config, args.overrides), resume=args.resume,
-                                overwrite=args.overwrite)
+    trainer = train_preference(model_args, config, data_args=data_args, resume=run.resume, overwrite=run.overwrite)
     print(f"saved {trainer.args.output_dir}")

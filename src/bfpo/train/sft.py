@@ -73,42 +73,25 @@ def train_sft(model_args, config, *, data_args=None, examples: Optional[List[Dic
     return trainer
 
 
-def sft_from_recipe(recipe: Dict[str, Any], resume: bool = False, overwrite: bool = False):
-    """A nested recipe of :func:`bfpo.train.config.load_recipe` run through :func:`train_sft` (until the flat
-    ``--config`` files replace the nested recipes)."""
-    from bfpo.train.config import recipe_arguments
-
-    model_args, data_args = recipe_arguments(recipe)
-    return train_sft(model_args, make_sft_config(recipe), data_args=data_args, resume=resume, overwrite=overwrite)
-
-
-def make_sft_config(recipe: Dict[str, Any]):
+def sft_arguments(argv: Optional[Sequence[str]] = None) -> tuple:
+    """(ModelArguments, DataArguments, trl.SFTConfig, RunArguments) of a ``bfpo sft`` command line."""
     from trl import SFTConfig
 
-    from bfpo.train.config import RecipeError, check_stage, validate_section
+    from bfpo.args import parse
+    from bfpo.train.config import DataArguments, ModelArguments, RunArguments
+    from bfpo.train.recipes import resolve_recipe
+    from bfpo.train.run import PATH_FIELDS
 
-    check_stage(recipe, "sft")
-    sft = {"report_to": "none", "completion_only_loss": True, **validate_section(recipe, "sft", SFTConfig)}
-    if "output_dir" not in sft:
-        raise RecipeError(f"{recipe.get('_path')}: sft.output_dir is required")
-    try:
-        return SFTConfig(**sft)
-    except (TypeError, ValueError) as e:
-        raise RecipeError(f"{recipe.get('_path')}: sft: {e}") from None
-
-
-def add_arguments(p) -> None:
-    from trl import SFTConfig
-
-    from bfpo.train.config import add_recipe_arguments
-
-    add_recipe_arguments(p, "sft.learning_rate=1e-5", stage="sft", config_cls=SFTConfig)
+    return parse([ModelArguments, DataArguments, SFTConfig, RunArguments], argv, prog="bfpo sft",
+                 description="Supervised fine-tuning (section 4.2) on the helpful responses and the safe responses "
+                             "of the safety pairs. --config takes a flat YAML file or a shipped recipe's name; "
+                             "--field value flags win over the file.",
+                 resolve_config=resolve_recipe, path_fields=PATH_FIELDS)
 
 
-def main(args) -> None:
-    from bfpo.train.config import load_recipe
-
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``bfpo sft --config RECIPE [--field value ...] [--resume] [--overwrite]``."""
+    model_args, data_args, config, run = sft_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    trainer = sft_from_recipe(load_recipe(args.config, args.overrides), resume=args.resume,
-                              overwrite=args.overwrite)
+    trainer = train_sft(model_args, config, data_args=data_args, resume=run.resume, overwrite=run.overwrite)
     print(f"saved {trainer.args.output_dir}")
