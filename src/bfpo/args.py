@@ -277,7 +277,7 @@ def parse(dtypes: Sequence[type], argv: Optional[Sequence[str]] = None, *, prog:
     _text_values(parser, specs)
 
     def error(message: str):  # argparse's own errors (a missing required flag, a bad choice) as ConfigError
-        raise ConfigError(f"{prog}: {message}")
+        raise ConfigError(message)
 
     parser.error = error  # type: ignore[method-assign]
     config_path = _config_arg(argv)
@@ -310,7 +310,7 @@ def parse(dtypes: Sequence[type], argv: Optional[Sequence[str]] = None, *, prog:
     namespace, extra = parser.parse_known_args(argv)
     if extra:
         flags = [a[2:].split("=", 1)[0].replace("-", "_") for a in extra if a.startswith("--")]
-        raise _unknown(flags or extra, specs, prog, dash=True)
+        raise _unknown(flags or extra, specs, "command line", dash=True)
     given = vars(namespace)
     for name, spec in specs.items():
         if name in given and given[name] is not None:
@@ -325,8 +325,7 @@ def parse(dtypes: Sequence[type], argv: Optional[Sequence[str]] = None, *, prog:
         try:
             out.append(dtype(**{k: v for k, v in given.items() if k in keys}))
         except (TypeError, ValueError) as e:
-            where = f"{config_path}: " if config_path else ""
-            raise ConfigError(f"{prog}: {where}{e}") from None
+            raise ConfigError(f"{config_path}: {e}" if config_path else str(e)) from None
     return tuple(out)
 
 
