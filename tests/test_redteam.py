@@ -125,3 +125,16 @@ def test_cli_redteam(tiny_dir, prompt_file, tmp_path, capsys):
     assert "kept=1" in capsys.readouterr().out
     with pytest.raises(ValueError, match="k must be at least 2"):
         run_redteam(tiny_dir, str(prompt_file), str(out), k=1)
+
+
+def test_resume_log_skips_a_line_cut_short_and_csv_prompts_stay_text(tmp_path):
+    from bfpo.redteam.pipeline import _done
+
+    out = tmp_path / "pairs.jsonl"
+    out.write_text(json.dumps({"prompt": "p1", "chosen": "a", "rejected": "b"}) + "\n")
+    log = [{"prompt": "p1", "status": "kept"}, {"prompt": "p2", "status": "dropped_all_safe"}]
+    (tmp_path / "pairs.jsonl.progress.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in log) + '{"prompt": "p3", "sta')  # killed in the middle of a write
+    assert _done(out) == {"p1": "kept", "p2": "dropped_all_safe"}  # p3 is redone
+    (tmp_path / "n.csv").write_text("id,prompt\n1,007\n2,\n3,True\n")
+    assert load_prompts(str(tmp_path / "n.csv")) == ["007", "True"]  # cells as written, empty ones skipped
