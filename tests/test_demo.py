@@ -165,6 +165,29 @@ def test_quick_demo_aligned_model_differs_and_works_with_pipeline(quick_run):
     assert text[0]["generated_text"][-1]["role"] == "assistant"
 
 
+def test_demo_sweep_reads_a_config_file_and_flags_and_trains_through_the_driver(quick_run, tmp_path):
+    """benchmarks/demo_sweep.py: DemoSettings from a YAML file plus flags (no JSON string); one sweep point
+    reuses the quick run's pairs, trains SFT and a DPO-S stage through bfpo.train and appends its line."""
+    import importlib.util
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_sweep.py"
+    spec = importlib.util.spec_from_file_location("demo_sweep", path)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    out, _ = quick_run
+    (tmp_path / "quick.yaml").write_text(yaml.safe_dump(demo.QUICK))
+    res = sweep.main(["--config", str(tmp_path / "quick.yaml"), "--run_dir", str(out), "--output_dir",
+                      str(tmp_path / "sweep"), "--name", "t1", "--mode", "dpo_s", "--max_steps", "1"])
+    assert res["mode"] == "dpo_s" and res["settings"]["max_steps"] == 1 and "tau" not in res["settings"]
+    lines = [json.loads(x) for x in (tmp_path / "sweep" / "results.jsonl").read_text().splitlines()]
+    assert [x["name"] for x in lines] == ["t1"] and 0 <= lines[0]["aligned"]["harmful_compliance"] <= 100
+    summary = json.loads((tmp_path / "sweep" / "m_t1" / "train_summary.json").read_text())
+    assert summary["settings"]["loss"] == "dpo" and summary["settings"]["max_steps"] == 1
+    assert (Path(res["sft_dir"]) / "config.yaml").is_file()
+
+
 def test_demo_refuses_a_non_empty_out_dir(tmp_path):
     (tmp_path / "x").write_text("keep me")
     with pytest.raises(FileExistsError, match="not empty"):
