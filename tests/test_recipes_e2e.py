@@ -101,14 +101,14 @@ def world(tmp_path_factory):
     return {"root": root, "models": models, "data": data, "sft_out": {}}
 
 
-def _source_for(source: str, data: dict, recipe_name: str) -> str:
+def _source_for(source: str, data: dict, recipe_name: str):
     if source == "PKU-Alignment/PKU-SafeRLHF":  # v0 for the SFT stage, v1.0 columns for BFPO
         return str(data["pku_v0"] if "sft" in recipe_name else data["pku_v1"])
     if source == "HuggingFaceH4/ultrafeedback_binarized":
         return str(data["uf"])
     if source.endswith("redteam.jsonl"):
         return str(data["redteam"])
-    return source  # shipped local data (tiny recipes)
+    return None  # shipped local data (tiny recipes): read beside the recipe, as the recipe says
 
 
 def _read(name: str) -> dict:
@@ -134,8 +134,9 @@ def _run(name: str, world: dict):
              "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true",
              "--logging_steps", "1"]
     for side in ("safety", "helpful"):
-        if raw.get(f"{side}_source"):
-            flags += [f"--{side}_source", _source_for(raw[f"{side}_source"], world["data"], name)]
+        source = _source_for(raw[f"{side}_source"], world["data"], name) if raw.get(f"{side}_source") else None
+        if source:
+            flags += [f"--{side}_source", source]
     if stage == "train":
         flags += ["--ref_cache_dir", str(world["root"] / "cache")]
         model_args, data_args, config, _ = train_arguments(flags)
@@ -193,7 +194,7 @@ def test_evaluate_uses_the_same_template_or_refuses(world, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": HARMFUL[0], "source": "t"}) + "\n")
     base = str(world["models"]["mistralai/Mistral-7B-v0.1"])
-    with pytest.raises(ChatTemplateError, match="--chat-template"):
+    with pytest.raises(ChatTemplateError, match="--chat.template"):
         evaluate_model(base, prompts=str(prompts), out=str(tmp_path / "r.json"), max_new_tokens=2, progress=False)
     r = evaluate_model(base, prompts=str(prompts), out=str(tmp_path / "r.json"), max_new_tokens=2, progress=False,
                        chat_template="zephyr")

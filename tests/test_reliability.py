@@ -82,6 +82,7 @@ def write_jsonl(path: Path, rows) -> Path:
 
 
 # --------------------------------------------------------------------------- the CLI's error contract
+@pytest.mark.spawns
 def test_help_imports_neither_torch_nor_transformers():
     code = ("import sys; import bfpo; from bfpo import cli; cli.build_parser();"
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad); sys.exit(bool(bad))")

@@ -14,6 +14,7 @@ from bfpo.train.collator import PairCollator
 from bfpo.train.layers import select_trainable
 from bfpo.train.logps import add_response_logps_forward
 from bfpo.train.run import train_arguments, train_preference
+from bfpo.train.trainer import BatchCompositionCallback
 from oracles import reference_logps_full_logits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +115,7 @@ def test_a_few_steps_reduce_the_loss(tok, tmp_path, loss):
 def test_buffered_batches_on_every_step(tok, tmp_path):
     data = make_examples(tok, n=30, safety_every=3)  # 10 safety, 20 helpful: unbalanced sources
     cfg = config(tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=5)
-    tr = BFPOTrainer(tiny_llama(tok), cfg, data, processing_class=tok)
+    tr = BFPOTrainer(tiny_llama(tok), cfg, data, processing_class=tok, callbacks=[BatchCompositionCallback()])
     tr.train()
     assert len(tr.composition) == 10
     for c in tr.composition:
@@ -123,7 +124,7 @@ def test_buffered_batches_on_every_step(tok, tmp_path):
     assert metrics and all(m["batch/safety_fraction"] == 0.5 for m in metrics)
     # without the buffer the same data is sampled as it comes
     tr2 = BFPOTrainer(tiny_llama(tok), config(tmp_path / "nb", buffered=False, max_steps=8), data,
-                      processing_class=tok)
+                      processing_class=tok, callbacks=[BatchCompositionCallback()])
     tr2.train()
     assert any(c["safety"] != c["helpful"] for c in tr2.composition)
 

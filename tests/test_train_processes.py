@@ -38,6 +38,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # ~30 s: four processes that each import torch and transformers
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     model_dir = save_tiny_model(tmp_path / "model")
     recipe = str(ROOT / "recipes/tiny_bfpo.yaml")
@@ -63,6 +64,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
         assert (a[k] - b[k]).abs().max().item() < 1e-6, k
 
 
+@pytest.mark.slow  # > 10 s: torch.distributed.run starts two training processes
 def test_two_process_gloo_run_is_buffered_and_in_sync(tmp_path):
     model_dir = save_tiny_model(tmp_path / "model")
     out = tmp_path / "ddp"
