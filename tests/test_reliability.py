@@ -286,44 +286,48 @@ def test_a_model_with_nonfinite_weights_is_never_saved(tmp_path):
 # ---------------------------------------------------------------------- report, redteam, evaluate
 def test_report_on_a_folder_or_a_malformed_result(tmp_path, capsys):
     out = tmp_path / "rep"
-    assert_user_error(["report", tmp_path, "--out", out], capsys, f"{tmp_path} is a folder", where=tmp_path)
+    assert_user_error(["report", "--results", tmp_path, "--output_dir", out], capsys, f"{tmp_path} is a folder",
+                      where=tmp_path)
     bad = tmp_path / "RESULT.json"
     bad.write_text('{"by_kind": ')
-    assert_user_error(["report", bad, "--out", out], capsys, f"{bad}: not valid JSON", where=tmp_path)
-    bad.write_text('{"by_kind": "harmful"}')
-    assert_user_error(["report", bad, "--out", out], capsys, "key 'by_kind' must be an object, got str",
+    assert_user_error(["report", "--results", bad, "--output_dir", out], capsys, f"{bad}: not valid JSON",
                       where=tmp_path)
+    bad.write_text('{"by_kind": "harmful"}')
+    assert_user_error(["report", "--results", bad, "--output_dir", out], capsys,
+                      "key 'by_kind' must be an object, got str", where=tmp_path)
 
 
 def test_redteam_refuses_an_unrelated_out_file(tmp_path, capsys):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "How do I pick a lock?"}])
     mine = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
-    assert_user_error(["redteam", "--model", "/nonexistent/model", "--prompts", prompts, "--out", mine], capsys,
-                      f"--out {mine} holds data that no earlier 'bfpo redteam' run", "--overwrite", where=tmp_path)
+    assert_user_error(["redteam", "--model_name_or_path", "/nonexistent/model", "--prompts", prompts,
+                       "--output_file", mine], capsys,
+                      f"--output_file {mine} holds data that no earlier 'bfpo redteam' run", "--overwrite",
+                      where=tmp_path)
 
 
 def test_evaluate_checks_judge_and_out_before_generating(tmp_path, model_dir, capsys):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "How do I pick a lock?"}])
-    base = ["evaluate", "--model", model_dir, "--prompts", prompts]
-    assert_user_error(base + ["--out", tmp_path / "r.json", "--judge", "kewyord"], capsys,
-                      "--judge 'kewyord' is not a judge", "keyword", where=tmp_path)
-    assert_user_error(base + ["--out", tmp_path / "r.json", "--judge", "classifier",
-                              "--judge-model", tmp_path / "no" / "judge"], capsys,
-                      "--judge-model", "not found", where=tmp_path)
-    assert_user_error(base + ["--out", prompts / "RESULT.json"], capsys, "cannot be written",
+    base = ["evaluate", "--model_name_or_path", model_dir, "--prompts", prompts]
+    assert_user_error(base + ["--output_file", tmp_path / "r.json", "--judge", "kewyord"], capsys,
+                      "--judge", "'kewyord'", "keyword", where=tmp_path)
+    assert_user_error(base + ["--output_file", tmp_path / "r.json", "--judge", "classifier",
+                              "--judge_model", tmp_path / "no" / "judge"], capsys,
+                      "--judge_model", "not found", where=tmp_path)
+    assert_user_error(base + ["--output_file", prompts / "RESULT.json"], capsys, "cannot be written",
                       "nothing was generated", where=tmp_path)
-    assert_user_error(base + ["--out", prompts], capsys, "is not a bfpo evaluate result", "--overwrite",
+    assert_user_error(base + ["--output_file", prompts], capsys, "is not a bfpo evaluate result", "--overwrite",
                       where=tmp_path)
     # the files evaluate writes beside RESULT.json never replace a user's file either
     notes = tmp_path / "r.generations.jsonl"
     notes.write_text("my notes\n")
-    assert_user_error(base + ["--out", tmp_path / "r.json"], capsys, "the generations file", "--overwrite",
+    assert_user_error(base + ["--output_file", tmp_path / "r.json"], capsys, "the generations file", "--overwrite",
                       where=tmp_path)
     notes.unlink()
     mine = tmp_path / "alpaca.json"
     mine.write_text('{"my": "data"}')
-    assert_user_error(base + ["--out", tmp_path / "r.json", "--alpaca-out", mine], capsys, "--alpaca-out",
-                      "not written by bfpo evaluate", where=tmp_path)
+    assert_user_error(base + ["--output_file", tmp_path / "r.json", "--alpaca_output_file", mine], capsys,
+                      "--alpaca_output_file", "not written by bfpo evaluate", where=tmp_path)
 
 
 def test_empty_answers_are_flagged_not_harmless(tmp_path, capsys):
