@@ -165,17 +165,15 @@ def test_quick_demo_aligned_model_differs_and_works_with_pipeline(quick_run):
     assert text[0]["generated_text"][-1]["role"] == "assistant"
 
 
-def test_demo_sweep_reads_a_config_file_and_flags_and_trains_through_the_driver(quick_run, tmp_path):
+def test_demo_sweep_reads_a_config_file_and_flags_and_trains_through_the_driver(quick_run, tmp_path, monkeypatch):
     """benchmarks/demo_sweep.py: DemoSettings from a YAML file plus flags (no JSON string); one sweep point
     reuses the quick run's pairs, trains SFT and a DPO-S stage through bfpo.train and appends its line."""
-    import importlib.util
+    import importlib
 
     import yaml
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_sweep.py"
-    spec = importlib.util.spec_from_file_location("demo_sweep", path)
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sweep = importlib.import_module("demo_sweep")
     out, _ = quick_run
     (tmp_path / "quick.yaml").write_text(yaml.safe_dump(demo.QUICK))
     res = sweep.main(["--config", str(tmp_path / "quick.yaml"), "--run_dir", str(out), "--output_dir",
