@@ -394,3 +394,17 @@ def test_driver_trains_in_memory_records_and_model_object(tok, tmp_path):
     assert written["trainable"] == ["down_proj"] and written["max_steps"] == 3 and written["tau"] == 0.1
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["data"]["mode"] == "bfpo" and summary["data"]["safety"] == len(safety)
+
+
+def test_recipes_command_lists_and_copies_without_overwriting(tmp_path, capsys):
+    from bfpo.cli import main
+
+    assert main(["recipes"]) == 0
+    listed = capsys.readouterr().out
+    assert "paper_mistral_bfpo" in listed and "accelerate/deepspeed_zero3" in listed
+    dest = tmp_path / "mine.yaml"
+    assert main(["recipes", "cp", "tiny_bfpo", str(dest)]) == 0
+    assert "tau: 0.1" in dest.read_text()
+    dest.write_text("my edits\n")
+    assert main(["recipes", "cp", "tiny_bfpo", str(dest)]) == 2
+    assert "not overwriting" in capsys.readouterr().err and dest.read_text() == "my edits\n"
