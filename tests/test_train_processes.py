@@ -64,7 +64,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
         assert (a[k] - b[k]).abs().max().item() < 1e-6, k
 
 
-@pytest.mark.slow  # > 10 s: torch.distributed.run starts two training processes
+@pytest.mark.spawns  # torch.distributed.run starts two training processes: 8.5 s here on 2 cores
 def test_two_process_gloo_run_is_buffered_and_in_sync(tmp_path):
     model_dir = save_tiny_model(tmp_path / "model")
     out = tmp_path / "ddp"
