@@ -253,6 +253,20 @@ def test_sft_stage(tmp_path):
     assert losses[-1] < losses[0]
     assert (tmp_path / "sft" / "model.safetensors").is_file()
     AutoModelForCausalLM.from_pretrained(tmp_path / "sft")
+    assert json.loads((tmp_path / "sft" / "train_summary.json").read_text())["data"]["examples"] > 0
+    # the trained model comes back without TRL's instance-level forward wrapper: a deep copy computes with
+    # its OWN weights (the world measures copies of trained models)
+    import copy
+
+    import torch
+
+    model = tr.accelerator.unwrap_model(tr.model)
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in clone.parameters():
+            p.zero_()
+    ids = torch.tensor([[1, 5, 7, 9]])
+    assert not torch.allclose(model(ids).logits, clone(ids).logits)
 
 
 #: what every shipped recipe must hold (the paper's settings; the tiny ones for tests and a first run)
@@ -408,3 +422,16 @@ def test_recipes_command_lists_and_copies_without_overwriting(tmp_path, capsys):
     dest.write_text("my edits\n")
     assert main(["recipes", "cp", "tiny_bfpo", str(dest)]) == 2
     assert "not overwriting" in capsys.readouterr().err and dest.read_text() == "my edits\n"
+
+
+def test_readme_trl_switch_snippet_runs(tmp_path, monkeypatch):
+    """The README's "coming from TRL's DPOTrainer" snippet runs as printed (two steps on a tiny model)."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    (snippet,) = [b for b in blocks if "instead of trl's DPOConfig" in b]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102 - the documented snippet itself
+    assert (tmp_path / "runs" / "trl-style").is_dir()

@@ -3,8 +3,7 @@
 Each sub-command lives in its own module, which defines ``main(argv)``: it reads its settings with
 :func:`bfpo.args.parse` (dataclasses, ``--config FILE.yaml``, ``--field value``; ``bfpo COMMAND --help`` lists
 every field). Modules are imported only when their command runs, so ``bfpo --help`` stays fast (it imports
-neither torch nor transformers). (A module that still defines ``add_arguments(parser)`` and ``main(args)``
-gets an argparse sub-parser instead.)
+neither torch nor transformers).
 
 Errors: a :class:`bfpo.errors.BfpoUserError` (or an OSError about a named path) is printed as one
 ``error: ...`` line with exit code 2; ``--debug`` or ``BFPO_DEBUG=1`` shows its traceback. Any other
@@ -51,9 +50,9 @@ def _available(module: str) -> bool:
                for root in spec.submodule_search_locations)
 
 
-def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
-    """The parser; only ``command``'s module is imported (to add its arguments), so one command's
-    import cost or failure never touches another."""
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: the list of commands (``bfpo --help``). It imports no command module; each
+    command parses its own settings (``bfpo COMMAND --help``)."""
     parser = argparse.ArgumentParser(prog="bfpo", description="Bi-Factorial Preference Optimization")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of user errors too (same as BFPO_DEBUG=1)")
@@ -61,10 +60,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         if not _available(module):
             continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module)
-        if name == command:
-            importlib.import_module(module).add_arguments(p)
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
     return parser
 
 
@@ -77,12 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         debug = "--debug" in argv[:at] or os.environ.get("BFPO_DEBUG", "") not in ("", "0")
         rest = argv[at + 1:]
         try:
-            module = importlib.import_module(COMMANDS[command][0])
-            if hasattr(module, "add_arguments"):
-                args = build_parser(command).parse_args(argv)
-                module.main(args)
-            else:
-                module.main(rest)
+            importlib.import_module(COMMANDS[command][0]).main(rest)
         except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs re-raise
             message = user_message(exc)
             if message is None or debug:
@@ -90,7 +81,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"bfpo {command}: error: {message}", file=sys.stderr)
             return USER_ERROR_EXIT
         return 0
-    build_parser(command).parse_args(argv)  # --help, no command, or an unknown one: argparse says so
+    build_parser().parse_args(argv)  # --help, no command, or an unknown one: argparse says so
     return 0
 
 

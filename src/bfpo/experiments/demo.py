@@ -241,12 +241,12 @@ def build_pairs(model_dir: str, prompts: Dict[str, List[dict]], settings: DemoSe
     ``{"safety", "helpful", "redteam_stats", "refusal_pairs", "redteam_pairs", "helpful_skipped"}``."""
     from bfpo.eval.judges import get_judge
     from bfpo.eval.promptsets import safe_refusals
-    from bfpo.models.generate import generate, load_model
+    from bfpo.models.generate import generate, load_for_generation
     from bfpo.redteam.pipeline import STAT_KEYS, process_prompt
     from bfpo.redteam.rankers import get_ranker
 
     s = settings
-    lm, tok = load_model(model_dir)
+    lm, tok = load_for_generation(model_dir)
     judge, ranker = get_judge("keyword"), get_ranker("rule")
     harmful = prompts["train_harmful"]
     sampled = generate(lm, tok, [r["prompt"] for r in harmful], max_new_tokens=s.gen_max_new_tokens,

@@ -117,10 +117,6 @@ def load_for_generation(model_dir_or_name: str, dtype: str = "auto", device: Opt
     return model, tok
 
 
-#: the former name, kept while bfpo.experiments.demo still imports it (remove when it calls load_for_generation)
-load_model = load_for_generation
-
-
 def load_classifier(model_dir: str, device: Optional[str] = None) -> Tuple[Any, Any]:
     """Load ``(AutoModelForSequenceClassification, tokenizer)`` in eval mode, with a pad token."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

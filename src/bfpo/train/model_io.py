@@ -65,19 +65,13 @@ def from_pretrained_or_user_error(loader, name: str, key: str, **kwargs):
 
 def model_arguments(spec: Any):
     """``spec`` as :class:`~bfpo.train.config.ModelArguments`: returned as is, or made from a model folder /
-    hub name. (A mapping of ModelArguments fields is accepted too; the old nested recipes' ``name_or_path``
-    key is read as ``model_name_or_path`` until every caller passes ModelArguments.)"""
+    hub name."""
     from bfpo.train.config import ModelArguments
 
     if isinstance(spec, ModelArguments):
         return spec
     if isinstance(spec, (str, Path)):
         return ModelArguments(model_name_or_path=str(spec))
-    if isinstance(spec, dict):
-        values = dict(spec)
-        if "name_or_path" in values:
-            values["model_name_or_path"] = values.pop("name_or_path")
-        return ModelArguments(**values)
     raise TypeError(f"expected ModelArguments or a model folder, got {type(spec).__name__}")
 
 

@@ -57,7 +57,10 @@ def cache_key(model, examples: List[Dict], settings: Dict) -> str:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("BFPO_CACHE", Path.home() / ".cache" / "bfpo")) / "ref_logps"
+    """``cache_dir("ref_logps")``: under ``$BFPO_CACHE``, else ``~/.cache/bfpo``."""
+    from bfpo.files import cache_dir
+
+    return cache_dir("ref_logps")
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ only); its settings are any ``trl.SFTConfig`` field.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -62,14 +63,25 @@ def train_sft(model_args, config, *, data_args=None, examples: Optional[List[Dic
                          processing_class=tokenizer, callbacks=list(callbacks or []) + [NonFiniteGuard()])
     last = get_last_checkpoint(config.output_dir) if resume else None
     train_or_restore(trainer, last)  # a checkpoint at the last step takes no further step
+    # TRL's SFTTrainer puts a fused-LM-head wrapper on the model INSTANCE (its ``forward`` attribute); the
+    # wrapper closes over this model's original forward, so a ``copy.deepcopy`` of the trained model would
+    # still compute with these weights. Give the model back with its class's forward.
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    trained = trained.get_base_model() if hasattr(trained, "get_base_model") else trained
+    trained.__dict__.pop("forward", None)
     final = dict(trainer.state.log_history[-1]) if trainer.state.log_history else {}
     card = None if card_title is None else model_io.model_card(
         card_title, _base_model(model_args, model),
         {"stage": "sft (section 4.2)", "learning_rate": config.learning_rate, "epochs": config.num_train_epochs,
          "max_steps": config.max_steps, "seed": config.seed}, final, {"examples": len(examples), **origin})
+    settings = {"stage": "sft", "learning_rate": config.learning_rate, "epochs": config.num_train_epochs,
+                "max_steps": config.max_steps, "per_device_train_batch_size": config.per_device_train_batch_size,
+                "seed": config.seed}
+    summary = json.dumps({"settings": settings, "data": {"examples": len(examples), **origin}, "final": final},
+                         indent=2, default=str)
     model_io.save_final(trainer, config.output_dir, card,
-                        extra_files={"config.yaml": settings_yaml(model_args, data_args, config,
-                                                                   command="sft")})
+                        extra_files={"config.yaml": settings_yaml(model_args, data_args, config, command="sft"),
+                                     "train_summary.json": summary})
     return trainer
 
 
