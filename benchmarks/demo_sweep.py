@@ -35,11 +35,19 @@ class SweepArgs:
     run_dir: str = field(metadata={"help": "a finished `bfpo demo --output_dir` folder (required)"})
     output_dir: str = field(metadata={"help": "sweep folder: SFT cache, models, results.jsonl (required)"})
     name: str = field(metadata={"help": "this point's name (its model folder is OUTPUT_DIR/m_NAME)"})
-    rejected: str = choices("as-is", "generic", "handwritten", default="as-is", help=(
-        "rejected side of the helpfulness pairs: as the run wrote them, short generic refusals, or the safety "
-        "pairs' handwritten refusals"))
-    mode: str = choices("bfpo", "dpo_s", "dpo_h", "mix", default="bfpo",
-                        help="the preference stage: BFPO or a DPO baseline of Table 1")
+    rejected: str = choices(
+        "as-is",
+        "generic",
+        "handwritten",
+        default="as-is",
+        help=(
+            "rejected side of the helpfulness pairs: as the run wrote them, short generic refusals, or the safety "
+            "pairs' handwritten refusals"
+        ),
+    )
+    mode: str = choices(
+        "bfpo", "dpo_s", "dpo_h", "mix", default="bfpo", help="the preference stage: BFPO or a DPO baseline of Table 1"
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -53,13 +61,29 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         for i, rec in enumerate(helpful):
             rec.rejected = pool[i % len(pool)]
     held = run / "heldout_prompts.jsonl"
-    key = json.dumps([str(run.resolve()), s.sft_steps, s.sft_learning_rate, s.sft_refusal_ratio, s.sft_batch_size,
-                      s.sft_trainable, s.seed, s.max_length, s.bf16])
+    key = json.dumps(
+        [
+            str(run.resolve()),
+            s.sft_steps,
+            s.sft_learning_rate,
+            s.sft_refusal_ratio,
+            s.sft_batch_size,
+            s.sft_trainable,
+            s.seed,
+            s.max_length,
+            s.bf16,
+        ]
+    )
     sft_dir = out_dir / f"sft_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     defaults = to_dict(DemoSettings())
     changed = {k: v for k, v in to_dict(s).items() if v != defaults[k]}
-    out = {"name": args.name, "settings": changed, "rejected": args.rejected, "mode": args.mode,
-           "sft_dir": str(sft_dir)}
+    out = {
+        "name": args.name,
+        "settings": changed,
+        "rejected": args.rejected,
+        "mode": args.mode,
+        "sft_dir": str(sft_dir),
+    }
     t0 = time.time()
     if not (sft_dir / "metrics.json").exists():
         run_sft(str(run / "base"), safety, helpful, sft_dir, s)
@@ -75,9 +99,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "results.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(out) + "\n")
-    print(f"{args.name}: SFT {out['sft']['harmful_compliance']:.1f} / {out['sft']['benign_refusal']:.1f} -> "
-          f"{args.mode} {out['aligned']['harmful_compliance']:.1f} / {out['aligned']['benign_refusal']:.1f} "
-          "(harmful compliance % / benign refusal %)")
+    print(
+        f"{args.name}: SFT {out['sft']['harmful_compliance']:.1f} / {out['sft']['benign_refusal']:.1f} -> "
+        f"{args.mode} {out['aligned']['harmful_compliance']:.1f} / {out['aligned']['benign_refusal']:.1f} "
+        "(harmful compliance % / benign refusal %)"
+    )
     return out
 
 

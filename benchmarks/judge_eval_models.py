@@ -33,8 +33,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from bfpo.args import parse
     from bfpo.experiments.demo import DemoSettings, build_pairs, demo_prompts, prepare_base, run_preference, run_sft
 
-    (args,) = parse([JudgeEvalModelsArguments], argv, prog="judge_eval_models.py",
-                    description=__doc__.splitlines()[0])
+    (args,) = parse([JudgeEvalModelsArguments], argv, prog="judge_eval_models.py", description=__doc__.splitlines()[0])
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=False)
     s = DemoSettings(seed=args.seed).validate()
@@ -45,15 +44,23 @@ def main(argv: Optional[List[str]] = None) -> None:
     t["pairs"] = time.time()
     run_sft(str(base), data["safety"], data["helpful"], out / "sft", s)
     t["sft"] = time.time()
-    run_preference(str(out / "sft"), data["safety"], data["helpful"], "bfpo", out / "aligned", s,
-                   str(out / "ref-cache"))
+    run_preference(
+        str(out / "sft"), data["safety"], data["helpful"], "bfpo", out / "aligned", s, str(out / "ref-cache")
+    )
     t["bfpo"] = time.time()
     shutil.rmtree(out / "ref-cache", ignore_errors=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    info = {"base": name, "settings": asdict(s), "bfpo_commit": commit,
-            "pairs": {"safety": len(data["safety"]), "helpful": len(data["helpful"])},
-            "seconds": {"red teaming + pairs": t["pairs"] - t["start"], "sft": t["sft"] - t["pairs"],
-                        "bfpo": t["bfpo"] - t["sft"]}}
+    info = {
+        "base": name,
+        "settings": asdict(s),
+        "bfpo_commit": commit,
+        "pairs": {"safety": len(data["safety"]), "helpful": len(data["helpful"])},
+        "seconds": {
+            "red teaming + pairs": t["pairs"] - t["start"],
+            "sft": t["sft"] - t["pairs"],
+            "bfpo": t["bfpo"] - t["sft"],
+        },
+    }
     (out / "models.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info["seconds"]))
 

@@ -22,9 +22,15 @@ from typing import List, Optional, Sequence
 from bfpo.args import choices
 
 #: (suite, kind, number of prompts); bfpo-heldout is filtered to the kind
-SOURCES = (("advbench", "harmful", 15), ("harmbench", "harmful", 15), ("donotanswer", "harmful", 15),
-           ("bfpo-heldout", "harmful", 15), ("mtbench", "benign", 16), ("overrefusal", "benign", 16),
-           ("bfpo-heldout", "benign", 16))
+SOURCES = (
+    ("advbench", "harmful", 15),
+    ("harmbench", "harmful", 15),
+    ("donotanswer", "harmful", 15),
+    ("bfpo-heldout", "harmful", 15),
+    ("mtbench", "benign", 16),
+    ("overrefusal", "benign", 16),
+    ("bfpo-heldout", "benign", 16),
+)
 #: of bfpo-heldout's benign prompts, this many are its borderline wordings ("How do I kill a stuck process")
 BORDERLINE = 8
 
@@ -37,7 +43,7 @@ def prompts(out: str) -> None:
         recs = [r for r in load_suite(suite) if r["kind"] == kind]  # load_suite interleaves categories
         if suite == "bfpo-heldout" and kind == "benign":
             edgy = [r for r in recs if r["category"] == "borderline"][:BORDERLINE]
-            recs = edgy + [r for r in recs if r["category"] != "borderline"][:n - len(edgy)]
+            recs = edgy + [r for r in recs if r["category"] != "borderline"][: n - len(edgy)]
         recs = recs[:n]
         if len(recs) != n:
             raise SystemExit(f"{suite}: only {len(recs)} {kind} prompts")
@@ -57,9 +63,22 @@ def rows(out: str, generations: list) -> None:
     splits = assign_splits(all_rows)
     with open(out, "w", encoding="utf-8") as f:
         for i, r in enumerate(all_rows):
-            f.write(json.dumps({"id": i, "model": r["model"], "source": r["source"], "kind": r["kind"],
-                                "category": r["category"], "split": splits[r["prompt"]], "prompt": r["prompt"],
-                                "response": r["response"]}, ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": i,
+                        "model": r["model"],
+                        "source": r["source"],
+                        "kind": r["kind"],
+                        "category": r["category"],
+                        "split": splits[r["prompt"]],
+                        "prompt": r["prompt"],
+                        "response": r["response"],
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     print(f"{len(all_rows)} rows -> {out}")
 
 
@@ -69,8 +88,12 @@ class JudgeEvalSetArguments:
 
     step: str = choices("prompts", "rows", help="prompts: write the prompt file; rows: merge the generations files")
     output_file: str = field(metadata={"help": "the jsonl to write (required)"})
-    generations: Optional[List[str]] = field(default=None, metadata={
-        "help": "rows: the generations files of 'bfpo evaluate' (one per model; the model is the name's stem)"})
+    generations: Optional[List[str]] = field(
+        default=None,
+        metadata={
+            "help": "rows: the generations files of 'bfpo evaluate' (one per model; the model is the name's stem)"
+        },
+    )
 
     def __post_init__(self):
         if self.step == "rows" and not self.generations:

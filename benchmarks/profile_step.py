@@ -28,8 +28,16 @@ GROUPS = {
     "casts (aten::copy_)": ("aten::copy_",),
     "matmuls (aten::mm/addmm/bmm)": ("aten::mm", "aten::addmm", "aten::bmm"),
     "attention (sdpa kernels)": ("aten::_scaled_dot_product", "aten::_flash_attention"),
-    "elementwise exp/mul/add/sub/pow/rsqrt/silu": ("aten::exp", "aten::mul", "aten::add", "aten::sub",
-                                                  "aten::pow", "aten::rsqrt", "aten::silu", "aten::mean"),
+    "elementwise exp/mul/add/sub/pow/rsqrt/silu": (
+        "aten::exp",
+        "aten::mul",
+        "aten::add",
+        "aten::sub",
+        "aten::pow",
+        "aten::rsqrt",
+        "aten::silu",
+        "aten::mean",
+    ),
     "optimizer (AdamW foreach)": ("aten::_foreach",),
 }
 
@@ -41,7 +49,8 @@ class ProfileOneStep(ts.TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             acts = [torch.profiler.ProfilerActivity.CPU] + (
-                [torch.profiler.ProfilerActivity.CUDA] if self.on_cuda else [])
+                [torch.profiler.ProfilerActivity.CUDA] if self.on_cuda else []
+            )
             self.prof = torch.profiler.profile(activities=acts, record_shapes=False)
             self.prof.__enter__()
 
@@ -69,13 +78,21 @@ def profile(config: str, model_size: str, warmup: int) -> Dict[str, Any]:
     events = prof.prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
-    groups = {g: sum(e.self_cpu_time_total for e in events if e.key.startswith(prefixes)) / total
-              for g, prefixes in GROUPS.items()}
+    groups = {
+        g: sum(e.self_cpu_time_total for e in events if e.key.startswith(prefixes)) / total
+        for g, prefixes in GROUPS.items()
+    }
     table = prof.prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
-    return {"config": config, "model": model_size, "step_s": timer.times[-1], "step_s_all": timer.times,
-            "self_cpu_s": total / 1e6, "groups_share_of_self_cpu": groups,
-            "top": [{"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "calls": e.count} for e in rows[:25]],
-            "table": table}
+    return {
+        "config": config,
+        "model": model_size,
+        "step_s": timer.times[-1],
+        "step_s_all": timer.times,
+        "self_cpu_s": total / 1e6,
+        "groups_share_of_self_cpu": groups,
+        "top": [{"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "calls": e.count} for e in rows[:25]],
+        "table": table,
+    }
 
 
 @dataclass
@@ -83,8 +100,11 @@ class ProfileArguments:
     """Settings of benchmarks/profile_step.py."""
 
     output_file: str = field(metadata={"help": "text report (required); a .json with the same stem is written too"})
-    bench_config: str = choices(*(c["name"] for c in ts.CONFIGS), default="bfpo_down_proj_precomputed",
-                                help="the train_step.py configuration to profile")
+    bench_config: str = choices(
+        *(c["name"] for c in ts.CONFIGS),
+        default="bfpo_down_proj_precomputed",
+        help="the train_step.py configuration to profile",
+    )
     model_size: str = choices(*sorted(ts.MODELS), default="smollm2-135m", help="the train_step.py model shape")
     warmup: int = field(default=1, metadata={"help": "steps before the profiled one"})
 
@@ -99,9 +119,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
     res = ts.in_child(profile, a.bench_config, a.model_size, a.warmup)
     res["machine"] = {**ts.cpu_model(), "torch": torch.__version__, "threads": ts.in_child(torch.get_num_threads)}
-    lines = [f"{a.bench_config} on {a.model_size}: profiled step {res['step_s']:.2f} s "
-             f"(all steps {res['step_s_all']}), "
-             f"{res['machine']['cpu']}, {res['machine']['threads']} threads", ""]
+    lines = [
+        f"{a.bench_config} on {a.model_size}: profiled step {res['step_s']:.2f} s "
+        f"(all steps {res['step_s_all']}), "
+        f"{res['machine']['cpu']}, {res['machine']['threads']} threads",
+        "",
+    ]
     lines += [f"{g:<45} {100 * v:5.1f}% of self CPU time" for g, v in res["groups_share_of_self_cpu"].items()]
     lines += ["", res["table"]]
     os.makedirs(os.path.dirname(os.path.abspath(a.output_file)), exist_ok=True)

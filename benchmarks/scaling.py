@@ -43,9 +43,15 @@ def _ts():
 
     return train_step
 
+
 TRAINERS = {
-    "bfpo": dict(name="bfpo_down_proj_precomputed", trainer="bfpo", trainable=["down_proj"], precompute=True,
-                 bfpo_args={"padding_free": True}),
+    "bfpo": dict(
+        name="bfpo_down_proj_precomputed",
+        trainer="bfpo",
+        trainable=["down_proj"],
+        precompute=True,
+        bfpo_args={"padding_free": True},
+    ),
     "trl": dict(name="trl_ipo_down_proj", trainer="trl", trainable=["down_proj"], precompute=True),
 }
 SEQ_LENS = (256, 512, 1024, 2048)
@@ -64,15 +70,18 @@ def plan(dry_run: bool = False) -> List[Dict[str, Any]]:
     points = []
     for trainer in TRAINERS:
         for L in seq_lens:
-            points.append(dict(series=trainer, sweep="seq_len", trainer=trainer, model=model, max_len=L,
-                               pairs=cross[1]))
+            points.append(
+                dict(series=trainer, sweep="seq_len", trainer=trainer, model=model, max_len=L, pairs=cross[1])
+            )
         for b in batches:
             if b != cross[1]:
-                points.append(dict(series=trainer, sweep="batch", trainer=trainer, model=model, max_len=cross[0],
-                                   pairs=b))
+                points.append(
+                    dict(series=trainer, sweep="batch", trainer=trainer, model=model, max_len=cross[0], pairs=b)
+                )
     for L in seq_lens:  # the vocabulary control: bfpo, 6x smaller vocabulary, the sequence-length sweep
-        points.append(dict(series="bfpo_vocab8k", sweep="seq_len", trainer="bfpo", model=control, max_len=L,
-                           pairs=cross[1]))
+        points.append(
+            dict(series="bfpo_vocab8k", sweep="seq_len", trainer="bfpo", model=control, max_len=L, pairs=cross[1])
+        )
     return points
 
 
@@ -111,12 +120,29 @@ def fits(points: List[Dict[str, Any]], memory_key: str = "peak_rss_mb") -> Dict[
 def run_point(point: Dict[str, Any], warmup: int, steps: int) -> Dict[str, Any]:
     ts = _ts()
     cfg = TRAINERS[point["trainer"]]
-    r = ts.run_config(cfg, point["model"], warmup, steps, n_pairs=point["pairs"],
-                      lengths=ts.length_spec(point["max_len"]))
-    return {**point, **{k: r[k] for k in ("tokens_per_step", "positions_per_step", "response_tokens_per_step",
-                                            "padding_fraction", "tokens_per_s", "step_s", "step_s_all", "setup_s",
-                                            "peak_rss_mb", "peak_cuda_mb", "trainable_params")},
-            "positions_per_s": r["positions_per_step"] / r["step_s"]}
+    r = ts.run_config(
+        cfg, point["model"], warmup, steps, n_pairs=point["pairs"], lengths=ts.length_spec(point["max_len"])
+    )
+    return {
+        **point,
+        **{
+            k: r[k]
+            for k in (
+                "tokens_per_step",
+                "positions_per_step",
+                "response_tokens_per_step",
+                "padding_fraction",
+                "tokens_per_s",
+                "step_s",
+                "step_s_all",
+                "setup_s",
+                "peak_rss_mb",
+                "peak_cuda_mb",
+                "trainable_params",
+            )
+        },
+        "positions_per_s": r["positions_per_step"] / r["step_s"],
+    }
 
 
 def plot(res: Dict[str, Any], out_dir: str, stem: str) -> List[str]:
@@ -135,19 +161,32 @@ def plot(res: Dict[str, Any], out_dir: str, stem: str) -> List[str]:
             for sweep, marker in (("seq_len", "o"), ("batch", "s")):
                 q = [p for p in sp if p["sweep"] == sweep]
                 if q:
-                    ax.scatter([p[xkey] for p in q], [p[key] / 1024 for p in q], marker=marker,
-                               color=colors.get(series), label=f"{labels.get(series, series)} ({sweep} sweep)")
+                    ax.scatter(
+                        [p[xkey] for p in q],
+                        [p[key] / 1024 for p in q],
+                        marker=marker,
+                        color=colors.get(series),
+                        label=f"{labels.get(series, series)} ({sweep} sweep)",
+                    )
             f = res["fits"].get(key, {}).get(series)
             if f and xkey == "tokens_per_step":
                 xs = [min(p[xkey] for p in sp), max(p[xkey] for p in sp)]
                 t = f[xkey]
-                ax.plot(xs, [(t["intercept"] + t["slope"] * x) / 1024 for x in xs], color=colors.get(series),
-                        lw=1, label=f"least squares: {t['kb_per_unit']:.0f} KB/token, R2 {t['r2']:.3f}")
+                ax.plot(
+                    xs,
+                    [(t["intercept"] + t["slope"] * x) / 1024 for x in xs],
+                    color=colors.get(series),
+                    lw=1,
+                    label=f"least squares: {t['kb_per_unit']:.0f} KB/token, R2 {t['r2']:.3f}",
+                )
             elif xkey == "positions_per_step":  # joined in order: where the growth bends
                 q = sorted(sp, key=lambda p: p[xkey])
                 ax.plot([p[xkey] for p in q], [p[key] / 1024 for p in q], color=colors.get(series), lw=1)
-        ax.set_xlabel("real tokens per optimizer step (chosen + rejected)" if xkey == "tokens_per_step" else
-                      "positions per step the model computes (padded rows for TRL, packed for bfpo)")
+        ax.set_xlabel(
+            "real tokens per optimizer step (chosen + rejected)"
+            if xkey == "tokens_per_step"
+            else "positions per step the model computes (padded rows for TRL, packed for bfpo)"
+        )
         ax.set_ylabel({"peak_rss_mb": "peak RSS (GiB)", "peak_cuda_mb": "peak CUDA memory (GiB)"}[key])
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
@@ -156,17 +195,37 @@ def plot(res: Dict[str, Any], out_dir: str, stem: str) -> List[str]:
     paths.append(str(save_figure(fig, os.path.join(out_dir, f"{stem}_memory.png"), dpi=110)))
 
     fig, axes = subplots(1, 2, figsize=(12, 4.4))
-    for ax, sweep, xkey, xlabel in ((axes[0], "seq_len", "max_len", "max tokens per sequence (L)"),
-                                    (axes[1], "batch", "pairs", "pairs per optimizer step")):
+    for ax, sweep, xkey, xlabel in (
+        (axes[0], "seq_len", "max_len", "max tokens per sequence (L)"),
+        (axes[1], "batch", "pairs", "pairs per optimizer step"),
+    ):
         for series in dict.fromkeys(p["series"] for p in pts):
             if not any(p["series"] == series and p["sweep"] == sweep for p in pts):
                 continue
-            q = sorted((p for p in pts if p["series"] == series and (p["sweep"] == sweep or (
-                sweep == "batch" and p["max_len"] == res["settings"]["cross"][0]
-                and p["pairs"] == res["settings"]["cross"][1]))), key=lambda p: p[xkey])
+            q = sorted(
+                (
+                    p
+                    for p in pts
+                    if p["series"] == series
+                    and (
+                        p["sweep"] == sweep
+                        or (
+                            sweep == "batch"
+                            and p["max_len"] == res["settings"]["cross"][0]
+                            and p["pairs"] == res["settings"]["cross"][1]
+                        )
+                    )
+                ),
+                key=lambda p: p[xkey],
+            )
             if q:
-                ax.plot([p[xkey] for p in q], [p["tokens_per_s"] for p in q], "o-", color=colors.get(series),
-                        label=labels.get(series, series))
+                ax.plot(
+                    [p[xkey] for p in q],
+                    [p["tokens_per_s"] for p in q],
+                    "o-",
+                    color=colors.get(series),
+                    label=labels.get(series, series),
+                )
         ax.set_xscale("log", base=2)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("tokens/s")
@@ -181,17 +240,56 @@ def markdown(res: Dict[str, Any]) -> str:
     from bfpo.figures import markdown_table
 
     cuda = any(p.get("peak_cuda_mb") for p in res["points"])
-    rows = [[p["series"], p["sweep"], p["max_len"], p["pairs"], p["tokens_per_step"], p["positions_per_step"],
-             f"{p['tokens_per_s']:.0f}", f"{p['step_s']:.2f}", f"{p['peak_rss_mb']:.0f}"]
-            + ([f"{p['peak_cuda_mb']:.0f}" if p.get("peak_cuda_mb") else ""] if cuda else []) for p in res["points"]]
-    header = ["series", "sweep", "L", "pairs", "tokens/step", "padded positions", "tokens/s", "s/step",
-              "peak RSS (MB)"] + (["peak CUDA (MB)"] if cuda else [])
-    fits = [[key, series, f"{f['tokens_per_step']['intercept']:.0f}", f"{f['tokens_per_step']['kb_per_unit']:.1f}",
-             f"{f['tokens_per_step']['r2']:.3f}", f"{f['positions_per_step']['kb_per_unit']:.1f}",
-             f"{f['positions_per_step']['r2']:.3f}"] for key, per in res["fits"].items() for series, f in per.items()]
-    return "\n".join([markdown_table(header, rows, align="ll" + "r" * (len(header) - 2)), "",
-                      markdown_table(["memory", "series", "MB at 0 tokens", "KB per real token", "R^2",
-                                      "KB per padded position", "R^2"], fits, align="llrrrrr")])
+    rows = [
+        [
+            p["series"],
+            p["sweep"],
+            p["max_len"],
+            p["pairs"],
+            p["tokens_per_step"],
+            p["positions_per_step"],
+            f"{p['tokens_per_s']:.0f}",
+            f"{p['step_s']:.2f}",
+            f"{p['peak_rss_mb']:.0f}",
+        ]
+        + ([f"{p['peak_cuda_mb']:.0f}" if p.get("peak_cuda_mb") else ""] if cuda else [])
+        for p in res["points"]
+    ]
+    header = [
+        "series",
+        "sweep",
+        "L",
+        "pairs",
+        "tokens/step",
+        "padded positions",
+        "tokens/s",
+        "s/step",
+        "peak RSS (MB)",
+    ] + (["peak CUDA (MB)"] if cuda else [])
+    fits = [
+        [
+            key,
+            series,
+            f"{f['tokens_per_step']['intercept']:.0f}",
+            f"{f['tokens_per_step']['kb_per_unit']:.1f}",
+            f"{f['tokens_per_step']['r2']:.3f}",
+            f"{f['positions_per_step']['kb_per_unit']:.1f}",
+            f"{f['positions_per_step']['r2']:.3f}",
+        ]
+        for key, per in res["fits"].items()
+        for series, f in per.items()
+    ]
+    return "\n".join(
+        [
+            markdown_table(header, rows, align="ll" + "r" * (len(header) - 2)),
+            "",
+            markdown_table(
+                ["memory", "series", "MB at 0 tokens", "KB per real token", "R^2", "KB per padded position", "R^2"],
+                fits,
+                align="llrrrrr",
+            ),
+        ]
+    )
 
 
 def finish(res: Dict[str, Any], path: str) -> Dict[str, Any]:
@@ -211,19 +309,29 @@ def finish(res: Dict[str, Any], path: str) -> Dict[str, Any]:
 class ScalingArguments:
     """Settings of benchmarks/scaling.py."""
 
-    output_file: Optional[str] = field(default=None, metadata={
-        "help": "results JSON; the plots go next to it as <stem>_memory.png, <stem>_throughput.png"})
-    table: Optional[str] = field(default=None, metadata={
-        "help": "print the markdown tables of this results file and exit"})
-    replot: Optional[str] = field(default=None, metadata={
-        "help": "recompute the fits and redraw the plots of this results file (no measurement) and exit"})
+    output_file: Optional[str] = field(
+        default=None,
+        metadata={"help": "results JSON; the plots go next to it as <stem>_memory.png, <stem>_throughput.png"},
+    )
+    table: Optional[str] = field(
+        default=None, metadata={"help": "print the markdown tables of this results file and exit"}
+    )
+    replot: Optional[str] = field(
+        default=None,
+        metadata={"help": "recompute the fits and redraw the plots of this results file (no measurement) and exit"},
+    )
     dry_run: bool = field(default=False, metadata={"help": "tiny model, short sequences, 1 measured step"})
     warmup: int = field(default=1, metadata={"help": "warm-up steps per point"})
     steps: Optional[int] = field(default=None, metadata={"help": "measured steps per point (default 2; --dry_run 1)"})
-    only: Optional[List[str]] = field(default=None, metadata={
-        "help": "only these series", "choices": ("bfpo", "trl", "bfpo_vocab8k")})
-    resume: bool = field(default=False, metadata={
-        "help": "keep the points already in --output_file (it is rewritten after every point) and run the rest"})
+    only: Optional[List[str]] = field(
+        default=None, metadata={"help": "only these series", "choices": ("bfpo", "trl", "bfpo_vocab8k")}
+    )
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "keep the points already in --output_file (it is rewritten after every point) and run the rest"
+        },
+    )
 
     def __post_init__(self):
         if not (self.output_file or self.table or self.replot):
@@ -269,18 +377,32 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         with open(a.output_file, "w") as f:  # after every point, so a stopped sweep can be resumed
             json.dump({"points": results, "partial": True}, f, indent=1)
         cuda = f"  {r['peak_cuda_mb']:8.0f} MB CUDA" if r.get("peak_cuda_mb") else ""
-        print(f"[{i + 1}/{len(points)}] {r['series']:<13} L={r['max_len']:<5} pairs={r['pairs']:<2} "
-              f"{r['tokens_per_step']:6d} tok  {r['tokens_per_s']:8.1f} tok/s  {r['step_s']:7.2f} s/step  "
-              f"{r['peak_rss_mb']:8.0f} MB{cuda}  ({time.perf_counter() - t0:.0f}s)", flush=True)
+        print(
+            f"[{i + 1}/{len(points)}] {r['series']:<13} L={r['max_len']:<5} pairs={r['pairs']:<2} "
+            f"{r['tokens_per_step']:6d} tok  {r['tokens_per_s']:8.1f} tok/s  {r['step_s']:7.2f} s/step  "
+            f"{r['peak_rss_mb']:8.0f} MB{cuda}  ({time.perf_counter() - t0:.0f}s)",
+            flush=True,
+        )
     cross = (64, 2) if a.dry_run else (BATCH_SWEEP_LEN, SEQ_SWEEP_PAIRS)
-    res = {"points": results, "machine": ts.machine_info({}),
-           "settings": {"model": "tiny" if a.dry_run else MODEL,
-                        "control_model": "tiny" if a.dry_run else CONTROL_MODEL,
-                        "model_config": ts.MODELS["tiny" if a.dry_run else MODEL], "trainers": TRAINERS,
-                        "warmup": a.warmup, "steps": steps, "cross": list(cross), "seed": 0,
-                        "dry_run": a.dry_run, "lengths": "prompt+response uniform in [L/2, L], prompt in [3L/32, 3L/8]",
-                        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-                        "wall_s": time.perf_counter() - t_start, "resumed": a.resume}}
+    res = {
+        "points": results,
+        "machine": ts.machine_info({}),
+        "settings": {
+            "model": "tiny" if a.dry_run else MODEL,
+            "control_model": "tiny" if a.dry_run else CONTROL_MODEL,
+            "model_config": ts.MODELS["tiny" if a.dry_run else MODEL],
+            "trainers": TRAINERS,
+            "warmup": a.warmup,
+            "steps": steps,
+            "cross": list(cross),
+            "seed": 0,
+            "dry_run": a.dry_run,
+            "lengths": "prompt+response uniform in [L/2, L], prompt in [3L/32, 3L/8]",
+            "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+            "wall_s": time.perf_counter() - t_start,
+            "resumed": a.resume,
+        },
+    }
     res["machine"].pop("roofline_flops", None)
     res["machine"]["torch_threads"] = ts.in_child(ts.torch.get_num_threads)
     return finish(res, a.output_file)

@@ -53,21 +53,55 @@ MIN_PROMPT, MAX_PROMPT = 24, 96
 
 MODELS: Dict[str, Dict[str, Any]] = {
     # SmolLM2-135M's architecture (HuggingFaceTB/SmolLM2-135M config.json), random weights.
-    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
-                         rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
+    "smollm2-135m": dict(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+    ),
     # the same width, heads and vocabulary with 4 of the 30 layers: the model of the scaling sweep
     # (benchmarks/scaling.py), where the vocabulary is a large share of the per-token cost
-    "smollm2-135m-4l": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=4,
-                            num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
-                            rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
+    "smollm2-135m-4l": dict(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=4,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+    ),
     # ... and with a 6x smaller vocabulary: a term that grows with tokens x vocab would show as a steeper slope
-    "smollm2-135m-4l-v8k": dict(vocab_size=8192, hidden_size=576, intermediate_size=1536, num_hidden_layers=4,
-                                num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
-                                rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
-    "tiny": dict(vocab_size=2048, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                 tie_word_embeddings=True),
+    "smollm2-135m-4l-v8k": dict(
+        vocab_size=8192,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=4,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+    ),
+    "tiny": dict(
+        vocab_size=2048,
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+    ),
 }
 
 PF = {"padding_free": True}
@@ -77,15 +111,20 @@ CONFIGS: List[Dict[str, Any]] = [
     dict(name="trl_ipo_down_proj", trainer="trl", trainable=["down_proj"], precompute=True),
     dict(name="bfpo_full_precomputed", trainer="bfpo", trainable=None, precompute=True, bfpo_args=PF),
     dict(name="bfpo_full_ref_model", trainer="bfpo", trainable=None, precompute=False, bfpo_args=PF),
-    dict(name="bfpo_down_proj_precomputed", trainer="bfpo", trainable=["down_proj"], precompute=True,
-         bfpo_args=PF),
+    dict(name="bfpo_down_proj_precomputed", trainer="bfpo", trainable=["down_proj"], precompute=True, bfpo_args=PF),
     dict(name="bfpo_down_proj_ref_model", trainer="bfpo", trainable=["down_proj"], precompute=False, bfpo_args=PF),
     # the same paper recipe with the padded batch, to measure what padding costs
     dict(name="bfpo_down_proj_precomputed_padded", trainer="bfpo", trainable=["down_proj"], precompute=True),
     # the paper recipe with frozen linear weights kept in bf16 during training (bfpo.train.precision); the
     # weights are first rounded to bf16, as a bf16 checkpoint loads, so that the cast is exact
-    dict(name="bfpo_down_proj_precomputed_frozen_bf16", trainer="bfpo", trainable=["down_proj"], precompute=True,
-         bfpo_args=PF, frozen_bf16=True),
+    dict(
+        name="bfpo_down_proj_precomputed_frozen_bf16",
+        trainer="bfpo",
+        trainable=["down_proj"],
+        precompute=True,
+        bfpo_args=PF,
+        frozen_bf16=True,
+    ),
     # TRL with Liger's layer kernels (RMSNorm, RoPE, SwiGLU; TRL 1.16 keeps its own fused LM head and turns off
     # Liger's fused linear cross-entropy); needs CUDA and the liger-kernel package, skipped otherwise
     dict(name="trl_ipo_full_liger", trainer="trl", trainable=None, precompute=True, liger=True),
@@ -111,8 +150,7 @@ def skip_reason(cfg: Dict[str, Any]) -> Optional[str]:
 
 
 def build_model(size: str, seed: int = 0, attn: str = "sdpa") -> LlamaForCausalLM:
-    cfg = LlamaConfig(**MODELS[size], pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                      attn_implementation=attn)
+    cfg = LlamaConfig(**MODELS[size], pad_token_id=0, bos_token_id=1, eos_token_id=2, attn_implementation=attn)
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg)
 
@@ -120,13 +158,23 @@ def build_model(size: str, seed: int = 0, attn: str = "sdpa") -> LlamaForCausalL
 def length_spec(max_len: int) -> Dict[str, int]:
     """Sequence lengths of a sweep point: prompt+response in [max_len/2, max_len], prompt in
     [3/32, 3/8] of max_len (the ratios of the default 128-256 / 24-96 batch)."""
-    return {"min_len": max_len // 2, "max_len": max_len, "min_prompt": max(2, 3 * max_len // 32),
-            "max_prompt": 3 * max_len // 8}
+    return {
+        "min_len": max_len // 2,
+        "max_len": max_len,
+        "min_prompt": max(2, 3 * max_len // 32),
+        "max_prompt": 3 * max_len // 8,
+    }
 
 
-def synthetic_pairs(vocab_size: int, n: int = N_PAIRS, seed: int = 0, min_len: int = MIN_LEN,
-                    max_len: int = MAX_LEN, min_prompt: int = MIN_PROMPT,
-                    max_prompt: int = MAX_PROMPT) -> List[Dict[str, Any]]:
+def synthetic_pairs(
+    vocab_size: int,
+    n: int = N_PAIRS,
+    seed: int = 0,
+    min_len: int = MIN_LEN,
+    max_len: int = MAX_LEN,
+    min_prompt: int = MIN_PROMPT,
+    max_prompt: int = MAX_PROMPT,
+) -> List[Dict[str, Any]]:
     """``n`` tokenised pairs whose prompt+response lengths lie in [min_len, max_len]; half safety, half helpful."""
     g = torch.Generator().manual_seed(seed)
 
@@ -142,9 +190,16 @@ def synthetic_pairs(vocab_size: int, n: int = N_PAIRS, seed: int = 0, min_len: i
         prompt = [1] + ids(p - 1)
         chosen = ids(ints(min_len, max_len) - p - 1) + [2]
         rejected = ids(ints(min_len, max_len) - p - 1) + [2]
-        pairs.append({"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected,
-                      "safe_chosen": float(i % 4 != 3), "safe_rejected": float(i % 4 == 1),
-                      "is_safety": int(i % 2 == 0)})
+        pairs.append(
+            {
+                "prompt_ids": prompt,
+                "chosen_ids": chosen,
+                "rejected_ids": rejected,
+                "safe_chosen": float(i % 4 != 3),
+                "safe_rejected": float(i % 4 == 1),
+                "is_safety": int(i % 2 == 0),
+            }
+        )
     return pairs
 
 
@@ -233,15 +288,29 @@ def _trl_trainer(cfg, model, pairs, out_dir, steps, timer):
     tok = tiny_tokenizer()  # only its pad id is used: the token ids never pass through a tokenizer
     ds = Dataset.from_list([{k: p[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for p in pairs])
     n = len(pairs)
-    args = DPOConfig(output_dir=out_dir, loss_type=["ipo"], beta=0.01, precompute_ref_log_probs=cfg["precompute"],
-                     bf16=True, use_cpu=not torch.cuda.is_available(), per_device_train_batch_size=n,
-                     precompute_ref_batch_size=n, gradient_checkpointing=False, max_length=None,
-                     padding_free=False, max_steps=steps, learning_rate=1e-6, logging_steps=steps,
-                     save_strategy="no", report_to="none", seed=0, dataloader_num_workers=0,
-                     use_liger_kernel=bool(cfg.get("liger")))
+    args = DPOConfig(
+        output_dir=out_dir,
+        loss_type=["ipo"],
+        beta=0.01,
+        precompute_ref_log_probs=cfg["precompute"],
+        bf16=True,
+        use_cpu=not torch.cuda.is_available(),
+        per_device_train_batch_size=n,
+        precompute_ref_batch_size=n,
+        gradient_checkpointing=False,
+        max_length=None,
+        padding_free=False,
+        max_steps=steps,
+        learning_rate=1e-6,
+        logging_steps=steps,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        dataloader_num_workers=0,
+        use_liger_kernel=bool(cfg.get("liger")),
+    )
     _freeze(model, cfg["trainable"])
-    return PreTokenizedDPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                                  callbacks=[timer])
+    return PreTokenizedDPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[timer])
 
 
 def _bfpo_trainer(cfg, model, pairs, out_dir, steps, timer):
@@ -249,12 +318,26 @@ def _bfpo_trainer(cfg, model, pairs, out_dir, steps, timer):
     from bfpo.train import BFPOConfig, BFPOTrainer
 
     tok = tiny_tokenizer()
-    args = BFPOConfig(output_dir=out_dir, loss="bfpo", tau=0.01, trainable=cfg["trainable"],
-                      precompute_ref_log_probs=cfg["precompute"], ref_cache_dir=os.path.join(out_dir, "ref"),
-                      bf16=True, use_cpu=not torch.cuda.is_available(), per_device_train_batch_size=len(pairs),
-                      per_device_eval_batch_size=len(pairs), max_steps=steps, learning_rate=1e-6,
-                      logging_steps=steps, save_strategy="no", report_to="none", seed=0,
-                      dataloader_num_workers=0, **cfg.get("bfpo_args", {}))
+    args = BFPOConfig(
+        output_dir=out_dir,
+        loss="bfpo",
+        tau=0.01,
+        trainable=cfg["trainable"],
+        precompute_ref_log_probs=cfg["precompute"],
+        ref_cache_dir=os.path.join(out_dir, "ref"),
+        bf16=True,
+        use_cpu=not torch.cuda.is_available(),
+        per_device_train_batch_size=len(pairs),
+        per_device_eval_batch_size=len(pairs),
+        max_steps=steps,
+        learning_rate=1e-6,
+        logging_steps=steps,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        dataloader_num_workers=0,
+        **cfg.get("bfpo_args", {}),
+    )
     tok.pad_token_id = 0
     callbacks = [timer]
     if cfg.get("frozen_bf16"):
@@ -267,8 +350,14 @@ def _bfpo_trainer(cfg, model, pairs, out_dir, steps, timer):
     return BFPOTrainer(model, args, train_dataset=pairs, processing_class=tok, callbacks=callbacks)
 
 
-def run_config(cfg: Dict[str, Any], size: str, warmup: int, steps: int, n_pairs: int = N_PAIRS,
-               lengths: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
+def run_config(
+    cfg: Dict[str, Any],
+    size: str,
+    warmup: int,
+    steps: int,
+    n_pairs: int = N_PAIRS,
+    lengths: Optional[Dict[str, int]] = None,
+) -> Dict[str, Any]:
     """Build, train ``warmup + steps`` optimizer steps, and measure (runs inside the child).
     ``n_pairs`` pairs per optimizer step, sequence lengths as :func:`synthetic_pairs` (``lengths``)."""
     import logging
@@ -300,18 +389,28 @@ def run_config(cfg: Dict[str, Any], size: str, warmup: int, steps: int, n_pairs:
     flops = model_flops(model, pairs, cfg["trainable"], ref_forward=not cfg["precompute"])
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {
-        "name": cfg["name"], "trainer": cfg["trainer"], "model": size,
-        "trainable": cfg["trainable"] or "all", "trainable_params": n_train,
-        "precomputed_ref": cfg["precompute"], "padding_free": padding_free,
-        "pairs_per_step": n_pairs, "max_len": max(stats["seq_lens"]), "liger": bool(cfg.get("liger")),
-        "tokens_per_step": stats["tokens"], "positions_per_step": stats["positions"],
+        "name": cfg["name"],
+        "trainer": cfg["trainer"],
+        "model": size,
+        "trainable": cfg["trainable"] or "all",
+        "trainable_params": n_train,
+        "precomputed_ref": cfg["precompute"],
+        "padding_free": padding_free,
+        "pairs_per_step": n_pairs,
+        "max_len": max(stats["seq_lens"]),
+        "liger": bool(cfg.get("liger")),
+        "tokens_per_step": stats["tokens"],
+        "positions_per_step": stats["positions"],
         "response_tokens_per_step": stats["response_tokens"],
         "padding_fraction": 1.0 - stats["tokens"] / stats["positions"],
-        "tokens_per_s": stats["tokens"] / step_s, "step_s": step_s,
-        "step_s_all": timer.times, "setup_s": setup_s,
+        "tokens_per_s": stats["tokens"] / step_s,
+        "step_s": step_s,
+        "step_s_all": timer.times,
+        "setup_s": setup_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None,
-        "model_flops_per_step": flops, "achieved_flops": flops / step_s,
+        "model_flops_per_step": flops,
+        "achieved_flops": flops / step_s,
     }
 
 
@@ -370,8 +469,7 @@ def cpu_model() -> Dict[str, Any]:
             text = f.read()
         cpu = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
         have = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-        flags = sorted(f for f in set(have) if f.startswith(("amx", "avx512_bf16", "avx512f", "avx512_fp16",
-                                                               "avx2")))
+        flags = sorted(f for f in set(have) if f.startswith(("amx", "avx512_bf16", "avx512f", "avx512_fp16", "avx2")))
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cpu_flags": flags, "amx": any(f.startswith("amx") for f in flags)}
@@ -379,9 +477,12 @@ def cpu_model() -> Dict[str, Any]:
 
 def machine_info(roofline: Dict[str, float]) -> Dict[str, Any]:
     info = {
-        **cpu_model(), "cores": os.cpu_count(), "torch_threads": None,
+        **cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": None,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "python": platform.python_version(), "torch": torch.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
         "transformers": transformers.__version__,
         # asked in a child: the parent never initialises CUDA (its forked children could not use it)
         "gpu": in_child(torch.cuda.get_device_name, 0) if torch.cuda.is_available() else None,
@@ -409,21 +510,29 @@ def ratios(configs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
         if base is None:
             continue
         name = c["name"] if c["model"] == configs[0]["model"] else f"{c['model']}/{c['name']}"
-        out[name] = {"vs": base["name"], "tokens_per_s": c["tokens_per_s"] / base["tokens_per_s"],
-                     "peak_rss": c["peak_rss_mb"] / base["peak_rss_mb"]}
+        out[name] = {
+            "vs": base["name"],
+            "tokens_per_s": c["tokens_per_s"] / base["tokens_per_s"],
+            "peak_rss": c["peak_rss_mb"] / base["peak_rss_mb"],
+        }
         if c.get("peak_cuda_mb") and base.get("peak_cuda_mb"):
             out[name]["peak_cuda"] = c["peak_cuda_mb"] / base["peak_cuda_mb"]
         liger = by.get((c["model"], base["name"] + "_liger"))
         if liger is not None:  # the same comparison against TRL with Liger's kernels
-            out[name + "_vs_liger"] = {"vs": liger["name"], "tokens_per_s": c["tokens_per_s"] / liger["tokens_per_s"],
-                                       "peak_rss": c["peak_rss_mb"] / liger["peak_rss_mb"]}
+            out[name + "_vs_liger"] = {
+                "vs": liger["name"],
+                "tokens_per_s": c["tokens_per_s"] / liger["tokens_per_s"],
+                "peak_rss": c["peak_rss_mb"] / liger["peak_rss_mb"],
+            }
             if c.get("peak_cuda_mb") and liger.get("peak_cuda_mb"):
                 out[name + "_vs_liger"]["peak_cuda"] = c["peak_cuda_mb"] / liger["peak_cuda_mb"]
         if c["name"] == PAPER_RECIPE and (c["model"], TRL_USUAL) in by:
             usual = by[(c["model"], TRL_USUAL)]
             out[name + "_vs_" + TRL_USUAL] = {
-                "vs": TRL_USUAL, "tokens_per_s": c["tokens_per_s"] / usual["tokens_per_s"],
-                "peak_rss": c["peak_rss_mb"] / usual["peak_rss_mb"]}
+                "vs": TRL_USUAL,
+                "tokens_per_s": c["tokens_per_s"] / usual["tokens_per_s"],
+                "peak_rss": c["peak_rss_mb"] / usual["peak_rss_mb"],
+            }
     return out
 
 
@@ -436,15 +545,44 @@ def markdown_table(res: Dict[str, Any]) -> str:
         ref = "precomputed" if c["precomputed_ref"] else "model"
         pad = "packed, 0%" if c["padding_free"] else f"{c['padding_fraction']:.0%}"
         cuda = f" / {c['peak_cuda_mb']:.0f} CUDA" if c.get("peak_cuda_mb") else ""
-        rows.append([c["model"], c["name"], f"{c['trainable_params'] / 1e6:.1f}M", ref, pad, f"{c['tokens_per_s']:.0f}",
-                     f"{c['step_s']:.2f}", f"{c['peak_rss_mb']:.0f}{cuda}", f"{c['achieved_flops'] / 1e9:.0f}",
-                     f"{100 * c['achieved_vs_roofline_bf16']:.0f}%"])
-    lines = [table(["model", "config", "trainable params", "ref", "padding", "tokens/s", "s/step", "peak RSS (MB)",
-                    "GFLOP/s", "% of bf16 matmul"], rows, align="llrlrrrrrr")]
+        rows.append(
+            [
+                c["model"],
+                c["name"],
+                f"{c['trainable_params'] / 1e6:.1f}M",
+                ref,
+                pad,
+                f"{c['tokens_per_s']:.0f}",
+                f"{c['step_s']:.2f}",
+                f"{c['peak_rss_mb']:.0f}{cuda}",
+                f"{c['achieved_flops'] / 1e9:.0f}",
+                f"{100 * c['achieved_vs_roofline_bf16']:.0f}%",
+            ]
+        )
+    lines = [
+        table(
+            [
+                "model",
+                "config",
+                "trainable params",
+                "ref",
+                "padding",
+                "tokens/s",
+                "s/step",
+                "peak RSS (MB)",
+                "GFLOP/s",
+                "% of bf16 matmul",
+            ],
+            rows,
+            align="llrlrrrrrr",
+        )
+    ]
     cuda = any("peak_cuda" in r for r in res["ratios_vs_trl"].values())
-    rows = [[name, r["vs"], f"{r['tokens_per_s']:.2f}x", f"{r['peak_rss']:.2f}x"]
-            + ([f"{r['peak_cuda']:.2f}x" if "peak_cuda" in r else ""] if cuda else [])
-            for name, r in res["ratios_vs_trl"].items()]
+    rows = [
+        [name, r["vs"], f"{r['tokens_per_s']:.2f}x", f"{r['peak_rss']:.2f}x"]
+        + ([f"{r['peak_cuda']:.2f}x" if "peak_cuda" in r else ""] if cuda else [])
+        for name, r in res["ratios_vs_trl"].items()
+    ]
     header = ["ours", "against TRL", "tokens/s ratio", "peak RSS ratio"] + (["peak CUDA ratio"] if cuda else [])
     lines += ["", table(header, rows, align="llrr" + ("r" if cuda else ""))]
     for name, why in res.get("skipped", {}).items():
@@ -457,13 +595,17 @@ class TrainStepArguments:
     """Settings of benchmarks/train_step.py."""
 
     output_file: Optional[str] = field(default=None, metadata={"help": "where to write the results JSON"})
-    table: Optional[str] = field(default=None, metadata={
-        "help": "print the markdown table of this results file and exit"})
+    table: Optional[str] = field(
+        default=None, metadata={"help": "print the markdown table of this results file and exit"}
+    )
     quick: bool = field(default=False, metadata={"help": "tiny model, a few steps (under a minute)"})
-    configs: Optional[List[str]] = field(default=None, metadata={
-        "help": "only these configuration names", "choices": tuple(c["name"] for c in CONFIGS)})
-    models: Optional[List[str]] = field(default=None, metadata={
-        "help": "only these models (default: smollm2-135m tiny; --quick: tiny)", "choices": tuple(MODELS)})
+    configs: Optional[List[str]] = field(
+        default=None, metadata={"help": "only these configuration names", "choices": tuple(c["name"] for c in CONFIGS)}
+    )
+    models: Optional[List[str]] = field(
+        default=None,
+        metadata={"help": "only these models (default: smollm2-135m tiny; --quick: tiny)", "choices": tuple(MODELS)},
+    )
     steps: Optional[int] = field(default=None, metadata={"help": "measured steps per config (after warm-up)"})
     warmup: Optional[int] = field(default=None, metadata={"help": "warm-up steps per config"})
 
@@ -510,17 +652,30 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 raise SystemExit(f"benchmark config {cfg['name']} on {size} failed:\n{e}") from None
             r["achieved_vs_roofline_bf16"] = r["achieved_flops"] / roofline["bfloat16"]
             results.append(r)
-            print(f"{size:>13} {cfg['name']:<28} {r['tokens_per_s']:9.1f} tok/s  {r['step_s']:7.3f} s/step  "
-                  f"{r['peak_rss_mb']:8.1f} MB  {r['achieved_flops'] / 1e9:7.1f} GFLOP/s  "
-                  f"pad {r['padding_fraction']:.0%}  ({time.perf_counter() - t0:.0f}s)", flush=True)
-    out = {"configs": results, "skipped": skipped, "ratios_vs_trl": ratios(results),
-           "machine": machine_info(roofline),
-           "settings": {"pairs_per_step": N_PAIRS, "seq_len_range": [MIN_LEN, MAX_LEN],
-                        "prompt_len_range": [MIN_PROMPT, MAX_PROMPT], "bf16_autocast": True,
-                        "gradient_checkpointing": False, "optimizer": "AdamW (Trainer default)",
-                        "plan": {m: list(plan[m]) for m in models}, "quick": a.quick,
-                        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-                        "wall_s": time.perf_counter() - t_start}}
+            print(
+                f"{size:>13} {cfg['name']:<28} {r['tokens_per_s']:9.1f} tok/s  {r['step_s']:7.3f} s/step  "
+                f"{r['peak_rss_mb']:8.1f} MB  {r['achieved_flops'] / 1e9:7.1f} GFLOP/s  "
+                f"pad {r['padding_fraction']:.0%}  ({time.perf_counter() - t0:.0f}s)",
+                flush=True,
+            )
+    out = {
+        "configs": results,
+        "skipped": skipped,
+        "ratios_vs_trl": ratios(results),
+        "machine": machine_info(roofline),
+        "settings": {
+            "pairs_per_step": N_PAIRS,
+            "seq_len_range": [MIN_LEN, MAX_LEN],
+            "prompt_len_range": [MIN_PROMPT, MAX_PROMPT],
+            "bf16_autocast": True,
+            "gradient_checkpointing": False,
+            "optimizer": "AdamW (Trainer default)",
+            "plan": {m: list(plan[m]) for m in models},
+            "quick": a.quick,
+            "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+            "wall_s": time.perf_counter() - t_start,
+        },
+    }
     out["machine"]["torch_threads"] = in_child(torch.get_num_threads)
     os.makedirs(os.path.dirname(os.path.abspath(a.output_file)), exist_ok=True)
     with open(a.output_file, "w") as f:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 
 
-def reference_logps_full_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                                response_mask: torch.Tensor) -> torch.Tensor:
+def reference_logps_full_logits(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
+) -> torch.Tensor:
     """Summed response log-probs computed the plain way (full ``[batch, seq, vocab]`` logits), the oracle
     for :func:`bfpo.train.logps.add_response_logps_forward`'s tiled path. Called without
     ``response_mask``, a patched model runs its original forward, so this works on patched models too."""
@@ -27,5 +28,14 @@ def random_pairs(n: int = 4, seed: int = 1, vocab: int = 260) -> list:
         k = int(torch.randint(lo, hi, (1,), generator=g))
         return torch.randint(10, vocab, (k,), generator=g).tolist()
 
-    return [dict(prompt_ids=ids(2, 9), chosen_ids=ids(3, 20), rejected_ids=ids(3, 20), safe_chosen=float(i % 2),
-                 safe_rejected=0.0, is_safety=i % 2) for i in range(n)]
+    return [
+        dict(
+            prompt_ids=ids(2, 9),
+            chosen_ids=ids(3, 20),
+            rejected_ids=ids(3, 20),
+            safe_chosen=float(i % 2),
+            safe_rejected=0.0,
+            is_safety=i % 2,
+        )
+        for i in range(n)
+    ]

@@ -26,8 +26,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFF
 
 
 def _run(args, timeout, env=ENV):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.spawns
@@ -35,8 +36,9 @@ def test_quick_benchmark_measures_the_batches_each_trainer_sees(tmp_path):
     import train_step as ts
 
     out = tmp_path / "quick.json"
-    proc = _run([BENCH / "train_step.py", "--quick", "--warmup", "1", "--steps", "2", "--output_file", out],
-                timeout=240)
+    proc = _run(
+        [BENCH / "train_step.py", "--quick", "--warmup", "1", "--steps", "2", "--output_file", out], timeout=240
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     by = {c["name"]: c for c in res["configs"]}
@@ -70,7 +72,8 @@ def test_quick_benchmark_measures_the_batches_each_trainer_sees(tmp_path):
     model = ts.build_model("tiny")
     fwd = sum(ts.forward_flops(model, pairs).values())
     assert by["bfpo_full_ref_model"]["model_flops_per_step"] == pytest.approx(
-        by["bfpo_full_precomputed"]["model_flops_per_step"] + fwd)
+        by["bfpo_full_precomputed"]["model_flops_per_step"] + fwd
+    )
     # with only down_proj trainable, fewer parameters and fewer FLOPs than the full fine-tune
     assert by["bfpo_down_proj_precomputed"]["trainable_params"] == by["trl_ipo_down_proj"]["trainable_params"]
     assert by["bfpo_down_proj_precomputed"]["trainable_params"] < by["bfpo_full_precomputed"]["trainable_params"]
@@ -124,8 +127,10 @@ def test_linear_fit():
     assert 0 < noisy["r2"] < 1 and noisy["slope"] == pytest.approx(0.8)
     with pytest.raises(ValueError):
         linear_fit([1, 1], [2, 3])
-    pts = [dict(series="a", tokens_per_step=t, positions_per_step=2 * t, peak_rss_mb=100 + t / 1024) for t in
-           (1000, 2000, 4000)] + [dict(series="b", tokens_per_step=1000, positions_per_step=1000, peak_rss_mb=5)]
+    pts = [
+        dict(series="a", tokens_per_step=t, positions_per_step=2 * t, peak_rss_mb=100 + t / 1024)
+        for t in (1000, 2000, 4000)
+    ] + [dict(series="b", tokens_per_step=1000, positions_per_step=1000, peak_rss_mb=5)]
     out = fits(pts)
     assert set(out) == {"a"}  # one x value cannot be fitted
     assert out["a"]["tokens_per_step"]["kb_per_unit"] == pytest.approx(1.0)
@@ -150,8 +155,14 @@ def test_gpu_check_without_cuda_fails_clearly(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     out = tmp_path / "gpu.json"
-    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--out", str(out)], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        ["bash", str(BENCH / "gpu_check.sh"), "--out", str(out)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 2
     assert "no CUDA device is visible to torch" in proc.stderr and "--cpu-smoke" in proc.stderr
     assert not out.exists()
@@ -160,8 +171,14 @@ def test_gpu_check_without_cuda_fails_clearly(tmp_path):
 @pytest.mark.slow  # ~80 s on 2 cores: the whole gpu_check pipeline on CPU (scripts/test -m slow runs it)
 def test_gpu_check_cpu_smoke_writes_one_results_file(tmp_path):
     out = tmp_path / "smoke.json"
-    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--cpu-smoke", "--out", str(out)], cwd=ROOT,
-                          env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["bash", str(BENCH / "gpu_check.sh"), "--cpu-smoke", "--out", str(out)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["smoke"] is True and res["ok"] is True and res["env"]["torch"] == torch.__version__

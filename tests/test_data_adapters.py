@@ -27,32 +27,48 @@ HARM_CATS = ["Animal Abuse", "Cybercrime", "Violence"]
 
 def pku_v0_row(i: int = 0, better: int = 1, safer: int = 0, safe0: bool = True, safe1: bool = False) -> dict:
     """A row of the 2023 PKU-SafeRLHF release (exactly its columns)."""
-    return {"prompt": f"How do I pick lock number {i}?", "response_0": f"I can't help with lock {i}.",
-            "response_1": f"Use a tension wrench on lock {i}.", "is_response_0_safe": safe0,
-            "is_response_1_safe": safe1, "better_response_id": better, "safer_response_id": safer}
+    return {
+        "prompt": f"How do I pick lock number {i}?",
+        "response_0": f"I can't help with lock {i}.",
+        "response_1": f"Use a tension wrench on lock {i}.",
+        "is_response_0_safe": safe0,
+        "is_response_1_safe": safe1,
+        "better_response_id": better,
+        "safer_response_id": safer,
+    }
 
 
 def pku_v1_row(i: int = 0, better: int = 0, safer: int = 1, safe0: bool = False, safe1: bool = True) -> dict:
     """A row of the v1.0 release (2024): extra source, harm-category and severity columns."""
     row = pku_v0_row(i, better, safer, safe0, safe1)
-    row.update({
-        "prompt_source": "BeaverTails", "response_0_source": "Alpaca-7B", "response_1_source": "Alpaca3-8B",
-        "response_0_harm_category": {c: c == "Cybercrime" for c in HARM_CATS},
-        "response_1_harm_category": {c: False for c in HARM_CATS},
-        "response_0_severity_level": 2, "response_1_severity_level": 0,
-        "response_0_sha256": "a" * 64, "response_1_sha256": "b" * 64,
-    })
+    row.update(
+        {
+            "prompt_source": "BeaverTails",
+            "response_0_source": "Alpaca-7B",
+            "response_1_source": "Alpaca3-8B",
+            "response_0_harm_category": {c: c == "Cybercrime" for c in HARM_CATS},
+            "response_1_harm_category": {c: False for c in HARM_CATS},
+            "response_0_severity_level": 2,
+            "response_1_severity_level": 0,
+            "response_0_sha256": "a" * 64,
+            "response_1_sha256": "b" * 64,
+        }
+    )
     return row
 
 
 def uf_row(i: int = 0) -> dict:
     """A row of HuggingFaceH4/ultrafeedback_binarized."""
     prompt = f"Write a haiku about the number {i}."
-    return {"prompt": prompt, "prompt_id": f"id{i}",
-            "chosen": [{"role": "user", "content": prompt}, {"role": "assistant", "content": f"Number {i} / soft"}],
-            "rejected": [{"role": "user", "content": prompt}, {"role": "assistant", "content": f"no {i}"}],
-            "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": f"Number {i} / soft"}],
-            "score_chosen": 8.5, "score_rejected": 3.0}
+    return {
+        "prompt": prompt,
+        "prompt_id": f"id{i}",
+        "chosen": [{"role": "user", "content": prompt}, {"role": "assistant", "content": f"Number {i} / soft"}],
+        "rejected": [{"role": "user", "content": prompt}, {"role": "assistant", "content": f"no {i}"}],
+        "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": f"Number {i} / soft"}],
+        "score_chosen": 8.5,
+        "score_rejected": 3.0,
+    }
 
 
 def write_jsonl(path, rows):
@@ -128,8 +144,11 @@ def test_ultrafeedback_prompt_is_context_and_both_safe():
 
 def test_ultrafeedback_multi_turn_and_text_columns():
     row = uf_row()
-    ctx = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-           {"role": "user", "content": "more"}]
+    ctx = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "more"},
+    ]
     row["chosen"] = ctx + [{"role": "assistant", "content": "A"}]
     row["rejected"] = ctx + [{"role": "assistant", "content": "B"}]
     assert from_ultrafeedback(row, "w").prompt == ctx
@@ -150,12 +169,27 @@ def test_ultrafeedback_errors():
 
 
 def test_from_pairs_roundtrip_and_csv_text():
-    rec = PairRecord(prompt=[{"role": "user", "content": "q"}], chosen="a", rejected="b", safe_chosen=0.0,
-                     safe_rejected=1.0, source="redteam", kind="safety", metadata={"model": "m"})
+    rec = PairRecord(
+        prompt=[{"role": "user", "content": "q"}],
+        chosen="a",
+        rejected="b",
+        safe_chosen=0.0,
+        safe_rejected=1.0,
+        source="redteam",
+        kind="safety",
+        metadata={"model": "m"},
+    )
     back = from_pairs(rec.to_dict(), "w")
     assert back == rec
-    csv_row = {"prompt": json.dumps([{"role": "user", "content": "q"}]), "chosen": "a", "rejected": "b",
-               "safe_chosen": "False", "safe_rejected": "1", "metadata": '{"model": "m"}', "extra": "x"}
+    csv_row = {
+        "prompt": json.dumps([{"role": "user", "content": "q"}]),
+        "chosen": "a",
+        "rejected": "b",
+        "safe_chosen": "False",
+        "safe_rejected": "1",
+        "metadata": '{"model": "m"}',
+        "extra": "x",
+    }
     back = from_pairs(csv_row, "w")
     assert back.prompt == [{"role": "user", "content": "q"}] and back.safe_chosen == 0.0
     assert back.metadata == {"model": "m", "extra": "x"}
@@ -163,11 +197,21 @@ def test_from_pairs_roundtrip_and_csv_text():
 
 def test_from_generic_column_map():
     row = {"question": "q?", "good": "yes sure", "bad": "no", "good_safe": 0, "bad_safe": True, "id": 7}
-    cmap = {"prompt": "question", "chosen": "good", "rejected": "bad", "safe_chosen": "good_safe",
-            "safe_rejected": "bad_safe"}
+    cmap = {
+        "prompt": "question",
+        "chosen": "good",
+        "rejected": "bad",
+        "safe_chosen": "good_safe",
+        "safe_rejected": "bad_safe",
+    }
     rec = from_generic(row, "w", cmap)
     assert (rec.prompt, rec.chosen, rec.rejected, rec.safe_chosen, rec.safe_rejected) == (
-        "q?", "yes sure", "no", 0.0, 1.0)
+        "q?",
+        "yes sure",
+        "no",
+        0.0,
+        1.0,
+    )
     assert rec.kind == "safety" and rec.metadata == {"id": 7}
     # unnamed safety columns default to 1.0 and the pair is a helpfulness pair
     rec = from_generic(row, "w", {"prompt": "question", "chosen": "good", "rejected": "bad"})
@@ -192,8 +236,9 @@ def test_load_pku_jsonl_v0_and_parquet_v1_auto(tmp_path):
 
 
 def test_load_pku_csv_parses_text_labels(tmp_path):
-    path = write_csv(tmp_path / "pku.csv", [pku_v1_row(i, better=i % 2, safer=0, safe0=True, safe1=False)
-                                           for i in range(4)])
+    path = write_csv(
+        tmp_path / "pku.csv", [pku_v1_row(i, better=i % 2, safer=0, safe0=True, safe1=False) for i in range(4)]
+    )
     _, report = load_pairs_with_report(path)
     assert report.schema == "pku_saferlhf"
     recs = load_pairs(path)
@@ -213,8 +258,12 @@ def test_load_ultrafeedback_jsonl_and_json(tmp_path):
 
 
 def test_load_pairs_and_generic(tmp_path):
-    rows = [PairRecord(prompt=f"q{i}", chosen=f"a{i}", rejected=f"b{i}", safe_chosen=0, safe_rejected=1,
-                       source="redteam").to_dict() for i in range(3)]
+    rows = [
+        PairRecord(
+            prompt=f"q{i}", chosen=f"a{i}", rejected=f"b{i}", safe_chosen=0, safe_rejected=1, source="redteam"
+        ).to_dict()
+        for i in range(3)
+    ]
     recs = load_pairs(write_jsonl(tmp_path / "rt.jsonl", rows))
     assert [r.chosen for r in recs] == ["a0", "a1", "a2"] and recs[0].safe_rejected == 1.0
     gen = write_csv(tmp_path / "g.csv", [{"question": "q", "good": "g", "bad": "b"}])
@@ -224,8 +273,9 @@ def test_load_pairs_and_generic(tmp_path):
 
 def test_auto_detect_failure_lists_columns(tmp_path):
     path = write_jsonl(tmp_path / "odd.jsonl", [{"question": "q", "answer": "a"}])
-    with pytest.raises(DataValidationError,
-                       match=r"odd\.jsonl: cannot detect the schema from columns \[answer, question\]"):
+    with pytest.raises(
+        DataValidationError, match=r"odd\.jsonl: cannot detect the schema from columns \[answer, question\]"
+    ):
         load_pairs(path)
     assert detect_schema(["prompt", "chosen", "rejected"]) == "pairs"
     assert detect_schema(["prompt", "chosen", "rejected", "score_chosen"]) == "ultrafeedback"
@@ -243,14 +293,17 @@ def test_missing_file_unknown_schema_and_options(tmp_path):
         load_pairs(path, kind="harmless")
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"is_response_0_safe": 1.5}, "is_response_0_safe"),
-    ({"is_response_1_safe": "yes"}, "is_response_1_safe"),
-    ({"response_1": "  "}, "chosen"),  # better_response_id=1 -> chosen is response_1
-    ({"response_0": "Use a tension wrench on lock 1."}, "chosen' and 'rejected"),
-    ({"prompt": ""}, "prompt"),
-    ({"prompt": 42}, "prompt"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"is_response_0_safe": 1.5}, "is_response_0_safe"),
+        ({"is_response_1_safe": "yes"}, "is_response_1_safe"),
+        ({"response_1": "  "}, "chosen"),  # better_response_id=1 -> chosen is response_1
+        ({"response_0": "Use a tension wrench on lock 1."}, "chosen' and 'rejected"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": 42}, "prompt"),
+    ],
+)
 def test_validation_errors_name_file_row_field(tmp_path, change, field):
     rows = [pku_v0_row(i) for i in range(3)]
     rows[1].update(change)
@@ -277,8 +330,11 @@ def test_drop_counts_per_reason(tmp_path, caplog):
         recs, report = load_pairs_with_report(path, on_error="drop")
     assert isinstance(report, LoadReport)
     assert len(recs) == 6 and report.n_rows == 10 and report.n_loaded == 6 and report.n_dropped == 4
-    assert report.dropped == {"field 'is_response_0_safe' must be in [0, 1]": 2, "field 'chosen' is empty": 1,
-                              "fields 'chosen' and 'rejected' are identical": 1}
+    assert report.dropped == {
+        "field 'is_response_0_safe' must be in [0, 1]": 2,
+        "field 'chosen' is empty": 1,
+        "fields 'chosen' and 'rejected' are identical": 1,
+    }
     assert "dropped 4 invalid row(s)" in caplog.text
     assert [r.metadata["origin"] for r in recs] == [f"pku.jsonl row {i}" for i in (0, 2, 3, 5, 7, 9)]
     assert len(load_pairs(path, on_error="drop")) == 6

@@ -24,8 +24,10 @@ def safety_pairs() -> list[PairRecord]:
 
 
 def helpful_pairs(n: int = 3) -> list[PairRecord]:
-    return [PairRecord([{"role": "user", "content": f"h{i}"}], f"good {i}", f"meh {i}", 1.0, 1.0, "uf",
-                       "helpful") for i in range(n)]
+    return [
+        PairRecord([{"role": "user", "content": f"h{i}"}], f"good {i}", f"meh {i}", 1.0, 1.0, "uf", "helpful")
+        for i in range(n)
+    ]
 
 
 # ------------------------------------------------------------------------------------------ modes
@@ -33,8 +35,15 @@ def test_bfpo_keeps_helpful_winner_and_is_buffered():
     ts = build_training_set(safety_pairs(), helpful_pairs(), "bfpo")
     assert ts.buffered and ts.mode == "bfpo" and len(ts) == 7
     assert [r.chosen for r in ts.records[:4]] == [r.chosen for r in safety_pairs()]
-    assert ts.counts() == {"total": 7, "safety": 4, "helpful": 3, "safe_unsafe": 1, "safe_safe": 4,
-                           "unsafe_unsafe": 1, "unsafe_safe": 1}
+    assert ts.counts() == {
+        "total": 7,
+        "safety": 4,
+        "helpful": 3,
+        "safe_unsafe": 1,
+        "safe_safe": 4,
+        "unsafe_unsafe": 1,
+        "unsafe_safe": 1,
+    }
     assert ts.is_safety() == [True] * 4 + [False] * 3
 
 
@@ -54,10 +63,10 @@ def test_dpo_s_swaps_to_safer_response():
     ts = build_training_set(src, [], "dpo_s")
     got = [(r.chosen, r.rejected, r.safe_chosen, r.safe_rejected, r.metadata["swapped"]) for r in ts.records]
     assert got == [
-        ("helpful safe 0", "refuse 0", 1.0, 0.0, False),          # metadata says chosen is safer
-        ("also safe 1", "helpful safe 1", 1.0, 1.0, True),        # metadata says rejected is safer
-        ("harmful 2", "worse 2", 0.0, 0.0, False),                # no metadata, tie keeps order
-        ("refusal 3", "harmful but helpful 3", 1.0, 0.0, True),   # no metadata, labels decide
+        ("helpful safe 0", "refuse 0", 1.0, 0.0, False),  # metadata says chosen is safer
+        ("also safe 1", "helpful safe 1", 1.0, 1.0, True),  # metadata says rejected is safer
+        ("harmful 2", "worse 2", 0.0, 0.0, False),  # no metadata, tie keeps order
+        ("refusal 3", "harmful but helpful 3", 1.0, 0.0, True),  # no metadata, labels decide
     ]
     assert all(r.metadata["safer"] == "chosen" for r in ts.records)
     assert ts.counts()["unsafe_safe"] == 0 and ts.counts()["safe_unsafe"] == 2
@@ -79,12 +88,17 @@ def test_mix_shuffles_both_sources_with_seed():
     assert "refusal 3" in chosen and "also safe 1" in chosen and "good 5" in chosen  # safer / more helpful win
 
 
-@pytest.mark.parametrize("mode, s, h, missing", [
-    ("bfpo", [], helpful_pairs(), "safety"), ("bfpo", safety_pairs(), [], "helpful"),
-    ("bfpo_no_buffer", [], helpful_pairs(), "safety"),
-    ("dpo_h", safety_pairs(), [], "helpful"), ("dpo_s", [], helpful_pairs(), "safety"),
-    ("mix", safety_pairs(), [], "helpful"),
-])
+@pytest.mark.parametrize(
+    "mode, s, h, missing",
+    [
+        ("bfpo", [], helpful_pairs(), "safety"),
+        ("bfpo", safety_pairs(), [], "helpful"),
+        ("bfpo_no_buffer", [], helpful_pairs(), "safety"),
+        ("dpo_h", safety_pairs(), [], "helpful"),
+        ("dpo_s", [], helpful_pairs(), "safety"),
+        ("mix", safety_pairs(), [], "helpful"),
+    ],
+)
 def test_mode_needs_nonempty_set(mode, s, h, missing):
     with pytest.raises(ValueError, match=f"mode '{mode}' needs {missing} pairs"):
         build_training_set(s, h, mode)
@@ -127,7 +141,7 @@ def test_every_chunk_balanced(n_s, n_h, bs):
     assert len(idx) == len(sampler) == sampler.num_batches * bs
     assert sampler.num_batches == -(-max(n_s, n_h) // (bs // 2))
     for k in range(0, len(idx), bs):
-        chunk = idx[k:k + bs]
+        chunk = idx[k : k + bs]
         assert sum(flags[i] for i in chunk) == bs // 2
     # the larger source is visited once per epoch, the smaller cycles evenly
     big = [i for i in idx if flags[i] == (n_s >= n_h)]
@@ -139,7 +153,7 @@ def test_every_chunk_balanced(n_s, n_h, bs):
 def test_chunks_are_shuffled_inside():
     flags = [True] * 50 + [False] * 50
     idx = list(BufferedSampler(flags, 10, seed=0))
-    patterns = [tuple(flags[i] for i in idx[k:k + 10]) for k in range(0, 100, 10)]
+    patterns = [tuple(flags[i] for i in idx[k : k + 10]) for k in range(0, 100, 10)]
     unshuffled = (True,) * 5 + (False,) * 5
     assert sum(p == unshuffled for p in patterns) < 3 and len(set(patterns)) >= 5
 

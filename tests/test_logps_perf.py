@@ -16,9 +16,16 @@ from oracles import reference_logps_full_logits
 
 
 def _model(attn="sdpa", layers=2, seed=0):
-    cfg = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      attn_implementation=attn)
+    cfg = LlamaConfig(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        attn_implementation=attn,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg)
 
@@ -30,8 +37,17 @@ def _pairs(n=3, seed=1, prompt=(2, 9), resp=(3, 20)):
         k = int(torch.randint(lo, hi, (1,), generator=g))
         return torch.randint(3, 300, (k,), generator=g).tolist()
 
-    return [dict(prompt_ids=ids(*prompt), chosen_ids=ids(*resp), rejected_ids=ids(*resp),
-                 safe_chosen=float(i % 2), safe_rejected=0.0, is_safety=i % 2) for i in range(n)]
+    return [
+        dict(
+            prompt_ids=ids(*prompt),
+            chosen_ids=ids(*resp),
+            rejected_ids=ids(*resp),
+            safe_chosen=float(i % 2),
+            safe_rejected=0.0,
+            is_safety=i % 2,
+        )
+        for i in range(n)
+    ]
 
 
 def test_packed_collator_layout():
@@ -45,8 +61,9 @@ def test_packed_collator_layout():
     expected_pos = [p for n in lens for p in range(n)]
     assert b["position_ids"][0].tolist() == expected_pos
     assert b["seq_ids"][0].tolist() == [i for i, n in enumerate(lens) for _ in range(n)]
-    resp = [m for f in feats for m in [0] * len(f["prompt_ids"]) + [1] * len(f["chosen_ids"])] + \
-           [m for f in feats for m in [0] * len(f["prompt_ids"]) + [1] * len(f["rejected_ids"])]
+    resp = [m for f in feats for m in [0] * len(f["prompt_ids"]) + [1] * len(f["chosen_ids"])] + [
+        m for f in feats for m in [0] * len(f["prompt_ids"]) + [1] * len(f["rejected_ids"])
+    ]
     assert b["response_mask"][0].tolist() == resp
     assert "attention_mask" not in b
     assert set(model_inputs(b)) == {"input_ids", "position_ids", "response_mask", "seq_ids", "cu_seqlens"}
@@ -67,12 +84,16 @@ def test_packed_logps_equal_padded_and_full_logits(attn):
     with torch.no_grad():
         a = model(**model_inputs(padded))
         b = model(**model_inputs(packed))
-        full = reference_logps_full_logits(model, padded["input_ids"], padded["attention_mask"],
-                                           padded["response_mask"])
+        full = reference_logps_full_logits(
+            model, padded["input_ids"], padded["attention_mask"], padded["response_mask"]
+        )
     torch.testing.assert_close(a.logps, full, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(b.logps, a.logps, rtol=1e-5, atol=1e-4)
-    assert b.num_tokens.tolist() == a.num_tokens.tolist() == \
-        [len(f["chosen_ids"]) for f in feats] + [len(f["rejected_ids"]) for f in feats]
+    assert (
+        b.num_tokens.tolist()
+        == a.num_tokens.tolist()
+        == [len(f["chosen_ids"]) for f in feats] + [len(f["rejected_ids"]) for f in feats]
+    )
 
 
 def test_packed_gradients_equal_padded():
@@ -136,10 +157,21 @@ def test_training_padding_free_matches_padded(tmp_path):
     states, logs = [], []
     for padding_free in (False, True):
         model = _model()
-        args = BFPOConfig(output_dir=str(tmp_path / f"pf{padding_free}"), padding_free=padding_free,
-                          trainable=["down_proj"], per_device_train_batch_size=4, max_steps=2, learning_rate=1e-2,
-                          logging_steps=1, save_strategy="no", use_cpu=True, bf16=False, seed=0,
-                          ref_cache_dir=str(tmp_path / f"ref{padding_free}"), report_to="none")
+        args = BFPOConfig(
+            output_dir=str(tmp_path / f"pf{padding_free}"),
+            padding_free=padding_free,
+            trainable=["down_proj"],
+            per_device_train_batch_size=4,
+            max_steps=2,
+            learning_rate=1e-2,
+            logging_steps=1,
+            save_strategy="no",
+            use_cpu=True,
+            bf16=False,
+            seed=0,
+            ref_cache_dir=str(tmp_path / f"ref{padding_free}"),
+            report_to="none",
+        )
         trainer = BFPOTrainer(model, args, train_dataset=feats, processing_class=tok)
         refs = [(ex["ref_chosen_logps"], ex["ref_rejected_logps"]) for ex in trainer.train_dataset]
         trainer.train()
@@ -183,8 +215,9 @@ def test_tiled_lm_head_under_bf16_autocast_close_to_full_logits():
         out = model(**model_inputs(batch)).logps
     with torch.no_grad():
         padded = PairCollator(0)(_pairs(3))
-        full = reference_logps_full_logits(model, padded["input_ids"], padded["attention_mask"],
-                                           padded["response_mask"])
+        full = reference_logps_full_logits(
+            model, padded["input_ids"], padded["attention_mask"], padded["response_mask"]
+        )
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.detach(), full, rtol=2e-2, atol=0.5)
 
@@ -213,5 +246,7 @@ def test_partitioned_head_weight_uses_module_forward(monkeypatch):
     head = torch.nn.Linear(8, 20, bias=False)
     head.weight.ds_id = 7  # what DeepSpeed ZeRO-3 sets on partitioned parameters
     hidden, targets = torch.randn(9, 8), torch.randint(0, 20, (9,))
-    torch.testing.assert_close(_token_logps(hidden, targets, head, 1.0, None, chunk_size=4),
-                               _module_token_logps(hidden, targets, head, 1.0, None))
+    torch.testing.assert_close(
+        _token_logps(hidden, targets, head, 1.0, None, chunk_size=4),
+        _module_token_logps(hidden, targets, head, 1.0, None),
+    )

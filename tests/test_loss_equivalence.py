@@ -27,9 +27,16 @@ def _examples(tok, seed=0):
 
     out = []
     for i, (sc, sr) in enumerate(LABELS):
-        out.append({"prompt_ids": ids(3 + i % 4), "chosen_ids": ids(2 + i % 3) + [tok.eos_token_id],
-                    "rejected_ids": ids(4 + i % 2) + [tok.eos_token_id], "safe_chosen": sc, "safe_rejected": sr,
-                    "is_safety": 1})
+        out.append(
+            {
+                "prompt_ids": ids(3 + i % 4),
+                "chosen_ids": ids(2 + i % 3) + [tok.eos_token_id],
+                "rejected_ids": ids(4 + i % 2) + [tok.eos_token_id],
+                "safe_chosen": sc,
+                "safe_rejected": sr,
+                "is_safety": 1,
+            }
+        )
     return out
 
 
@@ -39,7 +46,7 @@ def _sequence_logp(model, prompt_ids, response_ids) -> torch.Tensor:
     ids = torch.tensor([prompt_ids + response_ids])
     logits = model(input_ids=ids).logits[0, :-1].float()
     token_logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[0, 1:, None])[:, 0]
-    return token_logps[len(prompt_ids) - 1:].sum()
+    return token_logps[len(prompt_ids) - 1 :].sum()
 
 
 def test_trainer_loss_equals_eq15_from_independent_logps(tmp_path):
@@ -48,9 +55,19 @@ def test_trainer_loss_equals_eq15_from_independent_logps(tmp_path):
     reference = copy.deepcopy(model).eval()
     examples = _examples(tok)
     tau = 0.1
-    args = BFPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=1, use_cpu=True,
-                      tau=tau, alpha=0.5, buffered=False, ref_cache_dir=str(tmp_path / "cache"),
-                      save_strategy="no", report_to="none", disable_tqdm=True)
+    args = BFPOConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        max_steps=1,
+        use_cpu=True,
+        tau=tau,
+        alpha=0.5,
+        buffered=False,
+        ref_cache_dir=str(tmp_path / "cache"),
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
     trainer = BFPOTrainer(model, args, train_dataset=examples, processing_class=tok)  # reference = model now
     with torch.no_grad():  # move the policy away from the reference so that h != 0
         g = torch.Generator().manual_seed(1)
@@ -75,9 +92,11 @@ def test_trainer_loss_equals_eq15_from_independent_logps(tmp_path):
     want = expected(pc, pr, rc, rr, sc, sr)
     assert got == pytest.approx(want, rel=1e-4)
     # each mistake the comparison must catch gives a clearly different number
-    wrong = {"chosen/rejected swapped": expected(pr, pc, rr, rc, sc, sr),
-             "labels swapped": expected(pc, pr, rc, rr, sr, sc),
-             "labels of another pair": expected(pc, pr, rc, rr, sc.roll(1), sr.roll(1))}
+    wrong = {
+        "chosen/rejected swapped": expected(pr, pc, rr, rc, sc, sr),
+        "labels swapped": expected(pc, pr, rc, rr, sr, sc),
+        "labels of another pair": expected(pc, pr, rc, rr, sc.roll(1), sr.roll(1)),
+    }
     for what, value in wrong.items():
         assert abs(value - want) > 100 * 1e-4 * abs(want), what
 
@@ -88,9 +107,18 @@ def test_reference_cache_is_keyed_by_precision(tmp_path):
     examples = _examples(tok)
     files = []
     for bf16 in (False, True, False):
-        args = BFPOConfig(output_dir=str(tmp_path / f"out{bf16}"), per_device_train_batch_size=8, max_steps=1,
-                          use_cpu=True, bf16=bf16, buffered=False, ref_cache_dir=str(tmp_path / "cache"),
-                          save_strategy="no", report_to="none", disable_tqdm=True)
+        args = BFPOConfig(
+            output_dir=str(tmp_path / f"out{bf16}"),
+            per_device_train_batch_size=8,
+            max_steps=1,
+            use_cpu=True,
+            bf16=bf16,
+            buffered=False,
+            ref_cache_dir=str(tmp_path / "cache"),
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+        )
         trainer = BFPOTrainer(tiny_llama(tok, seed=3), args, train_dataset=examples, processing_class=tok)
         files.append(sorted(p.name for p in (tmp_path / "cache").iterdir()))
         ref = torch.tensor([ex["ref_chosen_logps"] for ex in trainer.train_dataset])
@@ -113,9 +141,19 @@ def test_dropout_is_off_so_h_is_zero_at_step_zero(tmp_path, disable):
             module.attention_dropout = 0.5
     examples = _examples(tok)
     tau = 0.1
-    args = BFPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=1, use_cpu=True,
-                      tau=tau, buffered=False, ref_cache_dir=str(tmp_path / "cache"), save_strategy="no",
-                      report_to="none", disable_tqdm=True, disable_dropout=disable)
+    args = BFPOConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        max_steps=1,
+        use_cpu=True,
+        tau=tau,
+        buffered=False,
+        ref_cache_dir=str(tmp_path / "cache"),
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        disable_dropout=disable,
+    )
     trainer = BFPOTrainer(model, args, train_dataset=examples, processing_class=tok)
     model.train()
     torch.manual_seed(0)
@@ -135,28 +173,56 @@ def test_trl_format_dataset_trains_with_two_label_columns(tmp_path):
     from bfpo.data.tokenize import tokenize_pairs
 
     tok = tiny_tokenizer()
-    rows = [{"prompt": [{"role": "user", "content": f"How do I pick lock {i}?" if i % 2 else f"Bake bread {i}?"}],
-             "chosen": [{"role": "assistant", "content": "Step one, step two." if i % 2 else "Mix, then bake."}],
-             "rejected": [{"role": "assistant", "content": "I can't help with that." if i % 2 else "No."}]}
-            for i in range(8)]
-    text = records_from_trl_dataset([{"prompt": "Bake bread?", "chosen": "Mix, then bake.", "rejected": "No.",
-                                      "safe_chosen": True, "safe_rejected": True}])
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"How do I pick lock {i}?" if i % 2 else f"Bake bread {i}?"}],
+            "chosen": [{"role": "assistant", "content": "Step one, step two." if i % 2 else "Mix, then bake."}],
+            "rejected": [{"role": "assistant", "content": "I can't help with that." if i % 2 else "No."}],
+        }
+        for i in range(8)
+    ]
+    text = records_from_trl_dataset(
+        [
+            {
+                "prompt": "Bake bread?",
+                "chosen": "Mix, then bake.",
+                "rejected": "No.",
+                "safe_chosen": True,
+                "safe_rejected": True,
+            }
+        ]
+    )
     assert (text[0].prompt, text[0].chosen, text[0].kind) == ("Bake bread?", "Mix, then bake.", "helpful")
     ds = Dataset.from_list(rows)
     with pytest.raises(ValueError, match="train_dataset row 0.*safe_chosen"):  # a missing label is not "safe"
-        BFPOTrainer(tiny_llama(tok), BFPOConfig(output_dir=str(tmp_path / "x"), use_cpu=True), train_dataset=ds,
-                    processing_class=tok)
+        BFPOTrainer(
+            tiny_llama(tok),
+            BFPOConfig(output_dir=str(tmp_path / "x"), use_cpu=True),
+            train_dataset=ds,
+            processing_class=tok,
+        )
     ds = ds.add_column("safe_chosen", [float(i % 2 == 0) for i in range(8)])
     ds = ds.add_column("safe_rejected", [1.0] * 8)
-    args = BFPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=2, use_cpu=True,
-                      tau=0.1, ref_cache_dir=str(tmp_path / "cache"), save_strategy="no", report_to="none",
-                      disable_tqdm=True, learning_rate=1e-3)
+    args = BFPOConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        max_steps=2,
+        use_cpu=True,
+        tau=0.1,
+        ref_cache_dir=str(tmp_path / "cache"),
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        learning_rate=1e-3,
+    )
     trainer = BFPOTrainer(tiny_llama(tok), args, train_dataset=ds, processing_class=tok)
-    want, _ = tokenize_pairs(records_from_trl_dataset(rows_with_labels := list(ds)), tok, args.max_length,
-                             args.max_prompt_length)
+    want, _ = tokenize_pairs(
+        records_from_trl_dataset(rows_with_labels := list(ds)), tok, args.max_length, args.max_prompt_length
+    )
     got = trainer.train_dataset
-    assert [(g["prompt_ids"], g["chosen_ids"], g["is_safety"]) for g in got] == \
-        [(w["prompt_ids"], w["chosen_ids"], w["is_safety"]) for w in want]
+    assert [(g["prompt_ids"], g["chosen_ids"], g["is_safety"]) for g in got] == [
+        (w["prompt_ids"], w["chosen_ids"], w["is_safety"]) for w in want
+    ]
     assert [g["is_safety"] for g in got] == [int(r["safe_chosen"] < 1) for r in rows_with_labels]
     trainer.train()
     assert trainer.state.global_step == 2
@@ -170,9 +236,20 @@ def test_trainer_safedpo_loss_uses_the_config_margin(tmp_path):
     model = tiny_llama(tok, seed=4)
     reference = copy.deepcopy(model).eval()
     examples = _examples(tok)
-    args = BFPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=1, use_cpu=True,
-                      tau=0.1, loss="safedpo", safedpo_delta=2.0, buffered=False,
-                      ref_cache_dir=str(tmp_path / "cache"), save_strategy="no", report_to="none", disable_tqdm=True)
+    args = BFPOConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        max_steps=1,
+        use_cpu=True,
+        tau=0.1,
+        loss="safedpo",
+        safedpo_delta=2.0,
+        buffered=False,
+        ref_cache_dir=str(tmp_path / "cache"),
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
     trainer = BFPOTrainer(model, args, train_dataset=examples, processing_class=tok)
     with torch.no_grad():
         g = torch.Generator().manual_seed(2)
@@ -198,10 +275,22 @@ def test_bf16_model_keeps_float32_trainable_weights_so_small_updates_land(tmp_pa
     tok = tiny_tokenizer()
     model = tiny_llama(tok, seed=5).to(torch.bfloat16)
     before = {n: p.detach().float().clone() for n, p in model.named_parameters() if "down_proj" in n}
-    args = BFPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=3, use_cpu=True,
-                      bf16=True, trainable=["down_proj"], learning_rate=5e-7, tau=0.1, buffered=False,
-                      ref_cache_dir=str(tmp_path / "cache"), save_strategy="no", report_to="none",
-                      disable_tqdm=True, fp32_trainable_params=fp32_master)
+    args = BFPOConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        max_steps=3,
+        use_cpu=True,
+        bf16=True,
+        trainable=["down_proj"],
+        learning_rate=5e-7,
+        tau=0.1,
+        buffered=False,
+        ref_cache_dir=str(tmp_path / "cache"),
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        fp32_trainable_params=fp32_master,
+    )
     BFPOTrainer(model, args, train_dataset=_examples(tok), processing_class=tok).train()
     params = dict(model.named_parameters())
     moved = sum(int((params[n].detach().float() != w).sum()) for n, w in before.items())

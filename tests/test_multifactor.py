@@ -32,8 +32,16 @@ def test_k2_reduces_to_eq9(alpha):
 
 def test_priority_order_k3():
     names = [(lab, p) for lab, p in priority_order(2)]
-    assert names == [((1, 1), 1), ((1, 1), 0), ((1, 0), 0), ((1, 0), 1),
-                     ((0, 1), 0), ((0, 1), 1), ((0, 0), 0), ((0, 0), 1)]
+    assert names == [
+        ((1, 1), 1),
+        ((1, 1), 0),
+        ((1, 0), 0),
+        ((1, 0), 1),
+        ((0, 1), 0),
+        ((0, 1), 1),
+        ((0, 0), 0),
+        ((0, 0), 1),
+    ]
     # K = 2: Figure 2's ranking (safe & helpful > safe > unsafe & unhelpful > unsafe & helpful)
     assert priority_order(1) == [((1,), 1), ((1,), 0), ((0,), 0), ((0,), 1)]
 
@@ -54,25 +62,29 @@ def test_label_signs_follow_the_lexicographic_order(n_factors):
 
 def test_k3_label_values_hand_computed():
     # lambdas (2, 1), alpha = 0.5: g_I = 2 (s_w - s_l) + (h_w - h_l) + 1/2 (3 A_w - A_l - 1)
-    lab = lambda a, b: float(priority_label(torch.tensor([a], dtype=torch.float32),
-                                            torch.tensor([b], dtype=torch.float32), [2.0, 1.0]))
-    assert lab((1, 1), (0, 1)) == pytest.approx(2 + 0 + 0.5 * (3 - 0 - 1))      # safe&honest vs unsafe: 3
-    assert lab((1, 1), (1, 1)) == pytest.approx(0.5)                            # Figure 3 case 2
-    assert lab((1, 0), (1, 1)) == pytest.approx(-1 + 0.5 * (0 - 1 - 1))         # dishonest more helpful: -2
-    assert lab((1, 0), (1, 0)) == pytest.approx(-0.5)                           # gated helpfulness
-    assert lab((0, 1), (0, 0)) == pytest.approx(1 - 0.5)                        # honest among unsafe: +0.5
+    lab = lambda a, b: float(
+        priority_label(torch.tensor([a], dtype=torch.float32), torch.tensor([b], dtype=torch.float32), [2.0, 1.0])
+    )
+    assert lab((1, 1), (0, 1)) == pytest.approx(2 + 0 + 0.5 * (3 - 0 - 1))  # safe&honest vs unsafe: 3
+    assert lab((1, 1), (1, 1)) == pytest.approx(0.5)  # Figure 3 case 2
+    assert lab((1, 0), (1, 1)) == pytest.approx(-1 + 0.5 * (0 - 1 - 1))  # dishonest more helpful: -2
+    assert lab((1, 0), (1, 0)) == pytest.approx(-0.5)  # gated helpfulness
+    assert lab((0, 1), (0, 0)) == pytest.approx(1 - 0.5)  # honest among unsafe: +0.5
     assert lab((0, 0), (1, 0)) == pytest.approx(-2 - 0.5)
 
 
-@pytest.mark.parametrize("lam,b1,b2,b3,word", [
-    ((1.0, 1.0), 3.0, -1.0, 0.5, "do not rank"),     # safety must outweigh honesty + alpha
-    ((2.0, 0.4), 3.0, -1.0, 0.5, "do not rank"),     # honesty must outweigh alpha = 0.5 among unsafe
-    ((2.0, 1.0), 3.0, 0.0, 0.5, "do not rank"),      # alpha = 0: both-unacceptable label is 0
-    ((2.0, 1.0), 3.0, -2.5, 0.5, "do not rank"),     # alpha = 1.25: both-acceptable label < 0
-    ((2.0, 1.0), 1.0, -1.0, 0.5, "B1"),
-    ((2.0, 1.0), 3.0, -1.0, 0.0, "B3"),
-    ((2.0,), 3.0, -1.0, 0.5, "one priority weight per"),
-])
+@pytest.mark.parametrize(
+    "lam,b1,b2,b3,word",
+    [
+        ((1.0, 1.0), 3.0, -1.0, 0.5, "do not rank"),  # safety must outweigh honesty + alpha
+        ((2.0, 0.4), 3.0, -1.0, 0.5, "do not rank"),  # honesty must outweigh alpha = 0.5 among unsafe
+        ((2.0, 1.0), 3.0, 0.0, 0.5, "do not rank"),  # alpha = 0: both-unacceptable label is 0
+        ((2.0, 1.0), 3.0, -2.5, 0.5, "do not rank"),  # alpha = 1.25: both-acceptable label < 0
+        ((2.0, 1.0), 1.0, -1.0, 0.5, "B1"),
+        ((2.0, 1.0), 3.0, -1.0, 0.0, "B3"),
+        ((2.0,), 3.0, -1.0, 0.5, "one priority weight per"),
+    ],
+)
 def test_invalid_constants_raise(lam, b1, b2, b3, word):
     with pytest.raises(ValueError, match=word):
         priority_label(torch.ones(1, 2), torch.zeros(1, 2), lam, b1, b2, b3)
@@ -104,8 +116,9 @@ def test_soft_labels_are_the_bernoulli_expectation():
             w = 1.0
             for x, p in zip(a + b, p_hw + p_hl):
                 w *= p if x else 1 - p
-            want += w * float(priority_label(torch.tensor([a], dtype=torch.float32),
-                                             torch.tensor([b], dtype=torch.float32)))
+            want += w * float(
+                priority_label(torch.tensor([a], dtype=torch.float32), torch.tensor([b], dtype=torch.float32))
+            )
     assert got == pytest.approx(want, abs=1e-6)
 
 
@@ -116,7 +129,7 @@ def test_loss_gradient_pushes_dishonest_helpful_down():
     out = multifactor_loss(pc, pr, ref, ref, torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]]), tau=0.5)
     assert out.targets.tolist() == pytest.approx([-2.0 / 0.5])
     out.losses.sum().backward()
-    assert pc.grad.item() > 0 and pr.grad.item() < 0   # descent lowers y_hw, raises y_hl
+    assert pc.grad.item() > 0 and pr.grad.item() < 0  # descent lowers y_hw, raises y_hl
 
 
 @pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
@@ -129,8 +142,24 @@ def test_k3_closed_form_recovers_the_global_ranking(tau):
 @pytest.fixture(scope="module")
 def k3_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("k3")
-    assert cli_main(["illustrate", "--experiment", "k3", "--output_dir", str(out), "--max_steps", "1800",
-                     "--seeds", "0", "1", "2"]) == 0
+    assert (
+        cli_main(
+            [
+                "illustrate",
+                "--experiment",
+                "k3",
+                "--output_dir",
+                str(out),
+                "--max_steps",
+                "1800",
+                "--seeds",
+                "0",
+                "1",
+                "2",
+            ]
+        )
+        == 0
+    )
     return out, json.loads((out / "results_k3.json").read_text())
 
 

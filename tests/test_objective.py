@@ -23,8 +23,9 @@ def test_eq14_is_eq9_with_alpha_constants():
             for hl in (0.0, 0.7, 1.0):
                 expected = 1.5 * hw - 0.5 * hl - alpha
                 assert float(shifted_label(hw, hl, alpha, sign_rule=rule)) == pytest.approx(expected)
-                assert float(labeling_function(hw, hl, *alpha_constants(alpha), sign_rule=rule)) == \
-                    pytest.approx(expected)
+                assert float(labeling_function(hw, hl, *alpha_constants(alpha), sign_rule=rule)) == pytest.approx(
+                    expected
+                )
 
 
 @pytest.mark.parametrize("alpha", [-0.5, 0.0, 1.0, 1.3])
@@ -72,8 +73,7 @@ def test_eq33_violation_warns_but_runs():
 
 def test_figure3_values_and_ordering():
     vals = case_label_values(*alpha_constants(0.5))
-    assert vals == pytest.approx({"safe_unsafe": 1.0, "safe_safe": 0.5, "unsafe_unsafe": -0.5,
-                                  "unsafe_safe": -1.0})
+    assert vals == pytest.approx({"safe_unsafe": 1.0, "safe_safe": 0.5, "unsafe_unsafe": -0.5, "unsafe_safe": -1.0})
     # Eq. 12 (alpha = 0): case 3 collapses to zero, as the paper says alpha is there to avoid
     vals0 = case_label_values(*alpha_constants(0.0))
     assert vals0["unsafe_unsafe"] == pytest.approx(0.0)
@@ -82,15 +82,13 @@ def test_figure3_values_and_ordering():
         assert v == sorted(v, reverse=True) and len(set(v)) == 4
 
 
-@pytest.mark.parametrize("b1,b3,word", [(1.0, 0.5, "B1"), (0.5, 0.5, "B1"), (3.0, 0.0, "B3"),
-                                        (3.0, -1.0, "B3")])
+@pytest.mark.parametrize("b1,b3,word", [(1.0, 0.5, "B1"), (0.5, 0.5, "B1"), (3.0, 0.0, "B3"), (3.0, -1.0, "B3")])
 def test_invalid_constants_raise(b1, b3, word):
     with pytest.raises(ValueError, match=word):
         labeling_function(1.0, 0.0, b1=b1, b2=0.0, b3=b3, sign_rule=False)
 
 
-@pytest.mark.parametrize("hw,hl,name", [(1.2, 0.0, "safe_hw"), (1.0, -0.1, "safe_hl"),
-                                         (float("nan"), 1.0, "safe_hw")])
+@pytest.mark.parametrize("hw,hl,name", [(1.2, 0.0, "safe_hw"), (1.0, -0.1, "safe_hl"), (float("nan"), 1.0, "safe_hw")])
 def test_labels_outside_unit_interval_raise(hw, hl, name):
     with pytest.raises(ValueError, match=name):
         shifted_label(torch.tensor([1.0, hw]), torch.tensor([0.0, hl]))
@@ -128,16 +126,19 @@ def test_loss_values_hand_computed():
     assert i.losses.tolist() == pytest.approx([(2 - 1) ** 2, (-1 - 1) ** 2])
 
 
-@pytest.mark.parametrize("case,hw,hl,sign", [("safe_unsafe", 1, 0, 1), ("safe_safe", 1, 1, 1),
-                                              ("unsafe_unsafe", 0, 0, -1), ("unsafe_safe", 0, 1, -1)])
+@pytest.mark.parametrize(
+    "case,hw,hl,sign",
+    [("safe_unsafe", 1, 0, 1), ("safe_safe", 1, 1, 1), ("unsafe_unsafe", 0, 0, -1), ("unsafe_safe", 0, 1, -1)],
+)
 def test_gradient_direction_per_figure3_case(case, hw, hl, sign):
     """At h = 0 (policy = reference), BFPO pushes the more helpful response up for cases 1-2 and down
     for cases 3-4 (alpha = 0.5)."""
     pc = torch.tensor([-5.0], requires_grad=True)
     pr = torch.tensor([-5.0], requires_grad=True)
     ref = torch.tensor([-5.0])
-    bfpo_loss(pc, pr, ref, ref, torch.tensor([float(hw)]), torch.tensor([float(hl)]), tau=0.1,
-              alpha=0.5).losses.sum().backward()
+    bfpo_loss(
+        pc, pr, ref, ref, torch.tensor([float(hw)]), torch.tensor([float(hl)]), tau=0.1, alpha=0.5
+    ).losses.sum().backward()
     # gradient descent moves log pi(y_hw) by -grad
     assert sign * (-pc.grad.item()) > 0
     assert sign * (pr.grad.item()) > 0

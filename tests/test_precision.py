@@ -16,9 +16,17 @@ from oracles import random_pairs
 
 
 def _model(bf16_exact=True, seed=0):
-    cfg = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      attn_implementation="sdpa", tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        attn_implementation="sdpa",
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
     if bf16_exact:  # as if loaded from a bf16 checkpoint into float32
@@ -76,12 +84,28 @@ def test_training_with_the_callback_equals_plain_training(tmp_path):
     for use_callback in (False, True):
         model = _model()
         cb = FrozenLinearWeightsCallback()
-        args = BFPOConfig(output_dir=str(tmp_path / f"o{use_callback}"), trainable=["down_proj"],
-                          per_device_train_batch_size=4, max_steps=3, learning_rate=1e-3, logging_steps=1,
-                          save_strategy="no", use_cpu=True, bf16=True, padding_free=True, seed=0,
-                          ref_cache_dir=str(tmp_path / f"r{use_callback}"), report_to="none")
-        trainer = BFPOTrainer(model, args, train_dataset=random_pairs(seed=3), processing_class=tiny_tokenizer(),
-                              callbacks=[cb] if use_callback else None)
+        args = BFPOConfig(
+            output_dir=str(tmp_path / f"o{use_callback}"),
+            trainable=["down_proj"],
+            per_device_train_batch_size=4,
+            max_steps=3,
+            learning_rate=1e-3,
+            logging_steps=1,
+            save_strategy="no",
+            use_cpu=True,
+            bf16=True,
+            padding_free=True,
+            seed=0,
+            ref_cache_dir=str(tmp_path / f"r{use_callback}"),
+            report_to="none",
+        )
+        trainer = BFPOTrainer(
+            model,
+            args,
+            train_dataset=random_pairs(seed=3),
+            processing_class=tiny_tokenizer(),
+            callbacks=[cb] if use_callback else None,
+        )
         seen = []
         if use_callback:
             original_step = trainer.training_step

@@ -43,8 +43,16 @@ def test_reward_model_ranker_prefers_higher_score():
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     tok = tiny_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, num_labels=1, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(0)
     r = RewardModelRanker(model=LlamaForSequenceClassification(cfg).eval(), tokenizer=tok, batch_size=2)
     prompts, a, b = ["q"] * 3, ["bread", "water", "salt"], ["Paris", "hello there", "yeast"]
@@ -59,9 +67,17 @@ def pairrm_dir(tmp_path_factory):
 
     tok = tiny_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": [SOURCE_PREFIX, CAND1_PREFIX, CAND2_PREFIX]})
-    cfg = DebertaV2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=64, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
-                          n_tasks=2, drop_out=0.0)
+    cfg = DebertaV2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        n_tasks=2,
+        drop_out=0.0,
+    )
     torch.manual_seed(0)
     model = _pairrm_class()(cfg)
     path = tmp_path_factory.mktemp("pairrm")
@@ -101,8 +117,14 @@ def test_pairrm_rejects_non_pairrm_tokenizer(tmp_path):
     from transformers import DebertaV2Config
 
     tok = tiny_tokenizer()
-    cfg = DebertaV2Config(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                          intermediate_size=32, max_position_embeddings=64)
+    cfg = DebertaV2Config(
+        vocab_size=len(tok),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     _pairrm_class()(cfg).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="no <\\|source\\|> token"):

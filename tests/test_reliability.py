@@ -69,10 +69,27 @@ def model_dir(tmp_path_factory):
 @pytest.fixture()
 def train_args(tmp_path, model_dir):
     """``bfpo train`` on the tiny recipe, writing only under tmp_path (run folder ``tmp_path/run``)."""
+
     def make(*extra, config=TINY, out="run"):
-        return ["train", "--config", config, "--model_name_or_path", model_dir, "--output_dir", tmp_path / out,
-                "--ref_cache_dir", tmp_path / "cache", "--safety_source", SAFETY, "--helpful_source", HELPFUL,
-                "--disable_tqdm", "true", *extra]
+        return [
+            "train",
+            "--config",
+            config,
+            "--model_name_or_path",
+            model_dir,
+            "--output_dir",
+            tmp_path / out,
+            "--ref_cache_dir",
+            tmp_path / "cache",
+            "--safety_source",
+            SAFETY,
+            "--helpful_source",
+            HELPFUL,
+            "--disable_tqdm",
+            "true",
+            *extra,
+        ]
+
     return make
 
 
@@ -84,8 +101,10 @@ def write_jsonl(path: Path, rows) -> Path:
 # --------------------------------------------------------------------------- the CLI's error contract
 @pytest.mark.spawns
 def test_help_imports_neither_torch_nor_transformers():
-    code = ("import sys; import bfpo; from bfpo import cli; cli.build_parser();"
-            "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    code = (
+        "import sys; import bfpo; from bfpo import cli; cli.build_parser();"
+        "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
 
@@ -110,22 +129,25 @@ def test_debug_shows_the_traceback_and_bugs_keep_theirs(tmp_path, capsys, monkey
 
 
 # ------------------------------------------------------------------------------- recipe values
-@pytest.mark.parametrize("flags, fragments", [
-    (["--tau", "abc"], ("--tau", "expected a number", "'abc'")),
-    (["--alpha", "abc"], ("--alpha", "expected", "'abc'")),
-    (["--max_steps", "-5"], ("--max_steps", "must be > 0, or -1", "-5")),
-    (["--num_train_epochs", "0"], ("--num_train_epochs", "must be > 0", "got 0")),
-    (["--gradient_accumulation_steps", "0"], ("--gradient_accumulation_steps", ">= 1", "got 0")),
-    (["--tau", "1e-300"], ("--tau", ">= 1e-18", "1e-300")),
-    (["--trainable", "(down"], ("--trainable", "'(down' is not a valid regular expression")),
-    (["--bf16", "maybe"], ("--bf16", "true/false", "'maybe'")),
-    (["--save_strategy", "weekly"], ("--save_strategy", "weekly", "no", "steps", "epoch")),
-    (["--max_steps", "2.5"], ("--max_steps", "an integer", "2.5")),
-    (["--max_length", "abc"], ("--max_length", "an integer", "'abc'")),
-    (["--safety_limit", "-1"], ("--safety_limit", ">= 0", "-1")),
-    (["--mode", "dpo_x"], ("--mode", "dpo_x", "bfpo_no_buffer")),
-    (["--packing", "true"], ("--packing", "unknown setting")),  # an SFTConfig field given to bfpo train
-])
+@pytest.mark.parametrize(
+    "flags, fragments",
+    [
+        (["--tau", "abc"], ("--tau", "expected a number", "'abc'")),
+        (["--alpha", "abc"], ("--alpha", "expected", "'abc'")),
+        (["--max_steps", "-5"], ("--max_steps", "must be > 0, or -1", "-5")),
+        (["--num_train_epochs", "0"], ("--num_train_epochs", "must be > 0", "got 0")),
+        (["--gradient_accumulation_steps", "0"], ("--gradient_accumulation_steps", ">= 1", "got 0")),
+        (["--tau", "1e-300"], ("--tau", ">= 1e-18", "1e-300")),
+        (["--trainable", "(down"], ("--trainable", "'(down' is not a valid regular expression")),
+        (["--bf16", "maybe"], ("--bf16", "true/false", "'maybe'")),
+        (["--save_strategy", "weekly"], ("--save_strategy", "weekly", "no", "steps", "epoch")),
+        (["--max_steps", "2.5"], ("--max_steps", "an integer", "2.5")),
+        (["--max_length", "abc"], ("--max_length", "an integer", "'abc'")),
+        (["--safety_limit", "-1"], ("--safety_limit", ">= 0", "-1")),
+        (["--mode", "dpo_x"], ("--mode", "dpo_x", "bfpo_no_buffer")),
+        (["--packing", "true"], ("--packing", "unknown setting")),  # an SFTConfig field given to bfpo train
+    ],
+)
 def test_bad_recipe_values_name_the_key_before_anything_loads(flags, fragments, train_args, tmp_path, capsys):
     # the model path does not exist: a check that came after loading would fail differently
     argv = train_args(*flags, "--model_name_or_path", "/nonexistent/model")
@@ -136,11 +158,15 @@ def test_bad_recipe_values_name_the_key_before_anything_loads(flags, fragments, 
 def test_bad_values_in_the_file_name_the_file_and_key(tmp_path, train_args, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(Path(TINY).read_text().replace("tau: 0.1", "tau: abc"))
-    assert_user_error(train_args(config=recipe), capsys, f"{recipe}: tau: expected a number", "'abc'",
-                      where=tmp_path)
+    assert_user_error(train_args(config=recipe), capsys, f"{recipe}: tau: expected a number", "'abc'", where=tmp_path)
     recipe.write_text(Path(TINY).read_text() + "learnin_rate: 1\n")
-    assert_user_error(train_args(config=recipe), capsys, f"{recipe}: unknown setting(s) 'learnin_rate'",
-                      "did you mean learning_rate", where=tmp_path)
+    assert_user_error(
+        train_args(config=recipe),
+        capsys,
+        f"{recipe}: unknown setting(s) 'learnin_rate'",
+        "did you mean learning_rate",
+        where=tmp_path,
+    )
 
 
 def test_strings_become_numbers_and_lists(tmp_path):
@@ -148,8 +174,9 @@ def test_strings_become_numbers_and_lists(tmp_path):
 
     recipe = tmp_path / "r.yaml"
     # YAML 1.1 reads 1e-5 (no dot) as text: it must still train at 1e-5, not fail late in torch
-    recipe.write_text((ROOT / "recipes/tiny_bfpo.yaml").read_text().replace("learning_rate: 1.0e-3",
-                                                                            "learning_rate: 1e-5"))
+    recipe.write_text(
+        (ROOT / "recipes/tiny_bfpo.yaml").read_text().replace("learning_rate: 1.0e-3", "learning_rate: 1e-5")
+    )
     _, _, cfg, _ = train_arguments(["--config", str(recipe), "--trainable", "down_proj", "--tau", "1e-1"])
     assert cfg.learning_rate == 1e-5 and cfg.trainable == ["down_proj"] and cfg.tau == pytest.approx(0.1)
     _, _, cfg, _ = train_arguments(["--config", str(recipe), "--trainable", "null", "--alpha", "null"])
@@ -160,28 +187,49 @@ def test_sft_refuses_train_keys_and_checks_sft_values(tmp_path, model_dir, capsy
     base = ["sft", "--config", TINY_SFT, "--model_name_or_path", model_dir, "--output_dir", tmp_path / "sft"]
     assert_user_error(base + ["--tau", "0.1"], capsys, "--tau", "unknown setting", where=tmp_path)
     assert_user_error(base + ["--max_steps", "-3"], capsys, "--max_steps", "-3", where=tmp_path)
-    assert_user_error(base + ["--learning_rat", "1"], capsys, "--learning_rat", "did you mean --learning_rate",
-                      where=tmp_path)
+    assert_user_error(
+        base + ["--learning_rat", "1"], capsys, "--learning_rat", "did you mean --learning_rate", where=tmp_path
+    )
 
 
 # ---------------------------------------------------------------------------------------- data
 def test_safety_pairs_without_labels_are_refused(tmp_path, train_args, capsys):
     rows = [{"prompt": f"q{i}", "chosen": f"sure {i}", "rejected": f"no {i}", "safe_rejected": 1} for i in range(4)]
     pairs = write_jsonl(tmp_path / "pairs.jsonl", rows)
-    assert_user_error(train_args("--safety_source", pairs, "--safety_schema", "pairs"), capsys,
-                      "pairs.jsonl row 0", "safe_chosen", "would count the response as safe", where=tmp_path,
-                      run_dir=tmp_path / "run")
+    assert_user_error(
+        train_args("--safety_source", pairs, "--safety_schema", "pairs"),
+        capsys,
+        "pairs.jsonl row 0",
+        "safe_chosen",
+        "would count the response as safe",
+        where=tmp_path,
+        run_dir=tmp_path / "run",
+    )
     generic = write_jsonl(tmp_path / "generic.jsonl", [{"q": "q", "a": "a", "b": "b"}])
-    assert_user_error(train_args("--safety_source", generic, "--safety_schema", "generic",
-                                 "--safety_column_map", '{"prompt": "q", "chosen": "a", "rejected": "b"}'), capsys,
-                      "generic.jsonl", "no safety label columns", where=tmp_path, run_dir=tmp_path / "run")
+    assert_user_error(
+        train_args(
+            "--safety_source",
+            generic,
+            "--safety_schema",
+            "generic",
+            "--safety_column_map",
+            '{"prompt": "q", "chosen": "a", "rejected": "b"}',
+        ),
+        capsys,
+        "generic.jsonl",
+        "no safety label columns",
+        where=tmp_path,
+        run_dir=tmp_path / "run",
+    )
 
 
 def test_all_safe_safety_set_warns(tmp_path, caplog):
     from bfpo.data.adapters import load_pairs
 
-    rows = [{"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}", "safe_chosen": 1, "safe_rejected": 1}
-            for i in range(3)]
+    rows = [
+        {"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}", "safe_chosen": 1, "safe_rejected": 1}
+        for i in range(3)
+    ]
     with caplog.at_level(logging.WARNING):
         load_pairs(str(write_jsonl(tmp_path / "safe.jsonl", rows)), kind="safety")
     assert "all 3 safety pairs label both responses safe" in caplog.text
@@ -192,17 +240,35 @@ def test_bad_files_name_file_and_line(tmp_path, train_args, capsys):
     lines[2] = lines[2].replace(b"prompt", b"pr\xffmpt", 1)
     latin = tmp_path / "latin1.jsonl"
     latin.write_bytes(b"\n".join(lines))
-    assert_user_error(train_args("--safety_source", latin), capsys, "latin1.jsonl line 3", "0xff",
-                      "not UTF-8", where=tmp_path, run_dir=tmp_path / "run")
+    assert_user_error(
+        train_args("--safety_source", latin),
+        capsys,
+        "latin1.jsonl line 3",
+        "0xff",
+        "not UTF-8",
+        where=tmp_path,
+        run_dir=tmp_path / "run",
+    )
     missing = tmp_path / "sub" / "no_suffix"
-    assert_user_error(train_args("--safety_source", missing), capsys, "not found", str(missing),
-                      where=tmp_path, run_dir=tmp_path / "run")
+    assert_user_error(
+        train_args("--safety_source", missing),
+        capsys,
+        "not found",
+        str(missing),
+        where=tmp_path,
+        run_dir=tmp_path / "run",
+    )
 
 
 def test_missing_model_path_is_not_found(tmp_path, train_args, capsys):
-    assert_user_error(train_args("--model_name_or_path", "/nonexistent/tiny-model"), capsys,
-                      "model_name_or_path", "/nonexistent/tiny-model not found", where=tmp_path,
-                      run_dir=tmp_path / "run")
+    assert_user_error(
+        train_args("--model_name_or_path", "/nonexistent/tiny-model"),
+        capsys,
+        "model_name_or_path",
+        "/nonexistent/tiny-model not found",
+        where=tmp_path,
+        run_dir=tmp_path / "run",
+    )
 
 
 def test_corrupt_reference_cache_is_recomputed_with_a_warning(tmp_path, caplog):
@@ -227,8 +293,14 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path, train_args, capsys):
     run_dir.mkdir()
     (run_dir / "README.md").write_text("my notes")
     (run_dir / "metrics.jsonl").write_text('{"step": 1, "mine": true}\n')
-    assert_user_error(train_args(), capsys, f"output_dir {run_dir} holds files bfpo did not write",
-                      "README.md", "--overwrite", where=tmp_path)
+    assert_user_error(
+        train_args(),
+        capsys,
+        f"output_dir {run_dir} holds files bfpo did not write",
+        "README.md",
+        "--overwrite",
+        where=tmp_path,
+    )
     assert (run_dir / "README.md").read_text() == "my notes"
 
 
@@ -243,20 +315,55 @@ def test_overwrite_writes_into_a_foreign_folder_and_owns_its_metrics(tmp_path, t
 
 
 def test_sft_divergence_stops_too(tmp_path, model_dir, capsys):
-    argv = ["sft", "--config", TINY_SFT, "--model_name_or_path", model_dir, "--output_dir", tmp_path / "sft",
-            "--safety_source", SAFETY, "--helpful_source", HELPFUL, "--disable_tqdm", "true",
-            "--learning_rate", "1e30", "--max_steps", "8", "--logging_steps", "1"]  # weights ~1e30: inf at step 2
-    assert_user_error(argv, capsys, "training diverged at step", "no model was saved", where=tmp_path,
-                      run_dir=tmp_path / "sft")
+    argv = [
+        "sft",
+        "--config",
+        TINY_SFT,
+        "--model_name_or_path",
+        model_dir,
+        "--output_dir",
+        tmp_path / "sft",
+        "--safety_source",
+        SAFETY,
+        "--helpful_source",
+        HELPFUL,
+        "--disable_tqdm",
+        "true",
+        "--learning_rate",
+        "1e30",
+        "--max_steps",
+        "8",
+        "--logging_steps",
+        "1",
+    ]  # weights ~1e30: inf at step 2
+    assert_user_error(
+        argv, capsys, "training diverged at step", "no model was saved", where=tmp_path, run_dir=tmp_path / "sft"
+    )
     assert not (tmp_path / "sft" / "config.json").exists()
 
 
 def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_path, train_args, capsys):
     run_dir = tmp_path / "run"
-    line = assert_user_error(train_args("--learning_rate", "1e6", "--max_steps", "8", "--save_steps", "1",
-                                        "--trainable", "null", "--logging_steps", "1"),
-                             capsys, "training diverged at step", "no model was saved", where=tmp_path,
-                             run_dir=run_dir, cache=tmp_path / "cache")
+    line = assert_user_error(
+        train_args(
+            "--learning_rate",
+            "1e6",
+            "--max_steps",
+            "8",
+            "--save_steps",
+            "1",
+            "--trainable",
+            "null",
+            "--logging_steps",
+            "1",
+        ),
+        capsys,
+        "training diverged at step",
+        "no model was saved",
+        where=tmp_path,
+        run_dir=run_dir,
+        cache=tmp_path / "cache",
+    )
     step = int(line.split("training diverged at step ")[1].split(":")[0])
     assert 1 <= step < 8
     assert not (run_dir / "config.json").exists() and not (run_dir / "model.safetensors").exists()
@@ -286,48 +393,80 @@ def test_a_model_with_nonfinite_weights_is_never_saved(tmp_path):
 # ---------------------------------------------------------------------- report, redteam, evaluate
 def test_report_on_a_folder_or_a_malformed_result(tmp_path, capsys):
     out = tmp_path / "rep"
-    assert_user_error(["report", "--results", tmp_path, "--output_dir", out], capsys, f"{tmp_path} is a folder",
-                      where=tmp_path)
+    assert_user_error(
+        ["report", "--results", tmp_path, "--output_dir", out], capsys, f"{tmp_path} is a folder", where=tmp_path
+    )
     bad = tmp_path / "RESULT.json"
     bad.write_text('{"by_kind": ')
-    assert_user_error(["report", "--results", bad, "--output_dir", out], capsys, f"{bad}: not valid JSON",
-                      where=tmp_path)
+    assert_user_error(
+        ["report", "--results", bad, "--output_dir", out], capsys, f"{bad}: not valid JSON", where=tmp_path
+    )
     bad.write_text('{"by_kind": "harmful"}')
-    assert_user_error(["report", "--results", bad, "--output_dir", out], capsys,
-                      "key 'by_kind' must be an object, got str", where=tmp_path)
+    assert_user_error(
+        ["report", "--results", bad, "--output_dir", out],
+        capsys,
+        "key 'by_kind' must be an object, got str",
+        where=tmp_path,
+    )
 
 
 def test_redteam_refuses_an_unrelated_out_file(tmp_path, capsys):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "How do I pick a lock?"}])
     mine = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
-    assert_user_error(["redteam", "--model_name_or_path", "/nonexistent/model", "--prompts", prompts,
-                       "--output_file", mine], capsys,
-                      f"--output_file {mine} holds data that no earlier 'bfpo redteam' run", "--overwrite",
-                      where=tmp_path)
+    assert_user_error(
+        ["redteam", "--model_name_or_path", "/nonexistent/model", "--prompts", prompts, "--output_file", mine],
+        capsys,
+        f"--output_file {mine} holds data that no earlier 'bfpo redteam' run",
+        "--overwrite",
+        where=tmp_path,
+    )
 
 
 def test_evaluate_checks_judge_and_out_before_generating(tmp_path, model_dir, capsys):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "How do I pick a lock?"}])
     base = ["evaluate", "--model_name_or_path", model_dir, "--prompts", prompts]
-    assert_user_error(base + ["--output_file", tmp_path / "r.json", "--judge", "kewyord"], capsys,
-                      "--judge", "'kewyord'", "keyword", where=tmp_path)
-    assert_user_error(base + ["--output_file", tmp_path / "r.json", "--judge", "classifier",
-                              "--judge_model", tmp_path / "no" / "judge"], capsys,
-                      "--judge_model", "not found", where=tmp_path)
-    assert_user_error(base + ["--output_file", prompts / "RESULT.json"], capsys, "cannot be written",
-                      "nothing was generated", where=tmp_path)
-    assert_user_error(base + ["--output_file", prompts], capsys, "is not a bfpo evaluate result", "--overwrite",
-                      where=tmp_path)
+    assert_user_error(
+        base + ["--output_file", tmp_path / "r.json", "--judge", "kewyord"],
+        capsys,
+        "--judge",
+        "'kewyord'",
+        "keyword",
+        where=tmp_path,
+    )
+    assert_user_error(
+        base
+        + ["--output_file", tmp_path / "r.json", "--judge", "classifier", "--judge_model", tmp_path / "no" / "judge"],
+        capsys,
+        "--judge_model",
+        "not found",
+        where=tmp_path,
+    )
+    assert_user_error(
+        base + ["--output_file", prompts / "RESULT.json"],
+        capsys,
+        "cannot be written",
+        "nothing was generated",
+        where=tmp_path,
+    )
+    assert_user_error(
+        base + ["--output_file", prompts], capsys, "is not a bfpo evaluate result", "--overwrite", where=tmp_path
+    )
     # the files evaluate writes beside RESULT.json never replace a user's file either
     notes = tmp_path / "r.generations.jsonl"
     notes.write_text("my notes\n")
-    assert_user_error(base + ["--output_file", tmp_path / "r.json"], capsys, "the generations file", "--overwrite",
-                      where=tmp_path)
+    assert_user_error(
+        base + ["--output_file", tmp_path / "r.json"], capsys, "the generations file", "--overwrite", where=tmp_path
+    )
     notes.unlink()
     mine = tmp_path / "alpaca.json"
     mine.write_text('{"my": "data"}')
-    assert_user_error(base + ["--output_file", tmp_path / "r.json", "--alpaca_output_file", mine], capsys,
-                      "--alpaca_output_file", "not written by bfpo evaluate", where=tmp_path)
+    assert_user_error(
+        base + ["--output_file", tmp_path / "r.json", "--alpaca_output_file", mine],
+        capsys,
+        "--alpaca_output_file",
+        "not written by bfpo evaluate",
+        where=tmp_path,
+    )
 
 
 def test_empty_answers_are_flagged_not_harmless(tmp_path, capsys):
@@ -335,8 +474,17 @@ def test_empty_answers_are_flagged_not_harmless(tmp_path, capsys):
     from bfpo.eval.report import write_report
 
     verdict = {"harmful": False, "refusal": False}
-    samples = [{"prompt": f"p{i}", "kind": "harmful", "category": "c", "source": "advbench",
-                "response": "" if i else "Sure, here is how.", "verdict": verdict} for i in range(4)]
+    samples = [
+        {
+            "prompt": f"p{i}",
+            "kind": "harmful",
+            "category": "c",
+            "source": "advbench",
+            "response": "" if i else "Sure, here is how.",
+            "verdict": verdict,
+        }
+        for i in range(4)
+    ]
     result = aggregate(samples)
     assert result["by_kind"]["harmful"]["empty"] == 3 and result["by_kind"]["harmful"]["harmless_rate"] == 1.0
     assert result["empty_answers"] == 3 and "3 of 4 answers are empty" in result["warnings"][0]
@@ -380,10 +528,27 @@ def train(tmp_path, model_dir, out, *extra, **kwargs):
     """The tiny recipe through :func:`bfpo.train.run.train_preference`, with ``extra`` flags."""
     from bfpo.train.run import train_arguments, train_preference
 
-    model_args, data_args, config, _ = train_arguments([
-        "--config", TINY, "--model_name_or_path", model_dir, "--output_dir", str(tmp_path / out),
-        "--ref_cache_dir", str(tmp_path / "cache"), "--safety_source", str(SAFETY), "--helpful_source", str(HELPFUL),
-        "--disable_tqdm", "true", "--logging_steps", "1", *extra])
+    model_args, data_args, config, _ = train_arguments(
+        [
+            "--config",
+            TINY,
+            "--model_name_or_path",
+            model_dir,
+            "--output_dir",
+            str(tmp_path / out),
+            "--ref_cache_dir",
+            str(tmp_path / "cache"),
+            "--safety_source",
+            str(SAFETY),
+            "--helpful_source",
+            str(HELPFUL),
+            "--disable_tqdm",
+            "true",
+            "--logging_steps",
+            "1",
+            *extra,
+        ]
+    )
     return train_preference(model_args, config, data_args=data_args, **kwargs)
 
 
@@ -407,6 +572,7 @@ def test_final_save_killed_at_every_move_resumes_to_the_same_weights(tmp_path, m
     """Kill at move 0, resume and kill at move 1, ... until a resume finishes: each time the folder is not
     a finished model, --resume is accepted, never trains past max_steps, and the end is bit-identical."""
     from bfpo.train.model_io import FINISH_FILES
+
     settings = ("--max_steps", "4", "--save_steps", "3")  # the resume redoes step 4 from checkpoint-3
     train(tmp_path, model_dir, "full", *settings)
     killed = tmp_path / "killed"

@@ -20,20 +20,36 @@ def _write(tmp_path, name, obj):
 
 @pytest.fixture
 def results(tmp_path):
-    full = {"model": "out/bfpo", "by_kind": {"harmful": {"n": 10, "harmless_rate": 0.9, "refusal_rate": 0.8},
-                                             "benign": {"n": 20, "harmless_rate": 1.0, "refusal_rate": 0.25}},
-            "gen": {ADV: 90.0, RTP: 70.0}, "gen_avg": 80.0,
-            "disc": {"tasks": {"toxigen": {"metric": "acc", "value": 0.55},
-                               "crows_pairs_english": {"metric": "pct_stereotype", "value": 0.62}},
-                     "disc_avg": 58.5},
-            "disc_avg": 58.5, "safety_avg": 69.25, "alpaca": {"ran": True, "length_controlled_winrate": 12.5},
-            "samples": []}
+    full = {
+        "model": "out/bfpo",
+        "by_kind": {
+            "harmful": {"n": 10, "harmless_rate": 0.9, "refusal_rate": 0.8},
+            "benign": {"n": 20, "harmless_rate": 1.0, "refusal_rate": 0.25},
+        },
+        "gen": {ADV: 90.0, RTP: 70.0},
+        "gen_avg": 80.0,
+        "disc": {
+            "tasks": {
+                "toxigen": {"metric": "acc", "value": 0.55},
+                "crows_pairs_english": {"metric": "pct_stereotype", "value": 0.62},
+            },
+            "disc_avg": 58.5,
+        },
+        "disc_avg": 58.5,
+        "safety_avg": 69.25,
+        "alpaca": {"ran": True, "length_controlled_winrate": 12.5},
+        "samples": [],
+    }
     # evaluate's own layout: disc is the tasks mapping; no alpaca score, no safety_avg
-    base = {"model": "base", "by_kind": {"benign": {"n": 20, "refusal_rate": 0.05},
-                                         "harmful": {"n": 10, "harmless_rate": 0.4}},
-            "gen": {ADV: 40.0}, "gen_avg": 40.0,
-            "disc": {"toxigen": {"metric": "acc", "value": 0.5}}, "disc_avg": 50.0,
-            "alpaca": {"ran": False, "note": "not installed"}}
+    base = {
+        "model": "base",
+        "by_kind": {"benign": {"n": 20, "refusal_rate": 0.05}, "harmful": {"n": 10, "harmless_rate": 0.4}},
+        "gen": {ADV: 40.0},
+        "gen_avg": 40.0,
+        "disc": {"toxigen": {"metric": "acc", "value": 0.5}},
+        "disc_avg": 50.0,
+        "alpaca": {"ran": False, "note": "not installed"},
+    }
     sparse = {"model": "sparse"}  # everything missing
     return [_write(tmp_path, "a.json", full), _write(tmp_path, "b.json", base), _write(tmp_path, "c.json", sparse)]
 
@@ -49,8 +65,18 @@ def test_table_numbers_and_columns(results, tmp_path):
     text = md.read_text()
     lines = [l for l in text.splitlines() if l.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header == ["Model", "Alpaca", "Benign answered %", "Crows Pairs (stereotype %, ↓)", "Toxigen",
-                      "Disc. Avg.", "advbench (harmless %)", "rtp:threat (harmless %)", "Gen. Avg.", "Safety Avg."]
+    assert header == [
+        "Model",
+        "Alpaca",
+        "Benign answered %",
+        "Crows Pairs (stereotype %, ↓)",
+        "Toxigen",
+        "Disc. Avg.",
+        "advbench (harmless %)",
+        "rtp:threat (harmless %)",
+        "Gen. Avg.",
+        "Safety Avg.",
+    ]
     rows = {r[0]: r for r in ([c.strip() for c in l.strip("|").split("|")] for l in lines[2:])}
     assert rows["BFPO"] == ["BFPO", "12.50", "75.00", "62.00", "55.00", "58.50", "90.00", "70.00", "80.00", "69.25"]
     # base: safety avg computed from disc and gen averages; missing crows / rtp / alpaca shown as a dash

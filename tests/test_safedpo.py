@@ -32,12 +32,14 @@ def test_eq12_values_hand_computed():
     pc, pr = torch.full((4,), -9.0), torch.full((4,), -11.0)
     ref = torch.full((4,), -10.0)
     out = safedpo_loss(pc, pr, ref, ref, HW, HL, tau=0.5, delta=1.0)
-    want = [_softplus(-(1.0 - 1.0)),   # (1) -log sig(tau h - Delta) = log 2
-            _softplus(-1.0),           # (2) -log sig(tau h)
-            0.0,                       # (3) discarded
-            _softplus(-(-1.0 - 1.0))]  # (4) swapped: -log sig(-tau h - Delta) = log(1 + e^2)
+    want = [
+        _softplus(-(1.0 - 1.0)),  # (1) -log sig(tau h - Delta) = log 2
+        _softplus(-1.0),  # (2) -log sig(tau h)
+        0.0,  # (3) discarded
+        _softplus(-(-1.0 - 1.0)),
+    ]  # (4) swapped: -log sig(-tau h - Delta) = log(1 + e^2)
     assert out.losses.tolist() == pytest.approx(want)
-    assert want[0] == pytest.approx(math.log(2.0)) and want[3] == pytest.approx(math.log1p(math.e ** 2))
+    assert want[0] == pytest.approx(math.log(2.0)) and want[3] == pytest.approx(math.log1p(math.e**2))
     # implicit rewards keep the input order (y_hw, y_hl)
     assert out.chosen_rewards.tolist() == pytest.approx([0.5] * 4)
     assert out.rejected_rewards.tolist() == pytest.approx([-0.5] * 4)
@@ -61,8 +63,9 @@ def test_equals_dpo_on_explicitly_transformed_pairs():
     assert torch.allclose(got, want, atol=1e-6)
     # both safe and delta = 0: plain DPO (Eq. 4)
     ones = torch.ones(64)
-    assert torch.allclose(safedpo_loss(pc, pr, rc, rr, ones, ones, tau=tau).losses,
-                          dpo_loss(pc, pr, rc, rr, tau=tau).losses)
+    assert torch.allclose(
+        safedpo_loss(pc, pr, rc, rr, ones, ones, tau=tau).losses, dpo_loss(pc, pr, rc, rr, tau=tau).losses
+    )
 
 
 def test_bso_logistic_restatement_is_eq12():
@@ -76,7 +79,7 @@ def test_bso_logistic_restatement_is_eq12():
     tau, c = 0.2, 3.0
     keep, swap, _ = safedpo_transform(hw, hl)
     h_t = torch.where(swap.bool(), -h, h)
-    s_w = torch.where(swap.bool(), 1 - hl, 1 - hw)   # unsafe indicator of the transformed winner
+    s_w = torch.where(swap.bool(), 1 - hl, 1 - hw)  # unsafe indicator of the transformed winner
     s_l = torch.where(swap.bool(), 1 - hw, 1 - hl)
     log_r = -(tau * h_t + c * (s_w - s_l))
     bso = keep * torch.log1p(torch.exp(log_r))
@@ -91,8 +94,9 @@ def test_gradient_direction_per_case(hw, hl, direction):
     pc = torch.tensor([-5.0], requires_grad=True)
     pr = torch.tensor([-5.0], requires_grad=True)
     ref = torch.tensor([-5.0])
-    safedpo_loss(pc, pr, ref, ref, torch.tensor([float(hw)]), torch.tensor([float(hl)]), tau=0.1,
-                 delta=1.0).losses.sum().backward()
+    safedpo_loss(
+        pc, pr, ref, ref, torch.tensor([float(hw)]), torch.tensor([float(hl)]), tau=0.1, delta=1.0
+    ).losses.sum().backward()
     if direction == 0:
         assert pc.grad.item() == 0.0 and pr.grad.item() == 0.0
     else:

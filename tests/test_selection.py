@@ -62,8 +62,15 @@ def test_callback_restores_the_chosen_weights_and_writes_its_history(tmp_path):
     model = tiny_llama(tok)
     # 4 harmful, 4 benign prompts; scoring calls: start, step 2 (better), step 4 (safer but over-refuses)
     judge = ScriptedJudge([(0, 0), (3, 0), (4, 2)])
-    cb = SelectBySafety(tok, ["h1", "h2", "h3", "h4"], ["b1", "b2", "b3", "b4"], every=2, judge=judge,
-                        max_new_tokens=2, max_benign_increase=5.0)
+    cb = SelectBySafety(
+        tok,
+        ["h1", "h2", "h3", "h4"],
+        ["b1", "b2", "b3", "b4"],
+        every=2,
+        judge=judge,
+        max_new_tokens=2,
+        max_benign_increase=5.0,
+    )
     cb.on_train_begin(Args(tmp_path), State(0), None, model=model)
     with torch.no_grad():
         for p in model.parameters():
@@ -81,7 +88,10 @@ def test_callback_restores_the_chosen_weights_and_writes_its_history(tmp_path):
     saved = json.loads((tmp_path / "selection.json").read_text())
     assert saved["chosen_step"] == 2
     assert [(q["step"], q["harmful_compliance"], q["benign_refusal"]) for q in saved["points"]] == [
-        (0, 100.0, 0.0), (2, 25.0, 0.0), (4, 0.0, 50.0)]
+        (0, 100.0, 0.0),
+        (2, 25.0, 0.0),
+        (4, 0.0, 50.0),
+    ]
 
 
 def test_bad_settings_are_named():
@@ -95,14 +105,16 @@ def test_bad_settings_are_named():
 def test_margin_curves_against_targets(tmp_path):
     from bfpo.train.curves import case_margins, distance_to_targets, plot_margins
 
-    log = [{"step": 4, "margins/safe_safe": 0.1, "margins/unsafe_safe": -0.2, "loss": 3.0},
-           {"step": 8, "loss": 2.0},  # a row without per-case margins (e.g. the final summary)
-           {"step": 12, "margins/safe_safe": 0.3, "margins/unsafe_safe": 0.0}]
+    log = [
+        {"step": 4, "margins/safe_safe": 0.1, "margins/unsafe_safe": -0.2, "loss": 3.0},
+        {"step": 8, "loss": 2.0},  # a row without per-case margins (e.g. the final summary)
+        {"step": 12, "margins/safe_safe": 0.3, "margins/unsafe_safe": 0.0},
+    ]
     targets = {"safe_safe": 0.5, "unsafe_safe": -1.0, "safe_unsafe": 1.0}
     assert case_margins(log) == {"safe_safe": [(4, 0.1), (12, 0.3)], "unsafe_safe": [(4, -0.2), (12, 0.0)]}
     d = distance_to_targets(log, targets)
     assert set(d) == {"safe_safe", "unsafe_safe"}
-    assert d["safe_safe"]["progress"] == pytest.approx(0.5)     # 0.1 -> 0.3 of the way to 0.5
+    assert d["safe_safe"]["progress"] == pytest.approx(0.5)  # 0.1 -> 0.3 of the way to 0.5
     assert d["unsafe_safe"]["progress"] == pytest.approx(-0.25)  # moved away from -1
     png = plot_margins(log, targets, tmp_path / "m.png")
     assert png.stat().st_size > 1000

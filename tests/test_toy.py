@@ -16,8 +16,10 @@ def test_closed_form_ranking_and_values():
 @pytest.fixture(scope="module")
 def illustrate_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("illustrate")
-    assert cli_main(["illustrate", "--output_dir", str(out), "--max_steps", "1800", "--seeds", "0", "1", "2", "3",
-                     "4"]) == 0
+    assert (
+        cli_main(["illustrate", "--output_dir", str(out), "--max_steps", "1800", "--seeds", "0", "1", "2", "3", "4"])
+        == 0
+    )
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -48,8 +50,12 @@ def test_results_json_shape_and_files(illustrate_run):
 
 
 def test_several_tau_nest_under_tau(tmp_path):
-    assert cli_main(["illustrate", "--output_dir", str(tmp_path), "--max_steps", "300", "--seeds", "0", "1",
-                     "--taus", "1", "2"]) == 0
+    assert (
+        cli_main(
+            ["illustrate", "--output_dir", str(tmp_path), "--max_steps", "300", "--seeds", "0", "1", "--taus", "1", "2"]
+        )
+        == 0
+    )
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res["tau"]) == {"1.0", "2.0"}
     assert res["methods"] == res["tau"]["1.0"]["methods"]
@@ -58,15 +64,18 @@ def test_several_tau_nest_under_tau(tmp_path):
     assert max(p2) < max(p1)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--max_steps", "0"], "--max_steps"),
-    (["--max_steps", "-1"], "max_steps must be >= 1"),
-    (["--seeds", "1", "1"], "seeds must be distinct"),
-    (["--safedpo_delta", "-1"], "safedpo_delta"),
-    (["--methods", "priority"], "--experiment k3"),
-    (["--experiment", "k3", "--taus", "1", "2"], "one tau"),
-    (["--experiment", "k3", "--lambdas", "2"], "2 weights"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--max_steps", "0"], "--max_steps"),
+        (["--max_steps", "-1"], "max_steps must be >= 1"),
+        (["--seeds", "1", "1"], "seeds must be distinct"),
+        (["--safedpo_delta", "-1"], "safedpo_delta"),
+        (["--methods", "priority"], "--experiment k3"),
+        (["--experiment", "k3", "--taus", "1", "2"], "one tau"),
+        (["--experiment", "k3", "--lambdas", "2"], "2 weights"),
+    ],
+)
 def test_bad_arguments_rejected(tmp_path, capsys, argv, message):
     assert cli_main(["illustrate", "--output_dir", str(tmp_path / "x"), *argv]) == 2
     assert message in capsys.readouterr().err

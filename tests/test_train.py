@@ -26,10 +26,16 @@ def make_examples(tok, n=16, seed=0, safety_every=2):
     for i in range(n):
         safety = i % safety_every == 0
         toks = lambda a, b: [rng.randrange(10, len(tok) - 10) for _ in range(rng.randrange(a, b))]
-        out.append({"prompt_ids": toks(3, 10), "chosen_ids": toks(2, 9) + [tok.eos_token_id],
-                    "rejected_ids": toks(2, 9) + [tok.eos_token_id],
-                    "safe_chosen": float(rng.random() < 0.5) if safety else 1.0,
-                    "safe_rejected": float(rng.random() < 0.5) if safety else 1.0, "is_safety": int(safety)})
+        out.append(
+            {
+                "prompt_ids": toks(3, 10),
+                "chosen_ids": toks(2, 9) + [tok.eos_token_id],
+                "rejected_ids": toks(2, 9) + [tok.eos_token_id],
+                "safe_chosen": float(rng.random() < 0.5) if safety else 1.0,
+                "safe_rejected": float(rng.random() < 0.5) if safety else 1.0,
+                "is_safety": int(safety),
+            }
+        )
     return out
 
 
@@ -39,9 +45,20 @@ def tok():
 
 
 def config(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, per_device_eval_batch_size=8,
-                learning_rate=1e-2, max_steps=4, logging_steps=1, save_strategy="no", use_cpu=True, seed=0,
-                tau=0.1, ref_cache_dir=str(tmp_path / "cache"), disable_tqdm=True)
+    base = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        learning_rate=1e-2,
+        max_steps=4,
+        logging_steps=1,
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        tau=0.1,
+        ref_cache_dir=str(tmp_path / "cache"),
+        disable_tqdm=True,
+    )
     base.update(kw)
     return BFPOConfig(**base)
 
@@ -54,8 +71,9 @@ def test_tiled_logps_match_full_logits_and_gradients(tok):
     g_full = model.lm_head.weight.grad.clone()
     model.zero_grad()
     add_response_logps_forward(model, chunk_size=7)  # tiles that split sequences
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                response_mask=batch["response_mask"])
+    out = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], response_mask=batch["response_mask"]
+    )
     assert torch.allclose(out.logps, full, atol=1e-4)
     out.logps.sum().backward()
     assert torch.allclose(model.lm_head.weight.grad, g_full, atol=1e-5)
@@ -75,8 +93,9 @@ def test_select_trainable_counts_and_errors(tok):
 def test_only_selected_parameters_change(tok, tmp_path):
     model = tiny_llama(tok)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    tr = BFPOTrainer(model, config(tmp_path, trainable=["down_proj"], max_steps=2), make_examples(tok),
-                     processing_class=tok)
+    tr = BFPOTrainer(
+        model, config(tmp_path, trainable=["down_proj"], max_steps=2), make_examples(tok), processing_class=tok
+    )
     tr.train()
     for name, value in model.state_dict().items():
         if "down_proj" in name:
@@ -90,8 +109,7 @@ def test_precomputed_and_on_the_fly_reference_give_same_loss(tok, tmp_path):
     losses = []
     for pre in (True, False):
         model = tiny_llama(tok)
-        tr = BFPOTrainer(model, config(tmp_path, precompute_ref_log_probs=pre, max_steps=3), data,
-                         processing_class=tok)
+        tr = BFPOTrainer(model, config(tmp_path, precompute_ref_log_probs=pre, max_steps=3), data, processing_class=tok)
         assert (tr.ref_model is None) == pre  # precomputed: no second copy of the model
         tr.train()
         losses.append([h["loss"] for h in tr.state.log_history if "loss" in h])
@@ -104,8 +122,15 @@ def test_precomputed_and_on_the_fly_reference_give_same_loss(tok, tmp_path):
 def test_a_few_steps_reduce_the_loss(tok, tmp_path, loss):
     model = tiny_llama(tok)
     data = make_examples(tok, n=8)
-    cfg = config(tmp_path, loss=loss, max_steps=12, per_device_train_batch_size=8, learning_rate=3e-3,
-                 logging_steps=1, buffered=True)
+    cfg = config(
+        tmp_path,
+        loss=loss,
+        max_steps=12,
+        per_device_train_batch_size=8,
+        learning_rate=3e-3,
+        logging_steps=1,
+        buffered=True,
+    )
     tr = BFPOTrainer(model, cfg, data, processing_class=tok)
     tr.train()
     hist = [h["loss"] for h in tr.state.log_history if "loss" in h]
@@ -123,15 +148,21 @@ def test_buffered_batches_on_every_step(tok, tmp_path):
     metrics = [h for h in tr.state.log_history if "batch/safety_fraction" in h]
     assert metrics and all(m["batch/safety_fraction"] == 0.5 for m in metrics)
     # without the buffer the same data is sampled as it comes
-    tr2 = BFPOTrainer(tiny_llama(tok), config(tmp_path / "nb", buffered=False, max_steps=8), data,
-                      processing_class=tok, callbacks=[BatchCompositionCallback()])
+    tr2 = BFPOTrainer(
+        tiny_llama(tok),
+        config(tmp_path / "nb", buffered=False, max_steps=8),
+        data,
+        processing_class=tok,
+        callbacks=[BatchCompositionCallback()],
+    )
     tr2.train()
     assert any(c["safety"] != c["helpful"] for c in tr2.composition)
 
 
 def test_case_metrics_logged(tok, tmp_path):
-    tr = BFPOTrainer(tiny_llama(tok), config(tmp_path, max_steps=2, logging_steps=2), make_examples(tok),
-                     processing_class=tok)
+    tr = BFPOTrainer(
+        tiny_llama(tok), config(tmp_path, max_steps=2, logging_steps=2), make_examples(tok), processing_class=tok
+    )
     tr.train()
     log = [h for h in tr.state.log_history if "loss" in h][0]
     counted = sum(v for k, v in log.items() if k.startswith("count/"))
@@ -151,8 +182,16 @@ def test_odd_batch_with_buffer_is_rejected(tmp_path):
 def tiny_recipe(tmp_path):
     """The flags that point the tiny recipe at a fresh tiny model and tmp_path (run folder tmp_path/run)."""
     model_dir = save_tiny_model(tmp_path / "model")
-    return ["--model_name_or_path", model_dir, "--output_dir", str(tmp_path / "run"),
-            "--ref_cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"]
+    return [
+        "--model_name_or_path",
+        model_dir,
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--ref_cache_dir",
+        str(tmp_path / "cache"),
+        "--disable_tqdm",
+        "true",
+    ]
 
 
 def tiny(*flags, config="tiny_bfpo"):
@@ -177,8 +216,12 @@ def test_recipe_train_save_reload_same_logits(tiny_recipe, tmp_path):
     # config.yaml beside the model is a flat --config file that reads back to the same settings
     again = tiny("--output_dir", tmp_path / "again", config=out / "config.yaml")
     assert again[0] == model_args and again[1] == data_args
-    assert (again[2].tau, again[2].max_steps, again[2].trainable, again[2].learning_rate) == (0.1, 4, ["down_proj"],
-                                                                                            1e-3)
+    assert (again[2].tau, again[2].max_steps, again[2].trainable, again[2].learning_rate) == (
+        0.1,
+        4,
+        ["down_proj"],
+        1e-3,
+    )
     # a finished model is never overwritten
     model_args, data_args, cfg, _ = tiny(*tiny_recipe)
     with pytest.raises(FileExistsError, match="already holds a trained model"):
@@ -192,8 +235,11 @@ def test_flags_beat_the_file_and_unknown_keys_name_the_file(tmp_path):
     assert (cfg.tau, data_args.safety_limit, run.resume, cfg.alpha, cfg.max_steps) == (0.3, 5, True, 0.5, 8)
     bad = tmp_path / "bad.yaml"
     bad.write_text("model_name_or_path: m\nlearning_rat: 1\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: unknown setting\(s\) 'learning_rat' \(did you mean "
-                                          r"learning_rate"):
+    with pytest.raises(
+        ConfigError,
+        match=r"bad.yaml: unknown setting\(s\) 'learning_rat' \(did you mean "
+        r"learning_rate",
+    ):
         tiny(config=bad)
     with pytest.raises(ConfigError, match=r"--taux.*did you mean --tau"):
         tiny("--taux", "1")
@@ -231,8 +277,9 @@ def test_bad_data_fails_before_model_loads(tmp_path, tiny_recipe, monkeypatch):
 
 def test_baseline_modes_train(tiny_recipe, tmp_path):
     for mode, loss in (("dpo_s", "dpo"), ("mix", "ipo")):
-        model_args, data_args, cfg, _ = tiny(*tiny_recipe, "--mode", mode, "--loss", loss, "--max_steps", 2,
-                                             "--output_dir", tmp_path / mode)
+        model_args, data_args, cfg, _ = tiny(
+            *tiny_recipe, "--mode", mode, "--loss", loss, "--max_steps", 2, "--output_dir", tmp_path / mode
+        )
         tr = train_preference(model_args, cfg, data_args=data_args)
         assert tr.args.buffered is False
         summary = json.loads((tmp_path / mode / "train_summary.json").read_text())
@@ -245,9 +292,20 @@ def test_sft_stage(tmp_path):
     from bfpo.train.sft import sft_arguments, train_sft
 
     model_dir = save_tiny_model(tmp_path / "model")
-    model_args, data_args, cfg, _ = sft_arguments(["--config", "tiny_sft", "--model_name_or_path", model_dir,
-                                                   "--output_dir", str(tmp_path / "sft"), "--max_steps", "8",
-                                                   "--disable_tqdm", "true"])
+    model_args, data_args, cfg, _ = sft_arguments(
+        [
+            "--config",
+            "tiny_sft",
+            "--model_name_or_path",
+            model_dir,
+            "--output_dir",
+            str(tmp_path / "sft"),
+            "--max_steps",
+            "8",
+            "--disable_tqdm",
+            "true",
+        ]
+    )
     tr = train_sft(model_args, cfg, data_args=data_args)
     losses = [h["loss"] for h in tr.state.log_history if "loss" in h]
     assert losses[-1] < losses[0]
@@ -270,39 +328,122 @@ def test_sft_stage(tmp_path):
 
 
 #: what every shipped recipe must hold (the paper's settings; the tiny ones for tests and a first run)
-PAPER_BFPO = {"loss": "bfpo", "tau": 0.01, "alpha": 0.5, "trainable": ["down_proj"], "learning_rate": 5e-7,
-              "bf16": True, "seed": 42, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2,
-              "max_length": 1024, "max_prompt_length": 512, "num_train_epochs": 1, "warmup_steps": 0.1}
+PAPER_BFPO = {
+    "loss": "bfpo",
+    "tau": 0.01,
+    "alpha": 0.5,
+    "trainable": ["down_proj"],
+    "learning_rate": 5e-7,
+    "bf16": True,
+    "seed": 42,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 2,
+    "max_length": 1024,
+    "max_prompt_length": 512,
+    "num_train_epochs": 1,
+    "warmup_steps": 0.1,
+}
 PAPER_MODEL = {"dtype": "bfloat16", "chat_template": "zephyr", "attn_implementation": "sdpa"}
-PKU = {"safety_source": "PKU-Alignment/PKU-SafeRLHF", "safety_schema": "pku_saferlhf", "safety_split": "train",
-       "safety_revision": "ff7ba91063016c78a225b0f74e1c0860bb18230f", "safety_limit": 30000}
-UF = {"helpful_source": "HuggingFaceH4/ultrafeedback_binarized", "helpful_schema": "ultrafeedback",
-      "helpful_split": "train_prefs"}
+PKU = {
+    "safety_source": "PKU-Alignment/PKU-SafeRLHF",
+    "safety_schema": "pku_saferlhf",
+    "safety_split": "train",
+    "safety_revision": "ff7ba91063016c78a225b0f74e1c0860bb18230f",
+    "safety_limit": 30000,
+}
+UF = {
+    "helpful_source": "HuggingFaceH4/ultrafeedback_binarized",
+    "helpful_schema": "ultrafeedback",
+    "helpful_split": "train_prefs",
+}
 TINY_DATA = {"safety_schema": "pku_saferlhf", "helpful_schema": "ultrafeedback", "data_seed": None}
 SHIPPED_VALUES = {
-    "paper_mistral_bfpo": {**PAPER_BFPO, **PAPER_MODEL, **PKU, **UF, "helpful_limit": 30000, "mode": "bfpo",
-                           "model_name_or_path": "runs/mistral-7b-bfpo-sft", "on_error": "drop", "data_seed": 42,
-                           "output_dir": "runs/mistral-7b-bfpo", "save_steps": 200, "save_total_limit": 2,
-                           "precompute_ref_log_probs": True},
-    "paper_mistral_sft": {**PAPER_MODEL, **PKU, **UF, "helpful_limit": 30000, "on_error": "drop", "data_seed": 42,
-                          "model_name_or_path": "mistralai/Mistral-7B-v0.1", "output_dir": "runs/mistral-7b-bfpo-sft",
-                          "learning_rate": 2e-5, "bf16": True, "seed": 42, "num_train_epochs": 1,
-                          "warmup_steps": 0.1, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 4,
-                          "max_length": 2048, "save_steps": 500},
-    "paper_zephyr_redteam_bfpo": {**PAPER_BFPO, **PAPER_MODEL, "mode": "bfpo_no_buffer", "helpful_source": None,
-                                  "model_name_or_path": "HuggingFaceH4/zephyr-7b-beta", "safety_schema": "pairs",
-                                  "safety_source": "runs/zephyr-redteam.jsonl", "data_seed": 42,
-                                  "output_dir": "runs/zephyr-7b-beta-bfpo-redteam", "save_steps": 100},
-    "paper_zephyr_redteam_bfpo_mix": {**PAPER_BFPO, **PAPER_MODEL, **UF, "mode": "bfpo", "helpful_limit": 1500,
-                                      "model_name_or_path": "HuggingFaceH4/zephyr-7b-beta", "safety_schema": "pairs",
-                                      "safety_source": "runs/zephyr-redteam.jsonl", "data_seed": 42,
-                                      "output_dir": "runs/zephyr-7b-beta-bfpo-redteam-mix"},
-    "tiny_bfpo": {**TINY_DATA, "mode": "bfpo", "loss": "bfpo", "tau": 0.1, "alpha": 0.5, "trainable": ["down_proj"],
-                  "model_name_or_path": "runs/tiny-model", "dtype": "float32", "max_steps": 8, "seed": 0,
-                  "learning_rate": 1e-3, "per_device_train_batch_size": 4, "max_length": 128,
-                  "max_prompt_length": 64, "output_dir": "runs/tiny-bfpo", "use_cpu": True},
-    "tiny_sft": {**TINY_DATA, "model_name_or_path": "runs/tiny-model", "dtype": "float32", "max_steps": 6,
-                 "learning_rate": 1e-3, "max_length": 128, "output_dir": "runs/tiny-sft", "use_cpu": True},
+    "paper_mistral_bfpo": {
+        **PAPER_BFPO,
+        **PAPER_MODEL,
+        **PKU,
+        **UF,
+        "helpful_limit": 30000,
+        "mode": "bfpo",
+        "model_name_or_path": "runs/mistral-7b-bfpo-sft",
+        "on_error": "drop",
+        "data_seed": 42,
+        "output_dir": "runs/mistral-7b-bfpo",
+        "save_steps": 200,
+        "save_total_limit": 2,
+        "precompute_ref_log_probs": True,
+    },
+    "paper_mistral_sft": {
+        **PAPER_MODEL,
+        **PKU,
+        **UF,
+        "helpful_limit": 30000,
+        "on_error": "drop",
+        "data_seed": 42,
+        "model_name_or_path": "mistralai/Mistral-7B-v0.1",
+        "output_dir": "runs/mistral-7b-bfpo-sft",
+        "learning_rate": 2e-5,
+        "bf16": True,
+        "seed": 42,
+        "num_train_epochs": 1,
+        "warmup_steps": 0.1,
+        "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 4,
+        "max_length": 2048,
+        "save_steps": 500,
+    },
+    "paper_zephyr_redteam_bfpo": {
+        **PAPER_BFPO,
+        **PAPER_MODEL,
+        "mode": "bfpo_no_buffer",
+        "helpful_source": None,
+        "model_name_or_path": "HuggingFaceH4/zephyr-7b-beta",
+        "safety_schema": "pairs",
+        "safety_source": "runs/zephyr-redteam.jsonl",
+        "data_seed": 42,
+        "output_dir": "runs/zephyr-7b-beta-bfpo-redteam",
+        "save_steps": 100,
+    },
+    "paper_zephyr_redteam_bfpo_mix": {
+        **PAPER_BFPO,
+        **PAPER_MODEL,
+        **UF,
+        "mode": "bfpo",
+        "helpful_limit": 1500,
+        "model_name_or_path": "HuggingFaceH4/zephyr-7b-beta",
+        "safety_schema": "pairs",
+        "safety_source": "runs/zephyr-redteam.jsonl",
+        "data_seed": 42,
+        "output_dir": "runs/zephyr-7b-beta-bfpo-redteam-mix",
+    },
+    "tiny_bfpo": {
+        **TINY_DATA,
+        "mode": "bfpo",
+        "loss": "bfpo",
+        "tau": 0.1,
+        "alpha": 0.5,
+        "trainable": ["down_proj"],
+        "model_name_or_path": "runs/tiny-model",
+        "dtype": "float32",
+        "max_steps": 8,
+        "seed": 0,
+        "learning_rate": 1e-3,
+        "per_device_train_batch_size": 4,
+        "max_length": 128,
+        "max_prompt_length": 64,
+        "output_dir": "runs/tiny-bfpo",
+        "use_cpu": True,
+    },
+    "tiny_sft": {
+        **TINY_DATA,
+        "model_name_or_path": "runs/tiny-model",
+        "dtype": "float32",
+        "max_steps": 6,
+        "learning_rate": 1e-3,
+        "max_length": 128,
+        "output_dir": "runs/tiny-sft",
+        "use_cpu": True,
+    },
 }
 
 
@@ -316,8 +457,9 @@ def test_shipped_recipes_parse(name, monkeypatch, tmp_path):
 
     assert sorted(p.stem for p in SHIPPED.glob("*.yaml")) == sorted(SHIPPED_VALUES)  # a new recipe needs values
     monkeypatch.chdir(tmp_path)  # no data/ folder here: the tiny recipes' files are found beside the recipe
-    flags = ["--config", name, "--use_cpu", "true", "--bf16", "false"] if name.startswith("paper") else \
-        ["--config", name]
+    flags = (
+        ["--config", name, "--use_cpu", "true", "--bf16", "false"] if name.startswith("paper") else ["--config", name]
+    )
     settings = (sft_arguments if name.endswith("_sft") else train_arguments)(flags)
     values = to_dict(*settings[:3])
     want = dict(SHIPPED_VALUES[name])
@@ -329,8 +471,9 @@ def test_shipped_recipes_parse(name, monkeypatch, tmp_path):
         assert values["safety_source"] == str(SHIPPED / "data" / "tiny_safety.jsonl")
         assert values["helpful_source"] == str(SHIPPED / "data" / "tiny_helpful.jsonl")
     if "loss" in want and want["alpha"] == 0.5:
-        assert settings[2].case_labels() == pytest.approx({"safe_unsafe": 1.0, "safe_safe": 0.5,
-                                                           "unsafe_unsafe": -0.5, "unsafe_safe": -1.0})
+        assert settings[2].case_labels() == pytest.approx(
+            {"safe_unsafe": 1.0, "safe_safe": 0.5, "unsafe_unsafe": -0.5, "unsafe_safe": -1.0}
+        )
 
 
 def test_paper_printed_alpha_is_refused_with_the_labels():
@@ -362,20 +505,25 @@ def test_lora_reference_is_base_model_with_adapters_disabled(tok, tmp_path):
 
     data = make_examples(tok, n=8)
     base = tiny_llama(tok)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["down_proj"],
-                                                 task_type="CAUSAL_LM", init_lora_weights=False))
-    tr = BFPOTrainer(peft_model, config(tmp_path, precompute_ref_log_probs=False, max_steps=2), data,
-                     processing_class=tok)
+    peft_model = get_peft_model(
+        base,
+        LoraConfig(r=4, lora_alpha=8, target_modules=["down_proj"], task_type="CAUSAL_LM", init_lora_weights=False),
+    )
+    tr = BFPOTrainer(
+        peft_model, config(tmp_path, precompute_ref_log_probs=False, max_steps=2), data, processing_class=tok
+    )
     assert tr.ref_model is None  # no copy: adapters off = reference
     batch = tr._prepare_inputs(tr.data_collator(data[:4]))
     ref_c, _ = tr._reference_logps(batch, 4)
     plain = tiny_llama(tok)  # same seed -> same base weights
     add_response_logps_forward(plain)
-    want = plain(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 response_mask=batch["response_mask"]).logps[:4]
+    want = plain(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], response_mask=batch["response_mask"]
+    ).logps[:4]
     assert torch.allclose(ref_c, want, atol=1e-5)
-    policy = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        response_mask=batch["response_mask"]).logps[:4]
+    policy = peft_model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], response_mask=batch["response_mask"]
+    ).logps[:4]
     assert not torch.allclose(policy, want, atol=1e-4)  # adapters (non-zero init) do change the policy
     tr.train()
 

@@ -17,10 +17,26 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISA
 
 
 def overrides(tmp_path, model_dir, out):
-    return ["--model_name_or_path", str(model_dir), "--output_dir", str(out),
-            "--ref_cache_dir", str(tmp_path / "cache"), "--safety_source", str(ROOT / "recipes/data/tiny_safety.jsonl"),
-            "--helpful_source", str(ROOT / "recipes/data/tiny_helpful.jsonl"), "--disable_tqdm", "true",
-            "--max_steps", "12", "--save_steps", "3", "--logging_steps", "3"]
+    return [
+        "--model_name_or_path",
+        str(model_dir),
+        "--output_dir",
+        str(out),
+        "--ref_cache_dir",
+        str(tmp_path / "cache"),
+        "--safety_source",
+        str(ROOT / "recipes/data/tiny_safety.jsonl"),
+        "--helpful_source",
+        str(ROOT / "recipes/data/tiny_helpful.jsonl"),
+        "--disable_tqdm",
+        "true",
+        "--max_steps",
+        "12",
+        "--save_steps",
+        "3",
+        "--logging_steps",
+        "3",
+    ]
 
 
 KILLER = textwrap.dedent("""
@@ -49,15 +65,17 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     killed = tmp_path / "killed"
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
-    proc = subprocess.run([sys.executable, str(script), recipe] + overrides(tmp_path, model_dir, killed), env=ENV,
-                          capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, str(script), recipe] + overrides(tmp_path, model_dir, killed), env=ENV, capture_output=True
+    )
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     assert (killed / "checkpoint-3").is_dir() and not (killed / "model.safetensors").exists()
     # restarting without --resume refuses to clobber the checkpoints
     again = subprocess.run(cli + overrides(tmp_path, model_dir, killed), env=ENV, capture_output=True)
     assert again.returncode != 0 and b"--resume" in again.stderr
-    subprocess.run(cli + overrides(tmp_path, model_dir, killed) + ["--resume"], check=True, env=ENV,
-                   capture_output=True)
+    subprocess.run(
+        cli + overrides(tmp_path, model_dir, killed) + ["--resume"], check=True, env=ENV, capture_output=True
+    )
     a, b = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
@@ -73,8 +91,20 @@ def test_two_process_gloo_run_is_buffered_and_in_sync(tmp_path):
     with socket.socket() as sock:  # a free port, so parallel runs on this machine never collide
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-           "-m", "bfpo.cli", "train", "--config", str(ROOT / "recipes/tiny_bfpo.yaml")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        port,
+        "-m",
+        "bfpo.cli",
+        "train",
+        "--config",
+        str(ROOT / "recipes/tiny_bfpo.yaml"),
+    ]
     ov = overrides(tmp_path, model_dir, out) + ["--max_steps", "4", "--save_strategy", "no"]
     proc = subprocess.run(cmd + ov, env=ENV, capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]

@@ -35,9 +35,20 @@ def pairs(n=8, seed=1):
 
 
 def config(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, learning_rate=1e-2, max_steps=4,
-                logging_steps=1, save_strategy="no", use_cpu=True, seed=0, tau=0.1,
-                ref_cache_dir=str(tmp_path / "cache"), disable_tqdm=True, report_to="none")
+    base = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        max_steps=4,
+        logging_steps=1,
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        tau=0.1,
+        ref_cache_dir=str(tmp_path / "cache"),
+        disable_tqdm=True,
+        report_to="none",
+    )
     base.update(kw)
     return BFPOConfig(**base)
 
@@ -72,7 +83,8 @@ def test_checkpoint_holds_what_the_base_trainer_writes_and_no_trainer_method_is_
     assert ours.is_dir() and not (Path(cfg.output_dir) / CHECKPOINT_STAGING).exists()
     assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in base.iterdir())
     assert json.loads((ours / "trainer_state.json").read_text()) == json.loads(
-        (base / "trainer_state.json").read_text())
+        (base / "trainer_state.json").read_text()
+    )
     for name in ("model.safetensors", "optimizer.pt", "scheduler.pt"):
         assert (ours / name).stat().st_size == (base / name).stat().st_size
 
@@ -118,8 +130,12 @@ def test_composition_is_recorded_only_by_the_callback(tok, tmp_path):
 def test_metrics_read_the_right_fields(tok, tmp_path):
     """One step on 8 pairs, two of each Figure-3 case: the logged metrics agree with each other and with
     the batch, which a swapped column would break."""
-    tr = BFPOTrainer(tiny_llama(tok), config(tmp_path, max_steps=1, per_device_train_batch_size=8,
-                                             learning_rate=1e-3), pairs(), processing_class=tok)
+    tr = BFPOTrainer(
+        tiny_llama(tok),
+        config(tmp_path, max_steps=1, per_device_train_batch_size=8, learning_rate=1e-3),
+        pairs(),
+        processing_class=tok,
+    )
     tr.train()
     log = next(h for h in tr.state.log_history if "loss" in h)
     assert log["rewards/margins"] == pytest.approx(log["rewards/chosen"] - log["rewards/rejected"], abs=1e-6)
@@ -154,8 +170,9 @@ def test_dropout_is_off_in_the_policy_and_the_reference(tok, tmp_path, reference
     if reference == "lora":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.2,
-                                                 target_modules=["q_proj", "v_proj"]))
+        model = get_peft_model(
+            model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.2, target_modules=["q_proj", "v_proj"])
+        )
         assert _dropout_live(model)  # lora_dropout modules
     assert _dropout_live(model)
     cfg = config(tmp_path, max_steps=1, precompute_ref_log_probs=False)
@@ -168,23 +185,31 @@ def test_dropout_is_off_in_the_policy_and_the_reference(tok, tmp_path, reference
         assert tr.ref_model is not None and _dropout_live(tr.ref_model) == []
         assert tr.ref_model is not tr.model and (reference != "explicit" or tr.ref_model is ref)
     # and with the flag off, dropout stays where it was
-    kept = BFPOTrainer(_with_dropout(tok), config(tmp_path / "keep", max_steps=1, disable_dropout=False),
-                       pairs(), processing_class=tok)
+    kept = BFPOTrainer(
+        _with_dropout(tok), config(tmp_path / "keep", max_steps=1, disable_dropout=False), pairs(), processing_class=tok
+    )
     assert _dropout_live(kept.model)
 
 
 @pytest.mark.spawns
 def test_import_bfpo_and_help_import_no_torch():
     """``import bfpo`` and ``bfpo --help`` (and a command's --help) stay free of torch and transformers."""
-    code = ("import sys, runpy; sys.argv = {argv!r}\n"
-            "try:\n    runpy.run_module('bfpo.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules)\n"
-            "print('HEAVY', heavy)")
+    code = (
+        "import sys, runpy; sys.argv = {argv!r}\n"
+        "try:\n    runpy.run_module('bfpo.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules)\n"
+        "print('HEAVY', heavy)"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     for argv in (["bfpo", "--help"], ["python"]):
-        snippet = code.format(argv=argv) if argv[0] == "bfpo" else (
-            "import sys, bfpo; bfpo.__version__\n"
-            "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules))")
+        snippet = (
+            code.format(argv=argv)
+            if argv[0] == "bfpo"
+            else (
+                "import sys, bfpo; bfpo.__version__\n"
+                "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules))"
+            )
+        )
         proc = subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert "HEAVY []" in proc.stdout, (argv, proc.stdout[-2000:])

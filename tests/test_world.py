@@ -32,33 +32,43 @@ def test_classifier_recovers_every_generated_class(kind):
             assert classify("  " + text.replace(" ", "\n", 2) + " ") == c  # whitespace is normalised
 
 
-@pytest.mark.parametrize("text", [
-    "", "hello", "Sure, here is a simple plan.",  # opener only
-    "Sure, here is a simple plan. First, gather the ingredients. Then, stir it gently.",  # two steps
-    # a benign and a harmful step mixed
-    "Sure, here is a simple plan. First, gather the ingredients. Then, mix it into their drink. "
-    "Finally, taste and add salt.",
-    # a refusal opener with encouragement
-    "I cannot assist with this request. Don't tell anyone. Try it tonight. I hope you understand.",
-    # safe-alternative opener with benign cooking steps (not a grammar of the world)
-    "I won't explain that, but I can offer a safe alternative. First, gather the ingredients. Then, stir it gently. "
-    "Finally, taste and add salt.",
-    # four sentences, trailing junk, truncated text
-    "I cannot assist with this request. I hope you understand. Try again. Thank you for understanding. Bye.",
-    "Sounds fun, go for it. Don't tell anyone. Try it tonight. You will figure it out. extra",
-    "Sounds fun, go for it. Don't tell anyone. Try it tonight. You will fig",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "hello",
+        "Sure, here is a simple plan.",  # opener only
+        "Sure, here is a simple plan. First, gather the ingredients. Then, stir it gently.",  # two steps
+        # a benign and a harmful step mixed
+        "Sure, here is a simple plan. First, gather the ingredients. Then, mix it into their drink. "
+        "Finally, taste and add salt.",
+        # a refusal opener with encouragement
+        "I cannot assist with this request. Don't tell anyone. Try it tonight. I hope you understand.",
+        # safe-alternative opener with benign cooking steps (not a grammar of the world)
+        "I won't explain that, but I can offer a safe alternative. First, gather the ingredients. "
+        "Then, stir it gently. Finally, taste and add salt.",
+        # four sentences, trailing junk, truncated text
+        "I cannot assist with this request. I hope you understand. Try again. Thank you for understanding. Bye.",
+        "Sounds fun, go for it. Don't tell anyone. Try it tonight. You will figure it out. extra",
+        "Sounds fun, go for it. Don't tell anyone. Try it tonight. You will fig",
+    ],
+)
 def test_classifier_junk_is_other(text):
     assert classify(text) == "other"
 
 
 def test_step_order_and_frames_matter():
-    ok = ("Of course, here are the steps. First, set a budget. Then, check the weather. "
-          "Finally, book early for lower prices.")
+    ok = (
+        "Of course, here are the steps. First, set a budget. Then, check the weather. "
+        "Finally, book early for lower prices."
+    )
     assert classify(ok) == "a"
     assert classify(ok.replace("Then,", "Next,")) == "other"
-    harmful = ok.replace("set a budget", "buy the parts with cash").replace("check the weather", "hide it in a bag") \
+    harmful = (
+        ok.replace("set a budget", "buy the parts with cash")
+        .replace("check the weather", "hide it in a bag")
         .replace("book early for lower prices", "run a password cracking tool")
+    )
     assert classify(harmful) == "d"
 
 
@@ -94,8 +104,9 @@ def test_annotation_rules():
 def test_datasets_load_through_real_adapters(tmp_path):
     harmful, _ = _prompts("harmful")
     benign, _ = _prompts("benign")
-    safety, helpful = wd.build_datasets(harmful, benign, tmp_path, n_safety=200, n_helpful=60,
-                                        harmful_fraction=0.75, seed=0)
+    safety, helpful = wd.build_datasets(
+        harmful, benign, tmp_path, n_safety=200, n_helpful=60, harmful_fraction=0.75, seed=0
+    )
     rows = [json.loads(line) for line in (tmp_path / "safety.jsonl").read_text().splitlines()]
     assert set(PKU_COLUMNS) <= set(rows[0])
     assert detect_schema(list(rows[0]), rows[0]) == "pku_saferlhf"
@@ -126,13 +137,22 @@ def test_datasets_load_through_real_adapters(tmp_path):
 def test_pair_weights_and_set_sizes_from_the_command_line(tmp_path):
     from bfpo.experiments.world import experiment
 
-    _, cfg = experiment.parse_args(["--n_safety", "40", "--n-helpful", "120",
-                                    "--pair_weights", "0", "0", "0", "0", "0", "1"])
+    _, cfg = experiment.parse_args(
+        ["--n_safety", "40", "--n-helpful", "120", "--pair_weights", "0", "0", "0", "0", "0", "1"]
+    )
     assert (cfg.n_safety, cfg.n_helpful, cfg.pair_weights) == (40, 120, [0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
     harmful, _ = _prompts("harmful")
     benign, _ = _prompts("benign")
-    safety, helpful = wd.build_datasets(harmful, benign, tmp_path, cfg.n_safety, cfg.n_helpful,
-                                        harmful_fraction=0.75, seed=0, pair_weights=cfg.pair_weights)
+    safety, helpful = wd.build_datasets(
+        harmful,
+        benign,
+        tmp_path,
+        cfg.n_safety,
+        cfg.n_helpful,
+        harmful_fraction=0.75,
+        seed=0,
+        pair_weights=cfg.pair_weights,
+    )
     assert len(safety) == 40 and len(helpful) == 120
     harmful_texts = {p.text for p in harmful}
     pairs = {frozenset((classify(r.chosen), classify(r.rejected))) for r in safety if r.prompt in harmful_texts}
@@ -188,8 +208,11 @@ def test_exact_masses_match_direct_softmax(tiny):
     assert [got[c] for c in "abcd"] == pytest.approx(expected.tolist(), abs=1e-5)
     # batching does not change the numbers
     items = [encode(prompts[0].text, y, tok) for y in exemplars[0]["a"] + exemplars[0]["d"]]
-    assert torch.allclose(sequence_logps(model, items, tok.pad_token_id, batch_size=1),
-                          sequence_logps(model, items, tok.pad_token_id, batch_size=8), atol=1e-5)
+    assert torch.allclose(
+        sequence_logps(model, items, tok.pad_token_id, batch_size=1),
+        sequence_logps(model, items, tok.pad_token_id, batch_size=8),
+        atol=1e-5,
+    )
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -225,16 +248,20 @@ def test_ranking_and_aggregate_against_known_masses():
     assert ranking({"a": 0.25, "b": 0.25, "c": 0.5, "d": 0.0}) == ["c", "a", "b", "d"]  # a tie keeps a, b order
 
     def seed(h, b):
-        return {"m": {"harmful": {"mass": dict(zip("abcd", h)), "sampled": dict(zip("abcd", h))},
-                      "benign": {"mass": dict(zip("ab", b)), "sampled": dict(zip("ab", b))}}}
+        return {
+            "m": {
+                "harmful": {"mass": dict(zip("abcd", h)), "sampled": dict(zip("abcd", h))},
+                "benign": {"mass": dict(zip("ab", b)), "sampled": dict(zip("ab", b))},
+            }
+        }
 
     out = aggregate([seed((0.5, 0.3, 0.15, 0.05), (0.9, 0.1)), seed((0.1, 0.5, 0.2, 0.2), (0.7, 0.3))])
     h = out["m"]["harmful"]
     assert h["mass"] == pytest.approx({"a": 0.3, "b": 0.4, "c": 0.175, "d": 0.125})
-    assert h["mass_std"]["a"] == pytest.approx(math.sqrt(2 * 0.2 ** 2))  # sample std of 0.5 and 0.1
+    assert h["mass_std"]["a"] == pytest.approx(math.sqrt(2 * 0.2**2))  # sample std of 0.5 and 0.1
     assert h["ranking"] == ["b", "a", "c", "d"]
     assert h["seed_rankings"] == [["a", "b", "c", "d"], ["b", "c", "d", "a"]]  # c, d tie in seed 1: c first
-    assert h["unsafe_mass"] == pytest.approx(0.3) and h["unsafe_mass_std"] == pytest.approx(math.sqrt(2 * 0.1 ** 2))
+    assert h["unsafe_mass"] == pytest.approx(0.3) and h["unsafe_mass_std"] == pytest.approx(math.sqrt(2 * 0.1**2))
     assert out["m"]["benign"]["ranking"] == ["a", "b"] and out["m"]["benign"]["mass"]["b"] == pytest.approx(0.2)
 
 
@@ -272,8 +299,21 @@ def test_quick_run_trains_through_the_driver_and_writes_results_of_the_issue_sha
     from bfpo.experiments.world import experiment
 
     out = tmp_path / "world"
-    _, cfg = experiment.parse_args(["--quick", "--sft_steps", "40", "--max_steps", "4", "--eval_prompts", "4",
-                                    "--n_safety", "48", "--n_helpful", "48"])
+    _, cfg = experiment.parse_args(
+        [
+            "--quick",
+            "--sft_steps",
+            "40",
+            "--max_steps",
+            "4",
+            "--eval_prompts",
+            "4",
+            "--n_safety",
+            "48",
+            "--n_helpful",
+            "48",
+        ]
+    )
     result = experiment.run(cfg, out)
     methods = result["methods"]
     assert {"reference", *experiment.REQUIRED} <= set(methods)
@@ -320,8 +360,10 @@ def test_noisy_classifier_is_calibrated_and_thresholds_with_the_expected_error()
         sel = [t for p, t in zip(probs, truth) if lo <= p < lo + 0.2]
         mean_p = sum(p for p in probs if lo <= p < lo + 0.2) / len(sel)
         assert abs(sum(sel) / len(sel) - mean_p) < 0.05  # calibrated: a fraction p of label-p responses is safe
-    recs = [PairRecord(prompt="x", chosen="a", rejected="b", safe_chosen=1.0, safe_rejected=0.0, kind="safety")
-            for _ in range(2000)]
+    recs = [
+        PairRecord(prompt="x", chosen="a", rejected="b", safe_chosen=1.0, safe_rejected=0.0, kind="safety")
+        for _ in range(2000)
+    ]
     soft, stats = relabel(recs, "soft", 0.5, seed=1)
     hard, _ = relabel(recs, "hard", 0.5, seed=1)
     thr, _ = relabel(recs, "thresholded", 0.5, seed=1)

@@ -13,8 +13,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 __all__ = [
-    "LossOutput", "alpha_constants", "bfpo_loss", "case_label_values", "dpo_loss", "global_reward",
-    "ipo_loss", "labeling_function", "preference_loss", "shifted_label",
+    "LossOutput",
+    "alpha_constants",
+    "bfpo_loss",
+    "case_label_values",
+    "dpo_loss",
+    "global_reward",
+    "ipo_loss",
+    "labeling_function",
+    "preference_loss",
+    "shifted_label",
 ]
 
 

@@ -139,8 +139,11 @@ def _describe(members: tuple) -> str:
         elif typing.get_origin(m) is list:
             names.append("a list of " + getattr((typing.get_args(m) or (Any,))[0], "__name__", "values"))
         else:
-            names.append({bool: "true/false", int: "an integer", float: "a number", str: "text"}.get(
-                m, getattr(m, "__name__", str(m))))
+            names.append(
+                {bool: "true/false", int: "an integer", float: "a number", str: "text"}.get(
+                    m, getattr(m, "__name__", str(m))
+                )
+            )
     return " or ".join(dict.fromkeys(names))
 
 
@@ -219,8 +222,7 @@ def read_config_file(path: Path) -> Dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file is a mapping of setting names to values, got "
-                          f"{type(data).__name__}")
+        raise ConfigError(f"{path}: a config file is a mapping of setting names to values, got {type(data).__name__}")
     return data
 
 
@@ -251,10 +253,16 @@ def _checked(name: str, value: Any, spec: Tuple[dataclasses.Field, Any]) -> Any:
     return value
 
 
-def parse(dtypes: Sequence[type], argv: Optional[Sequence[str]] = None, *, prog: str,
-          description: Optional[str] = None, epilog: Optional[str] = None,
-          resolve_config: Optional[Callable[[str], Path]] = None,
-          path_fields: Sequence[str] = ()) -> Tuple[Any, ...]:
+def parse(
+    dtypes: Sequence[type],
+    argv: Optional[Sequence[str]] = None,
+    *,
+    prog: str,
+    description: Optional[str] = None,
+    epilog: Optional[str] = None,
+    resolve_config: Optional[Callable[[str], Path]] = None,
+    path_fields: Sequence[str] = (),
+) -> Tuple[Any, ...]:
     """Read ``dtypes`` (dataclasses) from ``--config FILE`` and the command line ``argv``.
 
     ``resolve_config`` turns the ``--config`` value into a file (e.g. a shipped recipe's name); relative
@@ -267,12 +275,21 @@ def parse(dtypes: Sequence[type], argv: Optional[Sequence[str]] = None, *, prog:
     argv = list(sys.argv[1:] if argv is None else argv)
     # a field that several dataclasses declare (``trust_remote_code`` of ModelArguments and SFTConfig) is one
     # flag whose value each of them receives: the later declaration replaces the earlier one's option
-    parser = HfArgumentParser(list(dtypes), prog=prog, description=description, epilog=epilog,
-                              conflict_handler="resolve", allow_abbrev=False,  # --learning_rat is a typo
-                              formatter_class=argparse.RawDescriptionHelpFormatter
-                              if epilog else argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", default=None, metavar="FILE.yaml",
-                        help="a YAML file of settings (flat: name: value); flags on the command line win")
+    parser = HfArgumentParser(
+        list(dtypes),
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        conflict_handler="resolve",
+        allow_abbrev=False,  # --learning_rat is a typo
+        formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE.yaml",
+        help="a YAML file of settings (flat: name: value); flags on the command line win",
+    )
     specs = _fields(dtypes)
     _text_values(parser, specs)
 
@@ -287,10 +304,12 @@ def parse(dtypes: Sequence[type], argv: Optional[Sequence[str]] = None, *, prog:
         raw = read_config_file(path)
         nested = [k for k, v in raw.items() if isinstance(v, dict) and k not in specs]
         if nested:
-            raise ConfigError(f"{path}: section(s) {', '.join(nested)} are not settings: a config file is flat "
-                              "(name: value), e.g. 'tau: 0.1', not 'train: {tau: 0.1}'; move the keys to the top "
-                              "level under their flat names (model: {name_or_path} -> model_name_or_path, "
-                              f"data: {{safety: {{source}}}} -> safety_source; `{prog} --help` lists them)")
+            raise ConfigError(
+                f"{path}: section(s) {', '.join(nested)} are not settings: a config file is flat "
+                "(name: value), e.g. 'tau: 0.1', not 'train: {tau: 0.1}'; move the keys to the top "
+                "level under their flat names (model: {name_or_path} -> model_name_or_path, "
+                f"data: {{safety: {{source}}}} -> safety_source; `{prog} --help` lists them)"
+            )
         unknown = [k for k in raw if k not in specs]
         if unknown:
             raise _unknown(unknown, specs, str(path), dash=False)
@@ -299,8 +318,13 @@ def parse(dtypes: Sequence[type], argv: Optional[Sequence[str]] = None, *, prog:
                 value = _checked(key, value, specs[key])
             except ValueError as e:
                 raise ConfigError(f"{path}: {key}: {e}") from None
-            if key in path_fields and isinstance(value, str) and not Path(value).is_absolute() \
-                    and not Path(value).exists() and (path.parent / value).exists():
+            if (
+                key in path_fields
+                and isinstance(value, str)
+                and not Path(value).is_absolute()
+                and not Path(value).exists()
+                and (path.parent / value).exists()
+            ):
                 value = str(path.parent / value)
             from_file[key] = value
         for action in parser._actions:

@@ -28,8 +28,10 @@ COMMANDS = {
     "illustrate": ("bfpo.experiments.toy", "the illustrative experiment of section 3.4 (Figure 4)"),
     "sft": ("bfpo.train.sft", "supervised fine-tuning stage (section 4.2) from a YAML config"),
     "train": ("bfpo.train.run", "BFPO / DPO / IPO preference training from a YAML config"),
-    "world": ("bfpo.experiments.world",
-              "sequence-level 'safety world' where the truth is known (Table 1 in miniature)"),
+    "world": (
+        "bfpo.experiments.world",
+        "sequence-level 'safety world' where the truth is known (Table 1 in miniature)",
+    ),
     "redteam": ("bfpo.redteam.pipeline", "red-teaming data generation (section 4.3)"),
     "evaluate": ("bfpo.eval.evaluate", "harmlessness / helpfulness benchmark (section 4.1)"),
     "judge": ("bfpo.eval.judge_cli", "score saved generations with a judge; measure judges against hand labels"),
@@ -46,16 +48,19 @@ def _available(module: str) -> bool:
     if spec is None or not spec.submodule_search_locations:
         return False
     rel = Path(*module.split(".")[1:])
-    return any((Path(root) / rel).with_suffix(".py").is_file() or (Path(root) / rel / "__init__.py").is_file()
-               for root in spec.submodule_search_locations)
+    return any(
+        (Path(root) / rel).with_suffix(".py").is_file() or (Path(root) / rel / "__init__.py").is_file()
+        for root in spec.submodule_search_locations
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: the list of commands (``bfpo --help``). It imports no command module; each
     command parses its own settings (``bfpo COMMAND --help``)."""
     parser = argparse.ArgumentParser(prog="bfpo", description="Bi-Factorial Preference Optimization")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of user errors too (same as BFPO_DEBUG=1)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of user errors too (same as BFPO_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         if not _available(module):
@@ -71,7 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if command in COMMANDS and _available(COMMANDS[command][0]):
         at = argv.index(command)
         debug = "--debug" in argv[:at] or os.environ.get("BFPO_DEBUG", "") not in ("", "0")
-        rest = argv[at + 1:]
+        rest = argv[at + 1 :]
         try:
             importlib.import_module(COMMANDS[command][0]).main(rest)
         except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs re-raise

@@ -48,10 +48,16 @@ class TrainingDivergedError(BfpoUserError, RuntimeError):
 
 
 #: OSErrors that are about a path the user named, printed as user errors when they carry a file name.
-_PATH_ERRNOS = {errno.ENOENT: "not found", errno.EEXIST: "already exists", errno.EACCES: "permission denied",
-                errno.EPERM: "permission denied", errno.EISDIR: "is a directory, expected a file",
-                errno.ENOTDIR: "not a directory", errno.ENOSPC: "no space left on the device",
-                errno.EROFS: "read-only file system"}
+_PATH_ERRNOS = {
+    errno.ENOENT: "not found",
+    errno.EEXIST: "already exists",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EISDIR: "is a directory, expected a file",
+    errno.ENOTDIR: "not a directory",
+    errno.ENOSPC: "no space left on the device",
+    errno.EROFS: "read-only file system",
+}
 
 
 def user_message(exc: BaseException) -> "str | None":

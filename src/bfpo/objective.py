@@ -121,18 +121,23 @@ def check_label_rules(b1: float, b2: float, b3: float, sign_rule: bool = True) -
     check_constants(b1, b3)
     bad = sign_rule_violations(b1, b2, b3)
     if bad:
-        labels = ", ".join(f"({i}) {name} {v:+g}" for i, (name, v) in
-                           enumerate(_case_values(b1, b2, b3).items(), start=1))
-        msg = (f"label constants B1={b1:g}, B2={b2:g}, B3={b3:g} give the Figure-3 labels {labels}; "
-               f"case(s) {', '.join(bad)} break the sign rule of section 3.1 (cases 1-2 must be > 0, "
-               "cases 3-4 < 0; for Eq. 14 that is 0 < alpha < 1)")
+        labels = ", ".join(
+            f"({i}) {name} {v:+g}" for i, (name, v) in enumerate(_case_values(b1, b2, b3).items(), start=1)
+        )
+        msg = (
+            f"label constants B1={b1:g}, B2={b2:g}, B3={b3:g} give the Figure-3 labels {labels}; "
+            f"case(s) {', '.join(bad)} break the sign rule of section 3.1 (cases 1-2 must be > 0, "
+            "cases 3-4 < 0; for Eq. 14 that is 0 < alpha < 1)"
+        )
         if sign_rule:
             raise ValueError(msg + ". Set the sign-rule opt-out (enforce_label_signs: false) for an ablation.")
         _warn_once(msg + "; allowed because the sign rule is switched off (ablation)")
     if abs(b3 * (b1 - 1.0) - 1.0) > 1e-9:
-        _warn_once(f"label constants B1={b1:g}, B3={b3:g} break Eq. 33 (B3*(B1-1) = 1, here "
-                   f"{b3 * (b1 - 1.0):g}): Theorem 3.2's equivalence with the global reward does not hold as "
-                   "stated (the labels are a rescaled version of it)")
+        _warn_once(
+            f"label constants B1={b1:g}, B3={b3:g} break Eq. 33 (B3*(B1-1) = 1, here "
+            f"{b3 * (b1 - 1.0):g}): Theorem 3.2's equivalence with the global reward does not hold as "
+            "stated (the labels are a rescaled version of it)"
+        )
 
 
 class LabelRuleWarning(UserWarning):
@@ -154,8 +159,9 @@ def _as_label(x: Label, name: str, like: torch.Tensor | None = None) -> torch.Te
     return t
 
 
-def labeling_function(safe_hw: Label, safe_hl: Label, b1: float = 3.0, b2: float = -1.0,
-                      b3: float = 0.5, sign_rule: bool = True) -> torch.Tensor:
+def labeling_function(
+    safe_hw: Label, safe_hl: Label, b1: float = 3.0, b2: float = -1.0, b3: float = 0.5, sign_rule: bool = True
+) -> torch.Tensor:
     """Label function g_I of Eq. 9: ``B3 * (B1 * I_safe(y_hw) - I_safe(y_hl) + B2)``.
 
     Args:
@@ -198,23 +204,28 @@ def case_label_values(b1: float = 3.0, b2: float = -1.0, b3: float = 0.5) -> Dic
     return _case_values(b1, b2, b3)
 
 
-def global_reward(p_safe: torch.Tensor | float, p_help: torch.Tensor | float, a1: float,
-                  a2: float = 0.5) -> torch.Tensor:
+def global_reward(
+    p_safe: torch.Tensor | float, p_help: torch.Tensor | float, a1: float, a2: float = 0.5
+) -> torch.Tensor:
     """Global reward of Eq. 10: ``g(y) = (p*_safe(y) + A1) * (p*_help(y > pi) + A2)``.
 
     With ``A1 = E_s`` (mean ground-truth safety under pi) and ``A2 = 1/2`` this is Eq. 11, the reward
     that Theorem 3.2 shows BFPO optimises with the label of Eq. 12.
     """
-    return (torch.as_tensor(p_safe, dtype=torch.float32) + a1) * (
-        torch.as_tensor(p_help, dtype=torch.float32) + a2)
+    return (torch.as_tensor(p_safe, dtype=torch.float32) + a1) * (torch.as_tensor(p_help, dtype=torch.float32) + a2)
 
 
-def log_ratio_difference(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-                         ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor) -> torch.Tensor:
+def log_ratio_difference(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+) -> torch.Tensor:
     """h of Eq. 5: ``log [pi(y_w) pi_ref(y_l) / (pi(y_l) pi_ref(y_w))]`` in float32."""
     f = torch.float32
     return (policy_chosen_logps.to(f) - ref_chosen_logps.to(f)) - (
-        policy_rejected_logps.to(f) - ref_rejected_logps.to(f))
+        policy_rejected_logps.to(f) - ref_rejected_logps.to(f)
+    )
 
 
 def _rewards(policy_logps: torch.Tensor, ref_logps: torch.Tensor, tau: float) -> torch.Tensor:
@@ -226,11 +237,20 @@ def _check_tau(tau: float) -> None:
         raise ValueError(f"tau (the KL penalty coefficient) must be > 0, got {tau}")
 
 
-def bfpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-              ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-              safe_chosen: Label, safe_rejected: Label, tau: float = 0.01,
-              alpha: float | None = 0.5, b1: float = 3.0, b2: float = -1.0,
-              b3: float = 0.5, sign_rule: bool = True) -> LossOutput:
+def bfpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    safe_chosen: Label,
+    safe_rejected: Label,
+    tau: float = 0.01,
+    alpha: float | None = 0.5,
+    b1: float = 3.0,
+    b2: float = -1.0,
+    b3: float = 0.5,
+    sign_rule: bool = True,
+) -> LossOutput:
     """BFPO loss of Eq. 15: ``(h_pi(y_hw, y_hl) - g_I(y_hw, y_hl) / tau)^2`` per example.
 
     ``chosen`` is always the MORE HELPFUL response y_hw, whatever its safety; the safety labels decide
@@ -241,45 +261,72 @@ def bfpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Te
     _check_tau(tau)
     if alpha is not None:
         b1, b2, b3 = alpha_constants(alpha)
-    h = log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
-                             ref_rejected_logps)
+    h = log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     g = labeling_function(safe_chosen, safe_rejected, b1, b2, b3, sign_rule=sign_rule).to(h.device)
     target = torch.broadcast_to(g / tau, h.shape)
-    return LossOutput((h - target) ** 2, _rewards(policy_chosen_logps, ref_chosen_logps, tau),
-                      _rewards(policy_rejected_logps, ref_rejected_logps, tau), target)
+    return LossOutput(
+        (h - target) ** 2,
+        _rewards(policy_chosen_logps, ref_chosen_logps, tau),
+        _rewards(policy_rejected_logps, ref_rejected_logps, tau),
+        target,
+    )
 
 
-def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-             tau: float = 0.1) -> LossOutput:
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    tau: float = 0.1,
+) -> LossOutput:
     """DPO loss of Eq. 4: ``-log sigmoid(tau * h)``, chosen = the win response y_w."""
     _check_tau(tau)
-    h = log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
-                             ref_rejected_logps)
-    return LossOutput(-F.logsigmoid(tau * h), _rewards(policy_chosen_logps, ref_chosen_logps, tau),
-                      _rewards(policy_rejected_logps, ref_rejected_logps, tau))
+    h = log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return LossOutput(
+        -F.logsigmoid(tau * h),
+        _rewards(policy_chosen_logps, ref_chosen_logps, tau),
+        _rewards(policy_rejected_logps, ref_rejected_logps, tau),
+    )
 
 
-def ipo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-             tau: float = 0.1) -> LossOutput:
+def ipo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    tau: float = 0.1,
+) -> LossOutput:
     """IPO loss (Azar et al., 2024): ``(h - 1 / (2 tau))^2``, chosen = the win response y_w."""
     _check_tau(tau)
-    h = log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
-                             ref_rejected_logps)
+    h = log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     target = torch.full_like(h, 1.0 / (2.0 * tau))
-    return LossOutput((h - target) ** 2, _rewards(policy_chosen_logps, ref_chosen_logps, tau),
-                      _rewards(policy_rejected_logps, ref_rejected_logps, tau), target)
+    return LossOutput(
+        (h - target) ** 2,
+        _rewards(policy_chosen_logps, ref_chosen_logps, tau),
+        _rewards(policy_rejected_logps, ref_rejected_logps, tau),
+        target,
+    )
 
 
 LOSSES = ("bfpo", "dpo", "ipo", "safedpo")
 
 
-def preference_loss(name: str, policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-                    ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-                    safe_chosen: Label = 1.0, safe_rejected: Label = 1.0, tau: float = 0.1,
-                    alpha: float | None = 0.5, b1: float = 3.0, b2: float = -1.0,
-                    b3: float = 0.5, sign_rule: bool = True, delta: float = 0.0) -> LossOutput:
+def preference_loss(
+    name: str,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    safe_chosen: Label = 1.0,
+    safe_rejected: Label = 1.0,
+    tau: float = 0.1,
+    alpha: float | None = 0.5,
+    b1: float = 3.0,
+    b2: float = -1.0,
+    b3: float = 0.5,
+    sign_rule: bool = True,
+    delta: float = 0.0,
+) -> LossOutput:
     """Dispatch to :func:`bfpo_loss`, :func:`dpo_loss`, :func:`ipo_loss` or :func:`safedpo_loss` by name.
 
     The safety labels are used by ``bfpo`` and ``safedpo`` (both take ``chosen`` = the more helpful
@@ -288,8 +335,9 @@ def preference_loss(name: str, policy_chosen_logps: torch.Tensor, policy_rejecte
     """
     args = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     if name == "bfpo":
-        return bfpo_loss(*args, safe_chosen, safe_rejected, tau=tau, alpha=alpha, b1=b1, b2=b2, b3=b3,
-                         sign_rule=sign_rule)
+        return bfpo_loss(
+            *args, safe_chosen, safe_rejected, tau=tau, alpha=alpha, b1=b1, b2=b2, b3=b3, sign_rule=sign_rule
+        )
     if name == "dpo":
         return dpo_loss(*args, tau=tau)
     if name == "ipo":
@@ -320,8 +368,10 @@ def safedpo_transform(safe_hw: Label, safe_hl: Label) -> Tuple[torch.Tensor, tor
     hw = _as_label(safe_hw, "safe_hw (I_safe of the more helpful response)")
     hl = _as_label(safe_hl, "safe_hl (I_safe of the less helpful response)", like=hw)
     if bool(torch.any((hw != 0) & (hw != 1))) or bool(torch.any((hl != 0) & (hl != 1))):
-        raise ValueError("safedpo_transform needs binary safety labels (0 or 1); for soft labels use "
-                         "safedpo_loss, which takes the expectation over Bernoulli labels")
+        raise ValueError(
+            "safedpo_transform needs binary safety labels (0 or 1); for soft labels use "
+            "safedpo_loss, which takes the expectation over Bernoulli labels"
+        )
     hw, hl = torch.broadcast_tensors(hw, hl)
     keep = 1.0 - (1.0 - hw) * (1.0 - hl)
     swap = (1.0 - hw) * hl
@@ -329,10 +379,16 @@ def safedpo_transform(safe_hw: Label, safe_hl: Label) -> Tuple[torch.Tensor, tor
     return keep, swap, margin
 
 
-def safedpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-                 ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
-                 safe_chosen: Label, safe_rejected: Label, tau: float = 0.1,
-                 delta: float = 0.0) -> LossOutput:
+def safedpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    safe_chosen: Label,
+    safe_rejected: Label,
+    tau: float = 0.1,
+    delta: float = 0.0,
+) -> LossOutput:
     """SafeDPO, Eq. 12 of Kim et al. (arXiv 2505.20065), on BFPO's pairs (``chosen`` = more helpful).
 
     Eq. 12 is DPO on the transformed pairs T(D) with a safety margin:
@@ -354,14 +410,19 @@ def safedpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch
     _check_tau(tau)
     if not delta >= 0:
         raise ValueError(f"delta (SafeDPO's safety margin) must be >= 0, got {delta}")
-    h = log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
-                             ref_rejected_logps)
+    h = log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     hw = _as_label(safe_chosen, "safe_chosen (I_safe of the more helpful response)", like=h)
     hl = _as_label(safe_rejected, "safe_rejected (I_safe of the less helpful response)", like=h)
-    kept_safe_unsafe = hw * (1.0 - hl)      # case (1), margin applies
-    both_safe = hw * hl                     # case (2)
-    swapped = (1.0 - hw) * hl               # case (4), swapped, margin applies
-    losses = (both_safe * -F.logsigmoid(tau * h) + kept_safe_unsafe * -F.logsigmoid(tau * h - delta)
-              + swapped * -F.logsigmoid(-tau * h - delta))
-    return LossOutput(losses, _rewards(policy_chosen_logps, ref_chosen_logps, tau),
-                      _rewards(policy_rejected_logps, ref_rejected_logps, tau))
+    kept_safe_unsafe = hw * (1.0 - hl)  # case (1), margin applies
+    both_safe = hw * hl  # case (2)
+    swapped = (1.0 - hw) * hl  # case (4), swapped, margin applies
+    losses = (
+        both_safe * -F.logsigmoid(tau * h)
+        + kept_safe_unsafe * -F.logsigmoid(tau * h - delta)
+        + swapped * -F.logsigmoid(-tau * h - delta)
+    )
+    return LossOutput(
+        losses,
+        _rewards(policy_chosen_logps, ref_chosen_logps, tau),
+        _rewards(policy_rejected_logps, ref_rejected_logps, tau),
+    )

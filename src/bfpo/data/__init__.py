@@ -7,9 +7,18 @@ from bfpo.data.sampler import BufferedSampler
 from bfpo.data.tokenize import format_prompt, tokenize_pair, tokenize_pairs
 
 __all__ = [
-    "DataValidationError", "PairRecord", "validate_record",
-    "LoadReport", "load_pairs", "load_pairs_with_report",
-    "MODES", "TrainingSet", "build_training_set", "sft_examples",
+    "DataValidationError",
+    "PairRecord",
+    "validate_record",
+    "LoadReport",
+    "load_pairs",
+    "load_pairs_with_report",
+    "MODES",
+    "TrainingSet",
+    "build_training_set",
+    "sft_examples",
     "BufferedSampler",
-    "format_prompt", "tokenize_pair", "tokenize_pairs",
+    "format_prompt",
+    "tokenize_pair",
+    "tokenize_pairs",
 ]

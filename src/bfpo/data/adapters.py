@@ -32,8 +32,15 @@ CANONICAL_FIELDS = ("prompt", "chosen", "rejected", "safe_chosen", "safe_rejecte
 LABEL_FIELDS = ("safe_chosen", "safe_rejected")
 
 #: Columns both PKU-SafeRLHF releases share (the 2023 release has exactly these).
-PKU_COLUMNS = ("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe",
-               "better_response_id", "safer_response_id")
+PKU_COLUMNS = (
+    "prompt",
+    "response_0",
+    "response_1",
+    "is_response_0_safe",
+    "is_response_1_safe",
+    "better_response_id",
+    "safer_response_id",
+)
 #: Per-response columns of the v1.0 (2024) release, mapped to chosen/rejected in the metadata.
 PKU_V1_RESPONSE_COLUMNS = ("source", "harm_category", "severity_level")
 ULTRAFEEDBACK_COLUMNS = ("chosen", "rejected")
@@ -91,8 +98,7 @@ def _as_prompt(value: Any) -> Any:
 
 
 def _is_messages(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m
-                                           for m in value)
+    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
 
 
 # ----------------------------------------------------------------------------------------- adapters
@@ -123,9 +129,16 @@ def from_pku_saferlhf(row: Mapping[str, Any], where: str) -> PairRecord:
                     metadata[f"{role}_{name}"] = _maybe_json(row[column])
     else:
         metadata["release"] = "v0"
-    return PairRecord(prompt=_as_prompt(row["prompt"]), chosen=row[f"response_{better}"],
-                      rejected=row[f"response_{worse}"], safe_chosen=labels[better],
-                      safe_rejected=labels[worse], source="pku_saferlhf", kind="safety", metadata=metadata)
+    return PairRecord(
+        prompt=_as_prompt(row["prompt"]),
+        chosen=row[f"response_{better}"],
+        rejected=row[f"response_{worse}"],
+        safe_chosen=labels[better],
+        safe_rejected=labels[worse],
+        source="pku_saferlhf",
+        kind="safety",
+        metadata=metadata,
+    )
 
 
 def _split_conversation(value: Any, where: str, name: str) -> Tuple[list, str]:
@@ -134,11 +147,13 @@ def _split_conversation(value: Any, where: str, name: str) -> Tuple[list, str]:
     if isinstance(msgs, str):
         return [], msgs
     if not _is_messages(msgs) or not msgs:
-        raise DataValidationError(f"{where}: field '{name}' must be text or a list of {{role, content}} "
-                                  f"messages, got {type(msgs).__name__}")
+        raise DataValidationError(
+            f"{where}: field '{name}' must be text or a list of {{role, content}} messages, got {type(msgs).__name__}"
+        )
     if msgs[-1]["role"] != "assistant":
-        raise DataValidationError(f"{where}: field '{name}' must end with an assistant turn, "
-                                  f"got role {msgs[-1]['role']!r}")
+        raise DataValidationError(
+            f"{where}: field '{name}' must end with an assistant turn, got role {msgs[-1]['role']!r}"
+        )
     return [{"role": m["role"], "content": m["content"]} for m in msgs[:-1]], msgs[-1]["content"]
 
 
@@ -164,8 +179,16 @@ def from_ultrafeedback(row: Mapping[str, Any], where: str) -> PairRecord:
     context, chosen, rejected = _split_pair(row, where)
     prompt: Any = context or _as_prompt(_require(row, "prompt", where))
     metadata = {k: row[k] for k in ("prompt_id", "score_chosen", "score_rejected") if k in row}
-    return PairRecord(prompt=prompt, chosen=chosen, rejected=rejected, safe_chosen=1.0, safe_rejected=1.0,
-                      source="ultrafeedback", kind="helpful", metadata=metadata)
+    return PairRecord(
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        safe_chosen=1.0,
+        safe_rejected=1.0,
+        source="ultrafeedback",
+        kind="helpful",
+        metadata=metadata,
+    )
 
 
 def from_pairs(row: Mapping[str, Any], where: str) -> PairRecord:
@@ -219,10 +242,19 @@ def from_trl(row: Mapping[str, Any], where: str) -> PairRecord:
         kind = "safety" if _as_label(row["is_safety"], where, "is_safety") >= 0.5 else "helpful"
     else:
         kind = "safety" if min(safe_c, safe_r) < 1.0 else "helpful"
-    metadata = {k: v for k, v in row.items()
-                if k not in ("prompt", "chosen", "rejected", "is_safety") + TRL_LABEL_COLUMNS}
-    return PairRecord(prompt=prompt, chosen=chosen, rejected=rejected, safe_chosen=safe_c, safe_rejected=safe_r,
-                      source="trl", kind=kind, metadata=metadata)
+    metadata = {
+        k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected", "is_safety") + TRL_LABEL_COLUMNS
+    }
+    return PairRecord(
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        safe_chosen=safe_c,
+        safe_rejected=safe_r,
+        source="trl",
+        kind=kind,
+        metadata=metadata,
+    )
 
 
 def records_from_trl_dataset(rows: Iterable[Mapping[str, Any]], name: str = "train_dataset") -> List[PairRecord]:
@@ -284,8 +316,12 @@ def _read_hub(source: str, split: Optional[str], revision: Optional[str] = None)
 def looks_local(source: str) -> bool:
     """A file name (known suffix) or a path (starts with ``.``, ``/``, ``~``, or has more ``/`` than a hub
     id ``owner/name``): never looked up on the hub."""
-    return (Path(source).suffix.lower() in LOCAL_SUFFIXES or source.startswith((".", "/", "~"))
-            or source.count("/") > 1 or "\\" in source)
+    return (
+        Path(source).suffix.lower() in LOCAL_SUFFIXES
+        or source.startswith((".", "/", "~"))
+        or source.count("/") > 1
+        or "\\" in source
+    )
 
 
 def _load_hub_rows(source: str, split: Optional[str], revision: Optional[str]) -> Iterable[Dict[str, Any]]:
@@ -296,12 +332,12 @@ def _load_hub_rows(source: str, split: Optional[str], revision: Optional[str]) -
         raise
     except (OSError, ConnectionError, ValueError) as e:  # DatasetNotFoundError, offline, bad split
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserInputError(f"data source {source!r}: not a local file or folder, and the hub dataset could "
-                             f"not be loaded ({first})") from e
+        raise UserInputError(
+            f"data source {source!r}: not a local file or folder, and the hub dataset could not be loaded ({first})"
+        ) from e
 
 
-def detect_schema(columns: Sequence[str], first_row: Optional[Mapping[str, Any]] = None,
-                  where: str = "data") -> str:
+def detect_schema(columns: Sequence[str], first_row: Optional[Mapping[str, Any]] = None, where: str = "data") -> str:
     """The schema name of a set of columns; :class:`DataValidationError` listing them when unknown."""
     cols = set(columns)
     if set(PKU_COLUMNS) <= cols:
@@ -316,7 +352,8 @@ def detect_schema(columns: Sequence[str], first_row: Optional[Mapping[str, Any]]
         f"{where}: cannot detect the schema from columns [{', '.join(sorted(map(str, cols)))}]; expected "
         f"PKU-SafeRLHF ({', '.join(PKU_COLUMNS)}), UltraFeedback (prompt, chosen/rejected message lists, "
         "score_chosen, score_rejected) or canonical pairs (prompt, chosen, rejected); pass schema= or "
-        "schema='generic' with column_map=")
+        "schema='generic' with column_map="
+    )
 
 
 @dataclass
@@ -336,8 +373,9 @@ class LoadReport:
 
     def summary(self) -> str:
         reasons = "; ".join(f"{n} x {r}" for r, n in sorted(self.dropped.items(), key=lambda kv: -kv[1]))
-        return (f"{self.source} ({self.schema}): {self.n_loaded} records from {self.n_rows} rows"
-                + (f", dropped {self.n_dropped}: {reasons}" if self.dropped else ""))
+        return f"{self.source} ({self.schema}): {self.n_loaded} records from {self.n_rows} rows" + (
+            f", dropped {self.n_dropped}: {reasons}" if self.dropped else ""
+        )
 
 
 _GOT = re.compile(r",? got .*$", re.S)
@@ -345,7 +383,7 @@ _GOT = re.compile(r",? got .*$", re.S)
 
 def _reason(message: str, where: str) -> str:
     """A drop reason without the row location and the offending value, so that rows group by cause."""
-    text = message[len(where) + 2:] if message.startswith(where + ": ") else message
+    text = message[len(where) + 2 :] if message.startswith(where + ": ") else message
     text = re.sub(r" \(row has: .*\)$", "", text, flags=re.S)
     return _GOT.sub("", text).strip()
 
@@ -374,11 +412,18 @@ def _iter_rows(source: str, split: Optional[str], revision: Optional[str] = None
     return (f"{name}[{split}]" if split else name), _load_hub_rows(source, split, revision)
 
 
-def load_pairs_with_report(source: str, schema: str = "auto", split: Optional[str] = None,
-                           column_map: Optional[Mapping[str, str]] = None, kind: Optional[str] = None,
-                           limit: Optional[int] = None, on_error: str = "raise", seed: int = 0,
-                           shuffle: bool = False, revision: Optional[str] = None
-                           ) -> Tuple[List[PairRecord], LoadReport]:
+def load_pairs_with_report(
+    source: str,
+    schema: str = "auto",
+    split: Optional[str] = None,
+    column_map: Optional[Mapping[str, str]] = None,
+    kind: Optional[str] = None,
+    limit: Optional[int] = None,
+    on_error: str = "raise",
+    seed: int = 0,
+    shuffle: bool = False,
+    revision: Optional[str] = None,
+) -> Tuple[List[PairRecord], LoadReport]:
     """:func:`load_pairs` plus a :class:`LoadReport` with the number of rows dropped per reason."""
     if schema not in SCHEMAS:
         raise UserInputError(f"unknown schema {schema!r}; valid schemas: {', '.join(SCHEMAS)}")
@@ -403,9 +448,11 @@ def load_pairs_with_report(source: str, schema: str = "auto", split: Optional[st
     if schema == "generic" and kind == "safety" and not set(LABEL_FIELDS) & set(column_map or {}):
         first = _first_row(rows) or {}
         if any(first.get(n) is None for n in LABEL_FIELDS):
-            raise UserInputError(f"{name}: column_map names no safety label columns ({', '.join(LABEL_FIELDS)}) "
-                                 "for a safety set, so every response would count as safe; map the label "
-                                 "columns, or use the file as the helpful set (whose responses count as safe)")
+            raise UserInputError(
+                f"{name}: column_map names no safety label columns ({', '.join(LABEL_FIELDS)}) "
+                "for a safety set, so every response would count as safe; map the label "
+                "columns, or use the file as the helpful set (whose responses count as safe)"
+            )
     report = LoadReport(source=str(source), schema=schema)
     records: List[PairRecord] = []
     reasons: Counter = Counter()
@@ -433,13 +480,18 @@ def load_pairs_with_report(source: str, schema: str = "auto", split: Optional[st
     report.dropped = dict(reasons)
     _warn_if_all_safe(records, name)
     if reasons:
-        logger.warning("dropped %d invalid row(s) of %s: %s", report.n_dropped, source,
-                       "; ".join(f"{n} x {r}" for r, n in reasons.most_common()))
+        logger.warning(
+            "dropped %d invalid row(s) of %s: %s",
+            report.n_dropped,
+            source,
+            "; ".join(f"{n} x {r}" for r, n in reasons.most_common()),
+        )
     return records, report
 
 
-def _require_labels(row: Mapping[str, Any], schema: str, column_map: Optional[Mapping[str, str]], kind: str,
-                    where: str) -> None:
+def _require_labels(
+    row: Mapping[str, Any], schema: str, column_map: Optional[Mapping[str, str]], kind: str, where: str
+) -> None:
     """A safety pair must carry both safety labels: in the ``pairs`` and ``generic`` schemas a missing
     label would otherwise default to safe and train a harmful response as safe."""
     if kind != "safety" or schema not in ("pairs", "generic"):
@@ -447,17 +499,23 @@ def _require_labels(row: Mapping[str, Any], schema: str, column_map: Optional[Ma
     mapped = column_map or {}
     missing = [n for n in LABEL_FIELDS if n not in mapped and row.get(n) is None]
     if missing:
-        raise DataValidationError(f"{where}: safety pair without field(s) {', '.join(missing)}; a missing label "
-                                  "would count the response as safe (give the label, or use the file as the "
-                                  "helpful set)")
+        raise DataValidationError(
+            f"{where}: safety pair without field(s) {', '.join(missing)}; a missing label "
+            "would count the response as safe (give the label, or use the file as the "
+            "helpful set)"
+        )
 
 
 def _warn_if_all_safe(records: Sequence[PairRecord], name: str) -> None:
     """Warn when every safety pair has two safe responses: BFPO then learns nothing about safety."""
     safety = [r for r in records if r.kind == "safety"]
     if safety and all(r.safe_chosen >= 0.5 and r.safe_rejected >= 0.5 for r in safety):
-        logger.warning("%s: all %d safety pairs label both responses safe, so they teach no safety preference; "
-                       "check the label columns", name, len(safety))
+        logger.warning(
+            "%s: all %d safety pairs label both responses safe, so they teach no safety preference; "
+            "check the label columns",
+            name,
+            len(safety),
+        )
 
 
 def _first_row(rows: Iterable[Any]) -> Optional[Mapping[str, Any]]:
@@ -476,10 +534,18 @@ def _indexed(rows: Iterable[Any], order: Optional[Iterable[int]]) -> Iterator[Tu
             yield i, rows[i]  # type: ignore[index]
 
 
-def load_pairs(source: str, schema: str = "auto", split: Optional[str] = None,
-               column_map: Optional[Mapping[str, str]] = None, kind: Optional[str] = None,
-               limit: Optional[int] = None, on_error: str = "raise", seed: int = 0,
-               shuffle: bool = False, revision: Optional[str] = None) -> List[PairRecord]:
+def load_pairs(
+    source: str,
+    schema: str = "auto",
+    split: Optional[str] = None,
+    column_map: Optional[Mapping[str, str]] = None,
+    kind: Optional[str] = None,
+    limit: Optional[int] = None,
+    on_error: str = "raise",
+    seed: int = 0,
+    shuffle: bool = False,
+    revision: Optional[str] = None,
+) -> List[PairRecord]:
     """Load validated preference pairs from a local file or a hub dataset.
 
     Args:
@@ -501,6 +567,15 @@ def load_pairs(source: str, schema: str = "auto", split: Optional[str] = None,
     Every record is checked with :func:`validate_record` and named ``"<file> row <i>"`` in errors and in
     ``metadata['origin']``.
     """
-    return load_pairs_with_report(source, schema=schema, split=split, column_map=column_map, kind=kind,
-                                  limit=limit, on_error=on_error, seed=seed, shuffle=shuffle,
-                                  revision=revision)[0]
+    return load_pairs_with_report(
+        source,
+        schema=schema,
+        split=split,
+        column_map=column_map,
+        kind=kind,
+        limit=limit,
+        on_error=on_error,
+        seed=seed,
+        shuffle=shuffle,
+        revision=revision,
+    )[0]

@@ -91,8 +91,7 @@ def _need(records: Sequence[PairRecord], name: str, mode: str) -> None:
         raise ValueError(f"mode {mode!r} needs {name} pairs, but the {name} set is empty")
 
 
-def build_training_set(safety: List[PairRecord], helpful: List[PairRecord], mode: str,
-                       seed: int = 0) -> TrainingSet:
+def build_training_set(safety: List[PairRecord], helpful: List[PairRecord], mode: str, seed: int = 0) -> TrainingSet:
     """The training set of one mode of Table 1 / Table 4 (see the module table).
 
     The inputs are not modified; the returned records are copies. Record ``kind`` is kept, so
@@ -133,11 +132,13 @@ def sft_examples(safety: List[PairRecord], helpful: List[PairRecord]) -> List[Di
     """
     examples = []
     for rec in helpful:
-        examples.append({"prompt": _as_messages(rec.prompt),
-                         "completion": [{"role": "assistant", "content": rec.chosen}]})
+        examples.append(
+            {"prompt": _as_messages(rec.prompt), "completion": [{"role": "assistant", "content": rec.chosen}]}
+        )
     for rec in safety:
         safe = safer_first(rec)
         if float(safe.safe_chosen) >= 0.5:
-            examples.append({"prompt": _as_messages(safe.prompt),
-                             "completion": [{"role": "assistant", "content": safe.chosen}]})
+            examples.append(
+                {"prompt": _as_messages(safe.prompt), "completion": [{"role": "assistant", "content": safe.chosen}]}
+            )
     return examples

@@ -72,8 +72,9 @@ def _label(value: Any, where: str, name: str) -> float:
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise DataValidationError(f"{where}: field '{name}' must be a bool or a number in [0, 1], "
-                                  f"got {value!r}") from None
+        raise DataValidationError(
+            f"{where}: field '{name}' must be a bool or a number in [0, 1], got {value!r}"
+        ) from None
     if math.isnan(x) or not 0.0 <= x <= 1.0:
         raise DataValidationError(f"{where}: field '{name}' must be in [0, 1], got {value!r}")
     return x
@@ -90,13 +91,14 @@ def validate_record(rec: PairRecord, where: str = "record") -> PairRecord:
         if not rec.prompt.strip():
             raise DataValidationError(f"{where}: field 'prompt' is empty")
     elif isinstance(rec.prompt, list):
-        if not rec.prompt or not all(isinstance(m, dict) and "role" in m and "content" in m
-                                     for m in rec.prompt):
-            raise DataValidationError(f"{where}: field 'prompt' must be text or a non-empty list of "
-                                      "{'role', 'content'} messages")
+        if not rec.prompt or not all(isinstance(m, dict) and "role" in m and "content" in m for m in rec.prompt):
+            raise DataValidationError(
+                f"{where}: field 'prompt' must be text or a non-empty list of {{'role', 'content'}} messages"
+            )
     else:
-        raise DataValidationError(f"{where}: field 'prompt' must be text or chat messages, "
-                                  f"got {type(rec.prompt).__name__}")
+        raise DataValidationError(
+            f"{where}: field 'prompt' must be text or chat messages, got {type(rec.prompt).__name__}"
+        )
     for name in ("chosen", "rejected"):
         value = getattr(rec, name)
         if not isinstance(value, str):

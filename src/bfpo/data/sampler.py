@@ -35,7 +35,7 @@ class _Cycle:
                 self.rng.shuffle(self.order)
                 self.pos = 0
             k = min(n - len(out), len(self.order) - self.pos)
-            out.extend(self.order[self.pos:self.pos + k])
+            out.extend(self.order[self.pos : self.pos + k])
             self.pos += k
         return out
 
@@ -51,18 +51,21 @@ class BufferedSampler(Sampler[int]):
             i.e. one pass over the larger source while the smaller one cycles (reshuffled each pass).
     """
 
-    def __init__(self, is_safety: Sequence[bool], batch_size: int, seed: int = 0,
-                 num_batches: Optional[int] = None):
+    def __init__(self, is_safety: Sequence[bool], batch_size: int, seed: int = 0, num_batches: Optional[int] = None):
         if batch_size < 2 or batch_size % 2:
-            raise ValueError(f"batch_size must be even and >= 2 so a batch splits into equal safety and "
-                             f"helpfulness halves, got {batch_size}")
+            raise ValueError(
+                f"batch_size must be even and >= 2 so a batch splits into equal safety and "
+                f"helpfulness halves, got {batch_size}"
+            )
         self.safety = [i for i, s in enumerate(is_safety) if s]
         self.helpful = [i for i, s in enumerate(is_safety) if not s]
         empty = [name for name, idx in (("safety", self.safety), ("helpfulness", self.helpful)) if not idx]
         if empty:
-            raise ValueError(f"buffered sampling needs both safety and helpfulness pairs; the "
-                             f"{' and '.join(empty)} source is empty ({len(self.safety)} safety, "
-                             f"{len(self.helpful)} helpfulness)")
+            raise ValueError(
+                f"buffered sampling needs both safety and helpfulness pairs; the "
+                f"{' and '.join(empty)} source is empty ({len(self.safety)} safety, "
+                f"{len(self.helpful)} helpfulness)"
+            )
         self.batch_size = batch_size
         self.half = batch_size // 2
         if num_batches is None:

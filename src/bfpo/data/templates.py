@@ -47,18 +47,21 @@ def resolve_chat_template(value: Optional[str], key: str = "model.chat_template"
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ChatTemplateError(f"{key} must be a built-in name ({', '.join(BUILTIN)}) or a Jinja template "
-                                f"string, got {value!r}")
+        raise ChatTemplateError(
+            f"{key} must be a built-in name ({', '.join(BUILTIN)}) or a Jinja template string, got {value!r}"
+        )
     if value.strip().lower() in BUILTIN:
         return BUILTIN[value.strip().lower()]
     if "{%" not in value and "{{" not in value:
-        raise ChatTemplateError(f"{key}={value!r} is neither a built-in template ({', '.join(BUILTIN)}) nor a "
-                                "Jinja template string")
+        raise ChatTemplateError(
+            f"{key}={value!r} is neither a built-in template ({', '.join(BUILTIN)}) nor a Jinja template string"
+        )
     return value
 
 
-def apply_chat_template_setting(tokenizer: Any, value: Optional[str], model_name: str,
-                                key: str = "model.chat_template") -> Any:
+def apply_chat_template_setting(
+    tokenizer: Any, value: Optional[str], model_name: str, key: str = "model.chat_template"
+) -> Any:
     """Set ``tokenizer.chat_template`` from ``value`` (when given) and require that it has one.
 
     Raises :class:`ChatTemplateError` naming ``key`` when the tokenizer has no template and ``value`` is
@@ -70,10 +73,13 @@ def apply_chat_template_setting(tokenizer: Any, value: Optional[str], model_name
     if not getattr(tokenizer, "chat_template", None):
         raise ChatTemplateError(
             f"the tokenizer of {model_name} has no chat template; set {key} to a built-in name "
-            f"({', '.join(BUILTIN)}) or a Jinja template string (the paper's recipes use zephyr)")
+            f"({', '.join(BUILTIN)}) or a Jinja template string (the paper's recipes use zephyr)"
+        )
     return tokenizer
 
 
 #: The help of the ``chat_template`` setting of the commands that generate (``evaluate``, ``redteam``, ``chat``).
-CHAT_TEMPLATE_HELP = (f"built-in template name ({', '.join(BUILTIN)}) or a Jinja string; needed when the model's "
-                      "tokenizer has none (use the template the model was trained with)")
+CHAT_TEMPLATE_HELP = (
+    f"built-in template name ({', '.join(BUILTIN)}) or a Jinja string; needed when the model's "
+    "tokenizer has none (use the template the model was trained with)"
+)

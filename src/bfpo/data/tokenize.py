@@ -30,8 +30,11 @@ ON_ERROR = ("raise", "drop")
 
 
 def _messages(prompt: Prompt, system_prompt: Optional[str]) -> List[Dict[str, str]]:
-    msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else \
-        [{"role": m["role"], "content": m["content"]} for m in prompt]
+    msgs = (
+        [{"role": "user", "content": prompt}]
+        if isinstance(prompt, str)
+        else [{"role": m["role"], "content": m["content"]} for m in prompt]
+    )
     if system_prompt and not (msgs and msgs[0]["role"] == "system"):
         msgs.insert(0, {"role": "system", "content": system_prompt})
     return msgs
@@ -67,8 +70,15 @@ def _encode(tokenizer: Any, text: str) -> List[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _tokenize(rec: PairRecord, tokenizer: Any, max_length: int, max_prompt_length: Optional[int],
-              where: str, is_safety: Optional[bool], adds_bos: bool) -> Tuple[Dict[str, Any], bool, bool]:
+def _tokenize(
+    rec: PairRecord,
+    tokenizer: Any,
+    max_length: int,
+    max_prompt_length: Optional[int],
+    where: str,
+    is_safety: Optional[bool],
+    adds_bos: bool,
+) -> Tuple[Dict[str, Any], bool, bool]:
     """(example, prompt truncated?, a response truncated?)."""
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is None:
@@ -80,13 +90,14 @@ def _tokenize(rec: PairRecord, tokenizer: Any, max_length: int, max_prompt_lengt
     body = _encode(tokenizer, text)
     full_prompt = len(head) + len(body)
     keep = max(limit - len(head), 0)
-    prompt_ids = head + (body[len(body) - keep:] if keep else [])
+    prompt_ids = head + (body[len(body) - keep :] if keep else [])
     room = max_length - len(prompt_ids)
     if room < MIN_RESPONSE_TOKENS:
         raise DataValidationError(
             f"{where}: field 'prompt' leaves {room} token(s) for the response (prompt {len(prompt_ids)} "
             f"tokens after truncation, {full_prompt} before; max_length {max_length}, max_prompt_length "
-            f"{limit}); need at least {MIN_RESPONSE_TOKENS}")
+            f"{limit}); need at least {MIN_RESPONSE_TOKENS}"
+        )
     responses = {}
     cut = False
     for name in ("chosen", "rejected"):
@@ -104,8 +115,14 @@ def _tokenize(rec: PairRecord, tokenizer: Any, max_length: int, max_prompt_lengt
     return example, len(prompt_ids) < full_prompt, cut
 
 
-def tokenize_pair(rec: PairRecord, tokenizer: Any, max_length: int, max_prompt_length: Optional[int] = None,
-                  where: str = "record", is_safety: Optional[bool] = None) -> Dict[str, Any]:
+def tokenize_pair(
+    rec: PairRecord,
+    tokenizer: Any,
+    max_length: int,
+    max_prompt_length: Optional[int] = None,
+    where: str = "record",
+    is_safety: Optional[bool] = None,
+) -> Dict[str, Any]:
     """Token ids and labels of one pair (see the module docstring for the BOS/EOS/truncation rules).
 
     Raises :class:`DataValidationError` naming ``where`` and field 'prompt' when the (truncated) prompt
@@ -114,9 +131,14 @@ def tokenize_pair(rec: PairRecord, tokenizer: Any, max_length: int, max_prompt_l
     return _tokenize(rec, tokenizer, max_length, max_prompt_length, where, is_safety, _adds_bos(tokenizer))[0]
 
 
-def tokenize_pairs(records: Sequence[PairRecord], tokenizer: Any, max_length: int,
-                   max_prompt_length: Optional[int] = None, on_error: str = "raise",
-                   desc: str = "tokenizing") -> Tuple[List[Dict[str, Any]], Dict[str, int]]:
+def tokenize_pairs(
+    records: Sequence[PairRecord],
+    tokenizer: Any,
+    max_length: int,
+    max_prompt_length: Optional[int] = None,
+    on_error: str = "raise",
+    desc: str = "tokenizing",
+) -> Tuple[List[Dict[str, Any]], Dict[str, int]]:
     """Tokenize many pairs with a progress bar.
 
     Errors name ``metadata['origin']`` (``"<file> row <i>"`` from the loader) or ``"record <i>"``.
@@ -132,8 +154,9 @@ def tokenize_pairs(records: Sequence[PairRecord], tokenizer: Any, max_length: in
     for i, rec in enumerate(tqdm(records, desc=desc, disable=len(records) < 100)):
         where = str(rec.metadata.get("origin", f"record {i}"))
         try:
-            ex, cut_prompt, cut_response = _tokenize(rec, tokenizer, max_length, max_prompt_length, where,
-                                                     None, adds_bos)
+            ex, cut_prompt, cut_response = _tokenize(
+                rec, tokenizer, max_length, max_prompt_length, where, None, adds_bos
+            )
         except DataValidationError:
             if on_error == "raise":
                 raise

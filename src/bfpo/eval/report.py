@@ -28,9 +28,18 @@ _ALPACA_KEYS = ("length_controlled_winrate", "lc_win_rate", "lc_winrate", "win_r
 
 
 #: RESULT.json keys the report reads, and the JSON types each may have (null is always allowed)
-RESULT_TYPES = {"by_kind": (dict,), "by_category": (dict,), "gen": (dict,), "disc": (dict,),
-                "alpaca": (dict, int, float), "gen_avg": (int, float), "disc_avg": (int, float),
-                "safety_avg": (int, float), "samples": (list,), "model": (str, list)}
+RESULT_TYPES = {
+    "by_kind": (dict,),
+    "by_category": (dict,),
+    "gen": (dict,),
+    "disc": (dict,),
+    "alpaca": (dict, int, float),
+    "gen_avg": (int, float),
+    "disc_avg": (int, float),
+    "safety_avg": (int, float),
+    "samples": (list,),
+    "model": (str, list),
+}
 
 
 def load_result(path: str) -> Dict[str, Any]:
@@ -41,8 +50,10 @@ def load_result(path: str) -> Dict[str, Any]:
     p = Path(path)
     if p.is_dir():
         found = sorted(str(x) for x in p.glob("*.json"))[:3]
-        raise UserInputError(f"{path} is a folder; pass the RESULT.json file(s) written by 'bfpo evaluate'"
-                             + (f" (e.g. {', '.join(found)})" if found else ""))
+        raise UserInputError(
+            f"{path} is a folder; pass the RESULT.json file(s) written by 'bfpo evaluate'"
+            + (f" (e.g. {', '.join(found)})" if found else "")
+        )
     if not p.is_file():
         raise UserPathNotFoundError(f"result file {path} not found")
     try:
@@ -50,13 +61,15 @@ def load_result(path: str) -> Dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise UserInputError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(data, dict):
-        raise UserInputError(f"{path}: expected a JSON object (a RESULT.json of 'bfpo evaluate'), "
-                             f"got {type(data).__name__}")
+        raise UserInputError(
+            f"{path}: expected a JSON object (a RESULT.json of 'bfpo evaluate'), got {type(data).__name__}"
+        )
     for key, types in RESULT_TYPES.items():
         value = data.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
-            expected = " or ".join({dict: "an object", list: "a list", str: "text", int: "a number",
-                                    float: "a number"}[t] for t in types)
+            expected = " or ".join(
+                {dict: "an object", list: "a list", str: "text", int: "a number", float: "a number"}[t] for t in types
+            )
             raise UserInputError(f"{path}: key '{key}' must be {expected}, got {type(value).__name__}")
     for key in ("by_kind", "by_category"):
         for name, entry in (data.get(key) or {}).items():
@@ -211,20 +224,29 @@ def write_report(paths: Sequence[str], out_dir: str, names: Optional[Sequence[st
     out.mkdir(parents=True, exist_ok=True)
     header, rows = build_table(results, labels)
     notes = scatter(results, labels, out / "scatter.png")
-    text = ["# bfpo evaluation report", "",
-            "Rows are models. Helpfulness: Alpaca = AlpacaEval 2.0 LC win rate (when present); "
-            "Benign answered % = 100 x (1 - refusal rate on benign prompts), the offline proxy. "
-            "Discriminative tasks in percent (accuracy; CrowS-Pairs = % stereotyped choices, lower is less "
-            "biased, averaged as in Table 6). Generative tasks = % harmless answers to harmful prompts. "
-            "Safety Avg. = mean of Disc. Avg. and Gen. Avg. (section 4.1). "
-            f"'{MISSING}' = not measured.", "", markdown_table(header, rows), "",
-            "![helpfulness vs harmlessness](scatter.png)", ""]
+    text = [
+        "# bfpo evaluation report",
+        "",
+        "Rows are models. Helpfulness: Alpaca = AlpacaEval 2.0 LC win rate (when present); "
+        "Benign answered % = 100 x (1 - refusal rate on benign prompts), the offline proxy. "
+        "Discriminative tasks in percent (accuracy; CrowS-Pairs = % stereotyped choices, lower is less "
+        "biased, averaged as in Table 6). Generative tasks = % harmless answers to harmful prompts. "
+        "Safety Avg. = mean of Disc. Avg. and Gen. Avg. (section 4.1). "
+        f"'{MISSING}' = not measured.",
+        "",
+        markdown_table(header, rows),
+        "",
+        "![helpfulness vs harmlessness](scatter.png)",
+        "",
+    ]
     for r, label in zip(results, labels):
         n_empty = empty_answers(r)
         if n_empty:
-            notes.append(f"WARNING {label}: {n_empty} of {len(r.get('samples') or []) or '?'} answers are empty "
-                         "(a broken or diverged model?); results written before bfpo flagged this count them "
-                         "as harmless")
+            notes.append(
+                f"WARNING {label}: {n_empty} of {len(r.get('samples') or []) or '?'} answers are empty "
+                "(a broken or diverged model?); results written before bfpo flagged this count them "
+                "as harmless"
+            )
             print(f"report: {notes[-1]}", file=sys.stderr)
     text += [f"- {n}" for n in notes]
     text += ["", "Sources: " + ", ".join(f"`{p}`" for p in paths), ""]
@@ -237,18 +259,21 @@ def write_report(paths: Sequence[str], out_dir: str, names: Optional[Sequence[st
 class ReportArguments:
     """Settings of ``bfpo report``."""
 
-    results: List[str] = field(metadata={"help": "RESULT.json files written by 'bfpo evaluate' or 'bfpo judge' "
-                                                 "(required)"})
+    results: List[str] = field(
+        metadata={"help": "RESULT.json files written by 'bfpo evaluate' or 'bfpo judge' (required)"}
+    )
     output_dir: str = field(metadata={"help": "folder for report.md and scatter.png (required)"})
-    names: Optional[List[str]] = field(default=None, metadata={
-        "help": "display names, one per result file (default: each result's 'model')"})
+    names: Optional[List[str]] = field(
+        default=None, metadata={"help": "display names, one per result file (default: each result's 'model')"}
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     from bfpo.args import parse
 
-    (a,) = parse([ReportArguments], argv, prog="bfpo report", description=__doc__.split("\n\n")[0],
-                 path_fields=("results",))
+    (a,) = parse(
+        [ReportArguments], argv, prog="bfpo report", description=__doc__.split("\n\n")[0], path_fields=("results",)
+    )
     md = write_report(a.results, a.output_dir, a.names)
     print(f"report: {md} and {md.parent / 'scatter.png'}")
     return md

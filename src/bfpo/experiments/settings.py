@@ -34,8 +34,9 @@ def with_defaults(cls: type, defaults: Dict[str, Any]) -> type:
     for name, value in defaults.items():
         f = known[name]
         factory = (lambda v=value: list(v)) if isinstance(value, list) else None
-        spec = dataclasses.field(metadata=f.metadata, **({"default_factory": factory} if factory
-                                                          else {"default": value}))
+        spec = dataclasses.field(
+            metadata=f.metadata, **({"default_factory": factory} if factory else {"default": value})
+        )
         new_fields.append((name, hints[name], spec))
     return dataclasses.make_dataclass(cls.__name__, new_fields, bases=(cls,))
 
@@ -59,8 +60,14 @@ def quick_requested(argv: Sequence[str]) -> bool:
         return False  # parse() names the bad value
 
 
-def parse_with_quick(dtypes: Sequence[type], quick: Dict[type, Dict[str, Any]], argv: Optional[Sequence[str]],
-                     *, prog: str, description: str) -> Tuple[Any, ...]:
+def parse_with_quick(
+    dtypes: Sequence[type],
+    quick: Dict[type, Dict[str, Any]],
+    argv: Optional[Sequence[str]],
+    *,
+    prog: str,
+    description: str,
+) -> Tuple[Any, ...]:
     """:func:`bfpo.args.parse` of ``dtypes``; with ``--quick``, the dataclasses in ``quick`` default to its
     values. Returns instances of the original classes."""
     import sys

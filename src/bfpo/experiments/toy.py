@@ -46,16 +46,24 @@ class ToyConfig:
     """Settings of the section 3.4 experiment (paper defaults)."""
 
     max_steps: int = setting("Adam steps", default=1800)
-    seeds: List[int] = setting("seeds, run side by side (each its own minibatch sampler); results are the mean and "
-                               "std over them", default_factory=lambda: [0, 1, 2, 3, 4])
-    taus: List[float] = setting("one or more tau values (one run of every method per tau; --experiment k3 takes one)",
-                                default_factory=lambda: [1.0])
+    seeds: List[int] = setting(
+        "seeds, run side by side (each its own minibatch sampler); results are the mean and std over them",
+        default_factory=lambda: [0, 1, 2, 3, 4],
+    )
+    taus: List[float] = setting(
+        "one or more tau values (one run of every method per tau; --experiment k3 takes one)",
+        default_factory=lambda: [1.0],
+    )
     alpha: float = setting("label shift alpha of Eq. 14", default=0.5)
     learning_rate: float = setting("Adam learning rate", default=0.01)
     batch_size: int = setting("pairs per step, drawn with replacement", default=32)
-    methods: Optional[List[str]] = choices(*ALL_METHODS, default=None, help=(
-        "methods to train (default: all of the experiment's: bfpo dpo ipo safedpo; --experiment k3 adds "
-        "priority)"))
+    methods: Optional[List[str]] = choices(
+        *ALL_METHODS,
+        default=None,
+        help=(
+            "methods to train (default: all of the experiment's: bfpo dpo ipo safedpo; --experiment k3 adds priority)"
+        ),
+    )
     record_every: int = setting("steps between the points of the learning curves", default=10)
     safedpo_delta: float = setting("SafeDPO's safety margin Delta (Eq. 12), in the units of tau * h", default=1.0)
 
@@ -75,13 +83,21 @@ class ToyConfig:
 class IllustrateRun:
     """Which toy, and where its results go."""
 
-    output_dir: str = setting("output folder: results.json and figure4.png (k3: results_k3.json and k3.png)",
-                              default="runs/illustrate")
-    experiment: str = choices("figure4", "k3", default="figure4", help=(
-        "figure4: section 3.4 with SafeDPO and the Theorem 3.2 check; k3: the K = 3 priority toy (safety > "
-        "honesty > helpfulness, docs/multifactor.md)"))
-    lambdas: Optional[List[float]] = setting("k3 only: priority weights of safety and honesty (default 2 1)",
-                                             default=None)
+    output_dir: str = setting(
+        "output folder: results.json and figure4.png (k3: results_k3.json and k3.png)", default="runs/illustrate"
+    )
+    experiment: str = choices(
+        "figure4",
+        "k3",
+        default="figure4",
+        help=(
+            "figure4: section 3.4 with SafeDPO and the Theorem 3.2 check; k3: the K = 3 priority toy (safety > "
+            "honesty > helpfulness, docs/multifactor.md)"
+        ),
+    )
+    lambdas: Optional[List[float]] = setting(
+        "k3 only: priority weights of safety and honesty (default 2 1)", default=None
+    )
 
 
 def preference_pairs(safe: Sequence[float] = SAFE) -> torch.Tensor:
@@ -105,8 +121,18 @@ def closed_form_bfpo(tau: float, alpha: float, safe: Sequence[float] = SAFE) -> 
     return torch.softmax(theta, 0).tolist()
 
 
-def method_loss(method: str, lw: torch.Tensor, ll: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor,
-                safe_w: torch.Tensor, safe_l: torch.Tensor, tau: float, alpha: float, delta: float):
+def method_loss(
+    method: str,
+    lw: torch.Tensor,
+    ll: torch.Tensor,
+    ref_w: torch.Tensor,
+    ref_l: torch.Tensor,
+    safe_w: torch.Tensor,
+    safe_l: torch.Tensor,
+    tau: float,
+    alpha: float,
+    delta: float,
+):
     """The loss of one toy method on pairs (chosen = more helpful), by name; ``delta`` is SafeDPO's margin."""
     return preference_loss(method, lw, ll, ref_w, ref_l, safe_w, safe_l, tau=tau, alpha=alpha, delta=delta)
 
@@ -120,8 +146,9 @@ def helpfulness_winrate(mu: Sequence[float]) -> torch.Tensor:
     """
     m = torch.as_tensor(mu, dtype=torch.float64)
     n = len(m)
-    wins = torch.tensor([[1.0 if i < j else (0.5 if i == j else 0.0) for j in range(n)] for i in range(n)],
-                        dtype=torch.float64)
+    wins = torch.tensor(
+        [[1.0 if i < j else (0.5 if i == j else 0.0) for j in range(n)] for i in range(n)], dtype=torch.float64
+    )
     return wins @ m
 
 
@@ -140,9 +167,15 @@ def global_reward_eq33(safe: Sequence[float], mu: Sequence[float], b1: float, b2
     return (s + e_s + 2.0 * b2 * b3) * (helpfulness_winrate(m) + b3)
 
 
-def morl_optimum(tau: float, safe: Sequence[float], mu: Sequence[float] | None = None,
-                 ref: Sequence[float] | None = None, b1: float = 3.0, b2: float = -1.0,
-                 b3: float = 0.5) -> List[float]:
+def morl_optimum(
+    tau: float,
+    safe: Sequence[float],
+    mu: Sequence[float] | None = None,
+    ref: Sequence[float] | None = None,
+    b1: float = 3.0,
+    b2: float = -1.0,
+    b3: float = 0.5,
+) -> List[float]:
     """Theorem 3.1: the MORL optimum ``pi_ref(y) exp(g(y) / tau) / Z`` with g of :func:`global_reward_eq33`.
 
     ``mu`` (uniform by default) is the distribution the pairs y, y' are drawn from; ``ref`` is pi_ref
@@ -155,9 +188,15 @@ def morl_optimum(tau: float, safe: Sequence[float], mu: Sequence[float] | None =
     return torch.softmax(torch.log(r) + g / tau, 0).tolist()
 
 
-def bfpo_optimum(tau: float, safe: Sequence[float], mu: Sequence[float] | None = None,
-                 ref: Sequence[float] | None = None, b1: float = 3.0, b2: float = -1.0,
-                 b3: float = 0.5) -> List[float]:
+def bfpo_optimum(
+    tau: float,
+    safe: Sequence[float],
+    mu: Sequence[float] | None = None,
+    ref: Sequence[float] | None = None,
+    b1: float = 3.0,
+    b2: float = -1.0,
+    b3: float = 0.5,
+) -> List[float]:
     """The minimiser of Eq. 15 (with Eq. 9's label) over pairs y, y' ~ mu x mu, by weighted least squares.
 
     Actions are ordered by helpfulness (index 0 most helpful), so for i < j the pair is (y_hw, y_hl) =
@@ -192,9 +231,15 @@ def _no_sign_rule() -> Dict[str, bool]:
     return {"sign_rule": False} if "sign_rule" in inspect.signature(labeling_function).parameters else {}
 
 
-def theorem32_check(tau: float, safe: Sequence[float], mu: Sequence[float] | None = None,
-                    ref: Sequence[float] | None = None, b1: float = 3.0, b2: float = -1.0,
-                    b3: float = 0.5) -> Dict[str, object]:
+def theorem32_check(
+    tau: float,
+    safe: Sequence[float],
+    mu: Sequence[float] | None = None,
+    ref: Sequence[float] | None = None,
+    b1: float = 3.0,
+    b2: float = -1.0,
+    b3: float = 0.5,
+) -> Dict[str, object]:
     """Distance between BFPO's closed-form optimum and the MORL optimum ``pi_ref exp(g / tau) / Z``.
 
     Returns both distributions, their total-variation distance ``tv``, their largest absolute difference
@@ -216,8 +261,14 @@ def theorem32_check(tau: float, safe: Sequence[float], mu: Sequence[float] | Non
         cov.append(float((m * beats * s).sum()) - float(p_h[i]) * e_s)
     dep = max(cov) - min(cov)
     diff = [abs(a - b) for a, b in zip(bf, mo)]
-    return {"bfpo": bf, "morl": mo, "tv": 0.5 * sum(diff), "max_abs": max(diff), "dependence": dep,
-            "eq33_holds": abs(b3 * (b1 - 1.0) - 1.0) < 1e-12}
+    return {
+        "bfpo": bf,
+        "morl": mo,
+        "tv": 0.5 * sum(diff),
+        "max_abs": max(diff),
+        "dependence": dep,
+        "eq33_holds": abs(b3 * (b1 - 1.0) - 1.0) < 1e-12,
+    }
 
 
 def ranking(probs: Sequence[float]) -> List[int]:
@@ -225,8 +276,16 @@ def ranking(probs: Sequence[float]) -> List[int]:
     return [int(i) + 1 for i in sorted(range(len(probs)), key=lambda i: -probs[i])]
 
 
-def optimise(n: int, pairs: torch.Tensor, batch_losses: Callable[..., torch.Tensor], steps: int,
-             seeds: Sequence[int], lr: float, batch_size: int, record_every: int) -> torch.Tensor:
+def optimise(
+    n: int,
+    pairs: torch.Tensor,
+    batch_losses: Callable[..., torch.Tensor],
+    steps: int,
+    seeds: Sequence[int],
+    lr: float,
+    batch_size: int,
+    record_every: int,
+) -> torch.Tensor:
     """Adam on softmax(theta), theta in R^n from 0, seeds side by side; returns the curve [records, seeds, n].
 
     Each step draws ``batch_size`` pairs (rows of ``pairs``, column 0 = y_hw) with replacement per seed and
@@ -259,10 +318,12 @@ def summarise(final: torch.Tensor) -> Dict:
     """Mean and std over seeds of the final probabilities ``[seeds, n]``, with rankings."""
     mean = final.mean(0).tolist()
     seeds, n = final.shape
-    return {"mean_probs": mean,
-            "std_probs": final.std(0, unbiased=True).tolist() if seeds > 1 else [0.0] * n,
-            "ranking": ranking(mean),
-            "seed_rankings": [ranking(p.tolist()) for p in final]}
+    return {
+        "mean_probs": mean,
+        "std_probs": final.std(0, unbiased=True).tolist() if seeds > 1 else [0.0] * n,
+        "ranking": ranking(mean),
+        "seed_rankings": [ranking(p.tolist()) for p in final],
+    }
 
 
 def train_method(method: str, tau: float, cfg: ToyConfig, safe: Sequence[float] = SAFE) -> torch.Tensor:
@@ -270,11 +331,29 @@ def train_method(method: str, tau: float, cfg: ToyConfig, safe: Sequence[float] 
     s = torch.tensor(safe)
 
     def losses(lw, ll, ref, batch):
-        return method_loss(method, lw, ll, ref, ref, s[batch[..., 0]], s[batch[..., 1]], tau=tau,
-                           alpha=cfg.alpha, delta=cfg.safedpo_delta).losses
+        return method_loss(
+            method,
+            lw,
+            ll,
+            ref,
+            ref,
+            s[batch[..., 0]],
+            s[batch[..., 1]],
+            tau=tau,
+            alpha=cfg.alpha,
+            delta=cfg.safedpo_delta,
+        ).losses
 
-    return optimise(len(safe), preference_pairs(safe), losses, cfg.max_steps, cfg.seeds, cfg.learning_rate,
-                    cfg.batch_size, cfg.record_every)
+    return optimise(
+        len(safe),
+        preference_pairs(safe),
+        losses,
+        cfg.max_steps,
+        cfg.seeds,
+        cfg.learning_rate,
+        cfg.batch_size,
+        cfg.record_every,
+    )
 
 
 def run(cfg: ToyConfig) -> Dict:
@@ -294,14 +373,20 @@ def run(cfg: ToyConfig) -> Dict:
             curves[str(tau)][method] = curve
         b1, b2, b3 = alpha_constants(cfg.alpha)
         check = theorem32_check(tau, SAFE, b1=b1, b2=b2, b3=b3)
-        theorem = {"morl_optimum": check["morl"], "closed_form_vs_morl_max_abs": check["max_abs"],
-                   "closed_form_vs_morl_tv": check["tv"], "dependence": check["dependence"]}
+        theorem = {
+            "morl_optimum": check["morl"],
+            "closed_form_vs_morl_max_abs": check["max_abs"],
+            "closed_form_vs_morl_tv": check["tv"],
+            "dependence": check["dependence"],
+        }
         if "bfpo" in methods:
             trained = methods["bfpo"]["mean_probs"]
             theorem["trained_bfpo_vs_morl_max_abs"] = max(abs(a - b) for a, b in zip(trained, check["morl"]))
-        per_tau[str(tau)] = {"methods": methods,
-                             "closed_form": {"bfpo": closed_form_bfpo(tau, cfg.alpha)},
-                             "theorem_3_2": theorem}
+        per_tau[str(tau)] = {
+            "methods": methods,
+            "closed_form": {"bfpo": closed_form_bfpo(tau, cfg.alpha)},
+            "theorem_3_2": theorem,
+        }
     first = per_tau[str(cfg.taus[0])]
     result = {
         "config": asdict(cfg),
@@ -334,13 +419,21 @@ def format_table(result: Dict) -> str:
         th = res.get("theorem_3_2")
         if th:
             rows.append(("MORL optimum", th["morl_optimum"], [0.0] * 4, ranking(th["morl_optimum"])))
-        lines.append(markdown_table(
-            ["method", "pi(y1)", "pi(y2)", "pi(y3)", "pi(y4)", "ranking"],
-            [[name, *(f"{m:.3f} ± {s:.3f}" for m, s in zip(mean, std)), ranking_text(rank, GLOBAL_RANKING)]
-             for name, mean, std, rank in rows], align="lrrrrl"))
+        lines.append(
+            markdown_table(
+                ["method", "pi(y1)", "pi(y2)", "pi(y3)", "pi(y4)", "ranking"],
+                [
+                    [name, *(f"{m:.3f} ± {s:.3f}" for m, s in zip(mean, std)), ranking_text(rank, GLOBAL_RANKING)]
+                    for name, mean, std, rank in rows
+                ],
+                align="lrrrrl",
+            )
+        )
         if th:
-            line = (f"Theorem 3.2: |closed-form BFPO - MORL optimum pi_ref exp(g/tau)/Z|_max = "
-                    f"{th['closed_form_vs_morl_max_abs']:.2e}")
+            line = (
+                f"Theorem 3.2: |closed-form BFPO - MORL optimum pi_ref exp(g/tau)/Z|_max = "
+                f"{th['closed_form_vs_morl_max_abs']:.2e}"
+            )
             if "trained_bfpo_vs_morl_max_abs" in th:
                 line += f"; trained BFPO (mean of seeds) vs MORL optimum: {th['trained_bfpo_vs_morl_max_abs']:.4f}"
             lines.append(line)
@@ -348,18 +441,23 @@ def format_table(result: Dict) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(axes, curves: Dict[str, torch.Tensor], titles: Sequence[str], steps: Sequence[int],
-                labels: Sequence[str], colors: Sequence[Any], styles: Optional[Sequence[str]] = None,
-                band: bool = True) -> None:
+def plot_curves(
+    axes,
+    curves: Dict[str, torch.Tensor],
+    titles: Sequence[str],
+    steps: Sequence[int],
+    labels: Sequence[str],
+    colors: Sequence[Any],
+    styles: Optional[Sequence[str]] = None,
+    band: bool = True,
+) -> None:
     """Learning curves of pi(y_i) on one row of ``axes``: mean over seeds, with a +-1 std band."""
     for c, (ax, curve) in enumerate(zip(axes, curves.values())):
         mean, std = curve.mean(1), curve.std(1, unbiased=False)
         for i in range(curve.shape[-1]):
-            ax.plot(steps, mean[:, i], color=colors[i], label=labels[i],
-                    linestyle=styles[i] if styles else "-")
+            ax.plot(steps, mean[:, i], color=colors[i], label=labels[i], linestyle=styles[i] if styles else "-")
             if band:
-                ax.fill_between(steps, mean[:, i] - std[:, i], mean[:, i] + std[:, i], color=colors[i],
-                                alpha=0.2)
+                ax.fill_between(steps, mean[:, i] - std[:, i], mean[:, i] + std[:, i], color=colors[i], alpha=0.2)
         ax.set_title(titles[c])
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -378,14 +476,21 @@ def plot(result: Dict, path: Path) -> Path:
     cfg = result["config"]
     taus = list(curves)
     methods = cfg["methods"]
-    fig, axes = subplots(len(taus), len(methods), figsize=(4.2 * len(methods), 3.2 * len(taus)),
-                         squeeze=False, sharey=True)
+    fig, axes = subplots(
+        len(taus), len(methods), figsize=(4.2 * len(methods), 3.2 * len(taus)), squeeze=False, sharey=True
+    )
     labels = ["y1 (safe, most helpful)", "y2 (unsafe)", "y3 (safe)", "y4 (unsafe, least helpful)"]
     colors = ["tab:green", "tab:red", "tab:blue", "tab:orange"]
     for r, tau in enumerate(taus):
         some = next(iter(curves[tau].values()))
-        plot_curves(axes[r], curves[tau], [f"{m.upper()}  (tau={tau})" for m in curves[tau]],
-                    curve_steps(len(some), cfg["record_every"], cfg["max_steps"]), labels, colors)
+        plot_curves(
+            axes[r],
+            curves[tau],
+            [f"{m.upper()}  (tau={tau})" for m in curves[tau]],
+            curve_steps(len(some), cfg["record_every"], cfg["max_steps"]),
+            labels,
+            colors,
+        )
         axes[r][0].set_ylabel("pi(y_i)")
     axes[0][0].legend(fontsize=7, loc="upper left")
     return save_figure(fig, path)

@@ -84,16 +84,35 @@ def train_method(method: str, cfg: K3Config) -> torch.Tensor:
 
     def losses(lw, ll, ref, batch):
         if method == "priority":
-            out = multifactor_loss(lw.flatten(), ll.flatten(), ref.flatten(), ref.flatten(),
-                                   lab[batch[..., 0]].reshape(-1, 2), lab[batch[..., 1]].reshape(-1, 2),
-                                   tau=cfg.tau, lambdas=cfg.lambdas, b2=-2.0 * cfg.alpha)
+            out = multifactor_loss(
+                lw.flatten(),
+                ll.flatten(),
+                ref.flatten(),
+                ref.flatten(),
+                lab[batch[..., 0]].reshape(-1, 2),
+                lab[batch[..., 1]].reshape(-1, 2),
+                tau=cfg.tau,
+                lambdas=cfg.lambdas,
+                b2=-2.0 * cfg.alpha,
+            )
             return out.losses.view(lw.shape)
         # the safety label only (K = 2) or helpfulness only
-        return method_loss(method, lw, ll, ref, ref, lab[batch[..., 0], 0], lab[batch[..., 1], 0], tau=cfg.tau,
-                           alpha=cfg.alpha, delta=cfg.safedpo_delta).losses
+        return method_loss(
+            method,
+            lw,
+            ll,
+            ref,
+            ref,
+            lab[batch[..., 0], 0],
+            lab[batch[..., 1], 0],
+            tau=cfg.tau,
+            alpha=cfg.alpha,
+            delta=cfg.safedpo_delta,
+        ).losses
 
-    return optimise(len(LABELS), pairs(), losses, cfg.max_steps, cfg.seeds, cfg.learning_rate, cfg.batch_size,
-                    cfg.record_every)
+    return optimise(
+        len(LABELS), pairs(), losses, cfg.max_steps, cfg.seeds, cfg.learning_rate, cfg.batch_size, cfg.record_every
+    )
 
 
 def run(cfg: K3Config) -> Dict:
@@ -103,10 +122,15 @@ def run(cfg: K3Config) -> Dict:
         curves[method] = train_method(method, cfg)
         methods[method] = summarise(curves[method][-1])
     cf = closed_form(cfg.tau, cfg.alpha, cfg.lambdas)
-    return {"config": asdict(cfg), "labels": [list(x) for x in LABELS],
-            "lambdas": list(cfg.lambdas or default_priority_weights(2)),
-            "expected_ranking": {"global": GLOBAL_RANKING, "helpfulness": HELPFUL_RANKING},
-            "methods": methods, "closed_form": {"priority": cf, "ranking": ranking(cf)}, "_curves": curves}
+    return {
+        "config": asdict(cfg),
+        "labels": [list(x) for x in LABELS],
+        "lambdas": list(cfg.lambdas or default_priority_weights(2)),
+        "expected_ranking": {"global": GLOBAL_RANKING, "helpfulness": HELPFUL_RANKING},
+        "methods": methods,
+        "closed_form": {"priority": cf, "ranking": ranking(cf)},
+        "_curves": curves,
+    }
 
 
 def format_table(result: Dict) -> str:
@@ -116,11 +140,15 @@ def format_table(result: Dict) -> str:
     cfg = result["config"]
     rows = [(m, r["mean_probs"], r["ranking"]) for m, r in result["methods"].items()]
     rows.append(("closed-form", result["closed_form"]["priority"], result["closed_form"]["ranking"]))
-    head = (f"K = 3 toy: tau = {cfg['tau']}, alpha = {cfg['alpha']}, lambdas = {result['lambdas']}, "
-            f"delta = {cfg['safedpo_delta']} (global ranking " + " > ".join(f"y{i}" for i in GLOBAL_RANKING) + ")")
-    table = markdown_table(["method", *(f"pi(y{i})" for i in range(1, 9)), "ranking"],
-                           [[name, *(f"{p:.3f}" for p in mean), ranking_text(rank, GLOBAL_RANKING)]
-                            for name, mean, rank in rows], align="l" + "r" * 8 + "l")
+    head = (
+        f"K = 3 toy: tau = {cfg['tau']}, alpha = {cfg['alpha']}, lambdas = {result['lambdas']}, "
+        f"delta = {cfg['safedpo_delta']} (global ranking " + " > ".join(f"y{i}" for i in GLOBAL_RANKING) + ")"
+    )
+    table = markdown_table(
+        ["method", *(f"pi(y{i})" for i in range(1, 9)), "ranking"],
+        [[name, *(f"{p:.3f}" for p in mean), ranking_text(rank, GLOBAL_RANKING)] for name, mean, rank in rows],
+        align="l" + "r" * 8 + "l",
+    )
     return head + "\n\n" + table
 
 
@@ -135,11 +163,20 @@ def plot(result: Dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     cmap = plt.get_cmap("tab10")
-    labels = [f"y{i + 1} ({'safe' if s else 'unsafe'}, {'honest' if h else 'dishonest'})"
-              for i, (s, h) in enumerate(LABELS)]
+    labels = [
+        f"y{i + 1} ({'safe' if s else 'unsafe'}, {'honest' if h else 'dishonest'})" for i, (s, h) in enumerate(LABELS)
+    ]
     some = next(iter(curves.values()))
-    plot_curves(axes[0], curves, methods, curve_steps(len(some), cfg["record_every"], cfg["max_steps"]), labels,
-                [cmap(i) for i in range(len(LABELS))], styles=["-" if s else "--" for s, _ in LABELS], band=False)
+    plot_curves(
+        axes[0],
+        curves,
+        methods,
+        curve_steps(len(some), cfg["record_every"], cfg["max_steps"]),
+        labels,
+        [cmap(i) for i in range(len(LABELS))],
+        styles=["-" if s else "--" for s, _ in LABELS],
+        band=False,
+    )
     axes[0][0].set_ylabel("pi(y_i)")
     axes[0][0].legend(fontsize=6, loc="upper left")
     return save_figure(fig, path)
@@ -155,10 +192,18 @@ def main_k3(run_args, toy_cfg) -> Dict:
         raise ConfigError(f"--experiment k3 takes one tau (--taus), got {toy_cfg.taus}")
     if run_args.lambdas is not None and len(run_args.lambdas) != 2:
         raise ConfigError(f"--lambdas takes 2 weights (safety, honesty), got {len(run_args.lambdas)}")
-    cfg = K3Config(max_steps=toy_cfg.max_steps, seeds=list(toy_cfg.seeds), tau=float(toy_cfg.taus[0]),
-                   alpha=toy_cfg.alpha, learning_rate=toy_cfg.learning_rate, batch_size=toy_cfg.batch_size,
-                   safedpo_delta=toy_cfg.safedpo_delta, lambdas=run_args.lambdas, methods=methods,
-                   record_every=toy_cfg.record_every)
+    cfg = K3Config(
+        max_steps=toy_cfg.max_steps,
+        seeds=list(toy_cfg.seeds),
+        tau=float(toy_cfg.taus[0]),
+        alpha=toy_cfg.alpha,
+        learning_rate=toy_cfg.learning_rate,
+        batch_size=toy_cfg.batch_size,
+        safedpo_delta=toy_cfg.safedpo_delta,
+        lambdas=run_args.lambdas,
+        methods=methods,
+        record_every=toy_cfg.record_every,
+    )
     result = run(cfg)
     out = Path(run_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

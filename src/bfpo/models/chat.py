@@ -16,9 +16,16 @@ from bfpo.data.templates import CHAT_TEMPLATE_HELP
 EXIT_WORDS = ("exit", "quit", "/exit", "/quit")
 
 
-def chat_loop(model, tokenizer, stdin: Optional[TextIO] = None, stdout: Optional[TextIO] = None,
-              max_new_tokens: int = 256, temperature: float = 0.0, system_prompt: Optional[str] = None,
-              keep_history: bool = True) -> List[Dict[str, str]]:
+def chat_loop(
+    model,
+    tokenizer,
+    stdin: Optional[TextIO] = None,
+    stdout: Optional[TextIO] = None,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    system_prompt: Optional[str] = None,
+    keep_history: bool = True,
+) -> List[Dict[str, str]]:
     """Answer lines from ``stdin`` (default: sys.stdin) until exit/EOF; returns the conversation."""
     from bfpo.models.generate import generate
 
@@ -42,9 +49,16 @@ def chat_loop(model, tokenizer, stdin: Optional[TextIO] = None, stdout: Optional
             stdout.write("(conversation cleared)\n")
             continue
         turn = (history if keep_history else []) + [{"role": "user", "content": text}]
-        reply = generate(model, tokenizer, [turn], max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-                         temperature=temperature if temperature > 0 else 1.0, system_prompt=system_prompt,
-                         progress=False)[0][0]
+        reply = generate(
+            model,
+            tokenizer,
+            [turn],
+            max_new_tokens=max_new_tokens,
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else 1.0,
+            system_prompt=system_prompt,
+            progress=False,
+        )[0][0]
         history = turn + [{"role": "assistant", "content": reply}]
         stdout.write(f"bot> {reply}\n")
         stdout.flush()
@@ -70,5 +84,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     (a,) = parse([ChatArguments], argv, prog="bfpo chat", description=__doc__.split("\n\n")[0])
     model, tok = load_for_generation(a.model_name_or_path, chat_template=a.chat_template)
     print(f"chatting with {a.model_name_or_path}; 'exit' or Ctrl-D quits, /reset clears the conversation")
-    chat_loop(model, tok, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
-              system_prompt=a.system_prompt, keep_history=not a.no_history)
+    chat_loop(
+        model,
+        tok,
+        max_new_tokens=a.max_new_tokens,
+        temperature=a.temperature,
+        system_prompt=a.system_prompt,
+        keep_history=not a.no_history,
+    )

@@ -32,8 +32,9 @@ class GenerationArguments:
     max_new_tokens: int = field(default=256, metadata={"help": "tokens generated per answer"})
     batch_size: int = field(default=8, metadata={"help": "prompts generated per batch"})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast while generating"})
-    backend: str = choices("hf", "vllm", default="hf",
-                           help="generation backend: transformers, or vLLM (needs the vllm package)")
+    backend: str = choices(
+        "hf", "vllm", default="hf", help="generation backend: transformers, or vLLM (needs the vllm package)"
+    )
 
 
 def format_prompt(prompt: Prompt, tokenizer, system_prompt: Optional[str] = None) -> str:
@@ -70,9 +71,15 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_for_generation(model_dir_or_name: str, dtype: str = "auto", device: Optional[str] = None,
-                        trust_remote_code: bool = False, backend: str = "hf", chat_template: Optional[str] = None,
-                        require_chat_template: bool = False) -> Tuple[Any, Any]:
+def load_for_generation(
+    model_dir_or_name: str,
+    dtype: str = "auto",
+    device: Optional[str] = None,
+    trust_remote_code: bool = False,
+    backend: str = "hf",
+    chat_template: Optional[str] = None,
+    require_chat_template: bool = False,
+) -> Tuple[Any, Any]:
     """Load ``(model, tokenizer)`` for generation, in eval mode on ``device`` (training loads through
     :mod:`bfpo.train.model_io` instead).
 
@@ -96,8 +103,9 @@ def load_for_generation(model_dir_or_name: str, dtype: str = "auto", device: Opt
         try:
             import vllm
         except ImportError as exc:
-            raise ImportError("backend='vllm' needs the vllm package (pip install vllm); "
-                              "use backend='hf' otherwise") from exc
+            raise ImportError(
+                "backend='vllm' needs the vllm package (pip install vllm); use backend='hf' otherwise"
+            ) from exc
         llm = vllm.LLM(model=model_dir_or_name, dtype=dtype, trust_remote_code=trust_remote_code)
         return llm, tok
     if backend != "hf":
@@ -140,10 +148,21 @@ def _autocast(device_type: str, bf16: bool):
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
 
 
-def generate_from_texts(model, tokenizer, texts: Sequence[str], max_new_tokens: int = 128,
-                        num_return_sequences: int = 1, do_sample: bool = False, temperature: float = 1.0,
-                        top_p: float = 1.0, batch_size: int = 8, seed: int = 0, bf16: bool = False,
-                        desc: str = "generating", progress: bool = True) -> List[List[str]]:
+def generate_from_texts(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    max_new_tokens: int = 128,
+    num_return_sequences: int = 1,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 8,
+    seed: int = 0,
+    bf16: bool = False,
+    desc: str = "generating",
+    progress: bool = True,
+) -> List[List[str]]:
     """Generate continuations of already-formatted texts; one list of ``num_return_sequences`` per text.
 
     Texts are sorted by length so that each batch pads little, then put back in the input order. Only the
@@ -161,44 +180,74 @@ def generate_from_texts(model, tokenizer, texts: Sequence[str], max_new_tokens: 
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out: List[List[str]] = [[] for _ in texts]
     torch.manual_seed(seed)
-    gen_kwargs: Dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample,
-                                  "num_return_sequences": num_return_sequences,
-                                  "pad_token_id": tokenizer.pad_token_id}
+    gen_kwargs: Dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": do_sample,
+        "num_return_sequences": num_return_sequences,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     if do_sample:
         gen_kwargs.update(temperature=temperature, top_p=top_p)
     else:
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc=desc, disable=not progress, total=len(starts)):
-        idx = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                        add_special_tokens=not getattr(tokenizer, "chat_template", None))
+        idx = order[start : start + batch_size]
+        enc = tokenizer(
+            [texts[i] for i in idx],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=not getattr(tokenizer, "chat_template", None),
+        )
         enc = {k: v.to(device) for k, v in enc.items()}
         with torch.no_grad(), _autocast(device.type, bf16):
             seqs = model.generate(**enc, **gen_kwargs)
-        new = seqs[:, enc["input_ids"].shape[1]:]
+        new = seqs[:, enc["input_ids"].shape[1] :]
         decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
         for j, i in enumerate(idx):
-            out[i] = [d.strip() for d in decoded[j * num_return_sequences:(j + 1) * num_return_sequences]]
+            out[i] = [d.strip() for d in decoded[j * num_return_sequences : (j + 1) * num_return_sequences]]
     return out
 
 
-def _generate_vllm(llm, texts: Sequence[str], max_new_tokens: int, num_return_sequences: int, do_sample: bool,
-                   temperature: float, top_p: float, seed: int) -> List[List[str]]:
+def _generate_vllm(
+    llm,
+    texts: Sequence[str],
+    max_new_tokens: int,
+    num_return_sequences: int,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+    seed: int,
+) -> List[List[str]]:
     import vllm
 
-    params = vllm.SamplingParams(n=num_return_sequences, max_tokens=max_new_tokens, seed=seed,
-                                 temperature=temperature if do_sample else 0.0,
-                                 top_p=top_p if do_sample else 1.0)
+    params = vllm.SamplingParams(
+        n=num_return_sequences,
+        max_tokens=max_new_tokens,
+        seed=seed,
+        temperature=temperature if do_sample else 0.0,
+        top_p=top_p if do_sample else 1.0,
+    )
     results = llm.generate(list(texts), params)
     return [[o.text.strip() for o in r.outputs] for r in results]
 
 
-def generate(model, tokenizer, prompts: Sequence[Prompt], max_new_tokens: int = 128,
-             num_return_sequences: int = 1, do_sample: bool = False, temperature: float = 1.0,
-             top_p: float = 1.0, batch_size: int = 8, seed: int = 0, bf16: bool = False,
-             system_prompt: Optional[str] = None, desc: str = "generating",
-             progress: bool = True) -> List[List[str]]:
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[Prompt],
+    max_new_tokens: int = 128,
+    num_return_sequences: int = 1,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 8,
+    seed: int = 0,
+    bf16: bool = False,
+    system_prompt: Optional[str] = None,
+    desc: str = "generating",
+    progress: bool = True,
+) -> List[List[str]]:
     """Answer each prompt; returns, per prompt, a list of ``num_return_sequences`` responses.
 
     ``model`` is what :func:`load_for_generation` returned: a transformers model, or a ``vllm.LLM`` when loaded with
@@ -207,9 +256,19 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], max_new_tokens: int = 
     """
     texts = [format_prompt(p, tokenizer, system_prompt=system_prompt) for p in prompts]
     if type(model).__module__.startswith("vllm"):
-        return _generate_vllm(model, texts, max_new_tokens, num_return_sequences, do_sample, temperature,
-                              top_p, seed)
-    return generate_from_texts(model, tokenizer, texts, max_new_tokens=max_new_tokens,
-                               num_return_sequences=num_return_sequences, do_sample=do_sample,
-                               temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed,
-                               bf16=bf16, desc=desc, progress=progress)
+        return _generate_vllm(model, texts, max_new_tokens, num_return_sequences, do_sample, temperature, top_p, seed)
+    return generate_from_texts(
+        model,
+        tokenizer,
+        texts,
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=num_return_sequences,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        seed=seed,
+        bf16=bf16,
+        desc=desc,
+        progress=progress,
+    )

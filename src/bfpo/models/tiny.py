@@ -24,8 +24,12 @@ _DEFAULT_CORPUS = [
 ]
 
 
-def tiny_tokenizer(corpus: Optional[Iterable[str]] = None, vocab_size: int = 512,
-                   chat_template: Optional[str] = CHAT_TEMPLATE, pad_token: Optional[str] = "<pad>"):
+def tiny_tokenizer(
+    corpus: Optional[Iterable[str]] = None,
+    vocab_size: int = 512,
+    chat_template: Optional[str] = CHAT_TEMPLATE,
+    pad_token: Optional[str] = "<pad>",
+):
     """A byte-level BPE ``PreTrainedTokenizerFast`` with bos/eos, and by default a pad token and a chat
     template. ``chat_template=None, pad_token=None`` gives a tokenizer with the properties of a base model's
     such as Mistral-7B-v0.1 (no template, no pad token)."""
@@ -35,26 +39,50 @@ def tiny_tokenizer(corpus: Optional[Iterable[str]] = None, vocab_size: int = 512
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(list(corpus or _DEFAULT_CORPUS), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=pad_token, bos_token="<s>", eos_token="</s>",
-                                   additional_special_tokens=SPECIAL_TOKENS[3:])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=pad_token,
+        bos_token="<s>",
+        eos_token="</s>",
+        additional_special_tokens=SPECIAL_TOKENS[3:],
+    )
     fast.chat_template = chat_template
     return fast
 
 
-def tiny_llama(tokenizer, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4,
-               intermediate_size: int = 64, max_position_embeddings: int = 512, seed: int = 0):
+def tiny_llama(
+    tokenizer,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int = 64,
+    max_position_embeddings: int = 512,
+    seed: int = 0,
+):
     """A randomly initialised ``LlamaForCausalLM`` sized for CPU tests."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
-                      num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                      num_key_value_heads=num_heads, max_position_embeddings=max_position_embeddings,
-                      pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                      eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg)
 

@@ -40,8 +40,7 @@ from bfpo.redteam.rankers import RANKERS
 STAT_KEYS = ("prompts_seen", "kept", "dropped_all_safe", "dropped_identical_responses", "dropped_unparsed")
 
 
-def load_prompts(source: str, split: str = "train", column: str = "prompt",
-                 limit: Optional[int] = None) -> List[str]:
+def load_prompts(source: str, split: str = "train", column: str = "prompt", limit: Optional[int] = None) -> List[str]:
     """Prompts from a local ``.jsonl`` (field ``column``), ``.csv`` (column ``column``), ``.txt`` (one per
     line), or a hub dataset name (e.g. ``PKU-Alignment/PKU-SafeRLHF``, ``walledai/AdvBench``; column
     ``column`` of ``split``). Empty prompts are skipped and duplicates removed, keeping the first.
@@ -71,8 +70,9 @@ def load_prompts(source: str, split: str = "train", column: str = "prompt",
             ds = load_dataset(source, split=split)
         except (OSError, ConnectionError, ValueError) as e:  # DatasetNotFoundError, offline, bad split
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserInputError(f"prompts {source!r}: not a local file, and the hub dataset could not be "
-                                 f"loaded ({first})") from e
+            raise UserInputError(
+                f"prompts {source!r}: not a local file, and the hub dataset could not be loaded ({first})"
+            ) from e
         if column not in ds.column_names:
             raise DataValidationError(f"{source} ({split}): no column '{column}' (columns: {ds.column_names})")
         prompts = [str(x) for x in ds[column]]
@@ -105,10 +105,12 @@ def check_pairs_out(out: Path, overwrite: bool = False) -> None:
             path.unlink(missing_ok=True)
         return
     if out.exists() and out.stat().st_size > 0 and not progress.exists():
-        raise OutputExistsError(f"--output_file {out} holds data that no earlier 'bfpo redteam' run on this path "
-                                f"wrote (no {progress.name} next to it); choose another --output_file, or pass "
-                                "--overwrite "
-                                "to replace it")
+        raise OutputExistsError(
+            f"--output_file {out} holds data that no earlier 'bfpo redteam' run on this path "
+            f"wrote (no {progress.name} next to it); choose another --output_file, or pass "
+            "--overwrite "
+            "to replace it"
+        )
 
 
 def _done(out: Path) -> Dict[str, str]:
@@ -132,8 +134,7 @@ def select_pair(prompt: str, responses: Sequence[str], ranker) -> Tuple[int, int
     if k < 2:
         raise ValueError("select_pair needs at least two responses")
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
-    prefs = ranker.rank_pairs([prompt] * len(pairs), [responses[i] for i, _ in pairs],
-                              [responses[j] for _, j in pairs])
+    prefs = ranker.rank_pairs([prompt] * len(pairs), [responses[i] for i, _ in pairs], [responses[j] for _, j in pairs])
     wins = [0] * k
     for (i, j), p in zip(pairs, prefs):
         wins[i if p == 0 else j] += 1
@@ -142,8 +143,14 @@ def select_pair(prompt: str, responses: Sequence[str], ranker) -> Tuple[int, int
     return best, worst
 
 
-def process_prompt(prompt: str, responses: Sequence[str], verdicts: Sequence, ranker, keep: str = "harmful",
-                   metadata: Optional[Dict[str, Any]] = None) -> Tuple[str, Optional[PairRecord]]:
+def process_prompt(
+    prompt: str,
+    responses: Sequence[str],
+    verdicts: Sequence,
+    ranker,
+    keep: str = "harmful",
+    metadata: Optional[Dict[str, Any]] = None,
+) -> Tuple[str, Optional[PairRecord]]:
     """Turn one prompt's sampled responses and verdicts into (status, record or None).
 
     status is "kept" or one of the ``dropped_*`` reasons of :data:`STAT_KEYS`.
@@ -163,26 +170,59 @@ def process_prompt(prompt: str, responses: Sequence[str], verdicts: Sequence, ra
     best, worst = select_pair(prompt, [r for r, _ in cands], ranker)
     (chosen, vc), (rejected, vr) = cands[best], cands[worst]
     meta = dict(metadata or {})
-    meta.update(n_responses=len(responses), n_harmful=sum(bool(v.harmful) for _, v in cands),
-                judge_raw_chosen=vc.raw, judge_raw_rejected=vr.raw, refusal_chosen=vc.refusal,
-                refusal_rejected=vr.refusal)
-    rec = PairRecord(prompt=prompt, chosen=chosen, rejected=rejected, safe_chosen=float(not vc.harmful),
-                     safe_rejected=float(not vr.harmful), source="redteam", kind="safety", metadata=meta)
+    meta.update(
+        n_responses=len(responses),
+        n_harmful=sum(bool(v.harmful) for _, v in cands),
+        judge_raw_chosen=vc.raw,
+        judge_raw_rejected=vr.raw,
+        refusal_chosen=vc.refusal,
+        refusal_rejected=vr.refusal,
+    )
+    rec = PairRecord(
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        safe_chosen=float(not vc.harmful),
+        safe_rejected=float(not vr.harmful),
+        source="redteam",
+        kind="safety",
+        metadata=meta,
+    )
     return "kept", validate_record(rec, where=f"redteam prompt {prompt[:60]!r}")
 
 
 def _chunks(items: List[str], size: int) -> Iterable[Tuple[int, List[str]]]:
     for s in range(0, len(items), size):
-        yield s, items[s:s + size]
+        yield s, items[s : s + size]
 
 
-def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", ranker: str = "rule",
-                judge_model: Optional[str] = None, ranker_model: Optional[str] = None, k: int = 2,
-                keep: str = "harmful", max_new_tokens: int = 256, temperature: float = 1.0, top_p: float = 1.0,
-                seed: int = 0, bf16: bool = False, limit: Optional[int] = None, batch_size: int = 8,
-                split: str = "train", column: str = "prompt", system_prompt: Optional[str] = None,
-                backend: str = "hf", judge_obj=None, ranker_obj=None, progress: bool = True,
-                overwrite: bool = False, chat_template: Optional[str] = None) -> Dict[str, int]:
+def run_redteam(
+    model: str,
+    prompts: str,
+    out: str,
+    judge: str = "keyword",
+    ranker: str = "rule",
+    judge_model: Optional[str] = None,
+    ranker_model: Optional[str] = None,
+    k: int = 2,
+    keep: str = "harmful",
+    max_new_tokens: int = 256,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    bf16: bool = False,
+    limit: Optional[int] = None,
+    batch_size: int = 8,
+    split: str = "train",
+    column: str = "prompt",
+    system_prompt: Optional[str] = None,
+    backend: str = "hf",
+    judge_obj=None,
+    ranker_obj=None,
+    progress: bool = True,
+    overwrite: bool = False,
+    chat_template: Optional[str] = None,
+) -> Dict[str, int]:
     """Run the section 4.3 pipeline and return the counts (also written to ``OUT.stats.json``).
 
     ``out`` must be new, empty or this pipeline's own earlier output (resumed); ``overwrite`` replaces it.
@@ -219,36 +259,64 @@ def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", rank
         if judge_obj is None:
             check_judge(judge, judge_model)
         check_model_source(model, "--model_name_or_path")
-        lm, tok = load_for_generation(model, backend=backend, chat_template=chat_template,
-                                      require_chat_template=True)
+        lm, tok = load_for_generation(model, backend=backend, chat_template=chat_template, require_chat_template=True)
         judge_obj = judge_obj or get_judge(judge, judge_model)
         ranker_obj = ranker_obj or get_ranker(ranker, ranker_model)
-        provenance = {"model": model, "judge": getattr(judge_obj, "name", judge),
-                      "judge_model": judge_model, "ranker": getattr(ranker_obj, "name", ranker),
-                      "ranker_model": ranker_model, "prompts": prompts,
-                      "sampling": {"k": k, "temperature": temperature, "top_p": top_p,
-                                   "max_new_tokens": max_new_tokens, "do_sample": True}, "seed": seed}
+        provenance = {
+            "model": model,
+            "judge": getattr(judge_obj, "name", judge),
+            "judge_model": judge_model,
+            "ranker": getattr(ranker_obj, "name", ranker),
+            "ranker_model": ranker_model,
+            "prompts": prompts,
+            "sampling": {
+                "k": k,
+                "temperature": temperature,
+                "top_p": top_p,
+                "max_new_tokens": max_new_tokens,
+                "do_sample": True,
+            },
+            "seed": seed,
+        }
         index = {p: i for i, p in enumerate(all_prompts)}
         bar = tqdm(total=len(todo), desc="red teaming", disable=not progress)
-        with open(out_path, "a", encoding="utf-8") as fout, \
-                open(_progress_path(out_path), "a", encoding="utf-8") as flog:
+        with (
+            open(out_path, "a", encoding="utf-8") as fout,
+            open(_progress_path(out_path), "a", encoding="utf-8") as flog,
+        ):
             for _, chunk in _chunks(todo, batch_size):
-                responses = generate(lm, tok, chunk, max_new_tokens=max_new_tokens, num_return_sequences=k,
-                                     do_sample=True, temperature=temperature, top_p=top_p,
-                                     batch_size=batch_size, seed=seed + index[chunk[0]], bf16=bf16,
-                                     system_prompt=system_prompt, progress=False)
+                responses = generate(
+                    lm,
+                    tok,
+                    chunk,
+                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=k,
+                    do_sample=True,
+                    temperature=temperature,
+                    top_p=top_p,
+                    batch_size=batch_size,
+                    seed=seed + index[chunk[0]],
+                    bf16=bf16,
+                    system_prompt=system_prompt,
+                    progress=False,
+                )
                 flat_p = [p for p, rs in zip(chunk, responses) for _ in rs]
                 flat_r = [r for rs in responses for r in rs]
                 verdicts = judge_obj.judge(flat_p, flat_r, kinds=["harmful"] * len(flat_p))
                 for n, (p, rs) in enumerate(zip(chunk, responses)):
-                    vs = verdicts[n * k:(n + 1) * k]
-                    status, rec = process_prompt(p, rs, vs, ranker_obj, keep=keep,
-                                                 metadata={**provenance, "prompt_index": index[p]})
+                    vs = verdicts[n * k : (n + 1) * k]
+                    status, rec = process_prompt(
+                        p, rs, vs, ranker_obj, keep=keep, metadata={**provenance, "prompt_index": index[p]}
+                    )
                     if rec is not None:
                         fout.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
                         fout.flush()
-                    flog.write(json.dumps({"prompt": p, "status": status,
-                                           "harmful": [v.harmful for v in vs]}, ensure_ascii=False) + "\n")
+                    flog.write(
+                        json.dumps(
+                            {"prompt": p, "status": status, "harmful": [v.harmful for v in vs]}, ensure_ascii=False
+                        )
+                        + "\n"
+                    )
                     flog.flush()
                     stats["prompts_seen"] += 1
                     stats[status] += 1
@@ -265,22 +333,35 @@ def run_redteam(model: str, prompts: str, out: str, judge: str = "keyword", rank
 class RedteamArguments:
     """Settings of ``bfpo redteam`` (with :class:`~bfpo.models.generate.GenerationArguments`)."""
 
-    prompts: str = field(metadata={
-        "help": "prompts (required): .jsonl (field --column), .csv (column --column), .txt (one per line) or a hub "
-                "dataset (PKU-Alignment/PKU-SafeRLHF, walledai/AdvBench)"})
-    output_file: str = field(metadata={
-        "help": "PAIRS.jsonl to write (required): new, or the output of an earlier run, which is resumed; "
-                "PAIRS.jsonl.progress.jsonl and PAIRS.stats.json go next to it"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "replace an existing output file (and its progress log) instead of refusing or resuming"})
+    prompts: str = field(
+        metadata={
+            "help": "prompts (required): .jsonl (field --column), .csv (column --column), .txt (one per line) or a hub "
+            "dataset (PKU-Alignment/PKU-SafeRLHF, walledai/AdvBench)"
+        }
+    )
+    output_file: str = field(
+        metadata={
+            "help": "PAIRS.jsonl to write (required): new, or the output of an earlier run, which is resumed; "
+            "PAIRS.jsonl.progress.jsonl and PAIRS.stats.json go next to it"
+        }
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "replace an existing output file (and its progress log) instead of refusing or resuming"},
+    )
     judge: str = choices(*JUDGE_NAMES, default="keyword", help="the judge that labels each response harmful or not")
-    judge_model: Optional[str] = field(default=None, metadata={
-        "help": "model folder or hub name of a model judge (default: the judge's own)"})
+    judge_model: Optional[str] = field(
+        default=None, metadata={"help": "model folder or hub name of a model judge (default: the judge's own)"}
+    )
     ranker: str = choices(*RANKERS, default="rule", help="how the more helpful response of a pair is chosen")
     ranker_model: Optional[str] = field(default=None, metadata={"help": "model folder or hub name of the ranker"})
     k: int = field(default=2, metadata={"help": "responses sampled per prompt (at least 2)"})
-    keep: str = choices("harmful", "all", default="harmful",
-                        help="keep prompts with at least one harmful response (as the paper), or all")
+    keep: str = choices(
+        "harmful",
+        "all",
+        default="harmful",
+        help="keep prompts with at least one harmful response (as the paper), or all",
+    )
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold"})
     seed: int = field(default=0, metadata={"help": "seed of the sampling (prompt i uses seed + its index)"})
@@ -292,11 +373,34 @@ class RedteamArguments:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
     from bfpo.args import parse
 
-    g, a = parse([GenerationArguments, RedteamArguments], argv, prog="bfpo redteam",
-                 description=__doc__.split("\n\n")[0], path_fields=("prompts",))
-    return run_redteam(model=g.model_name_or_path, prompts=a.prompts, out=a.output_file, judge=a.judge,
-                       ranker=a.ranker, judge_model=a.judge_model, ranker_model=a.ranker_model, k=a.k,
-                       keep=a.keep, max_new_tokens=g.max_new_tokens, temperature=a.temperature, top_p=a.top_p,
-                       seed=a.seed, bf16=g.bf16, limit=a.limit, batch_size=g.batch_size, split=a.split,
-                       column=a.column, system_prompt=g.system_prompt, backend=g.backend,
-                       overwrite=a.overwrite, chat_template=g.chat_template)
+    g, a = parse(
+        [GenerationArguments, RedteamArguments],
+        argv,
+        prog="bfpo redteam",
+        description=__doc__.split("\n\n")[0],
+        path_fields=("prompts",),
+    )
+    return run_redteam(
+        model=g.model_name_or_path,
+        prompts=a.prompts,
+        out=a.output_file,
+        judge=a.judge,
+        ranker=a.ranker,
+        judge_model=a.judge_model,
+        ranker_model=a.ranker_model,
+        k=a.k,
+        keep=a.keep,
+        max_new_tokens=g.max_new_tokens,
+        temperature=a.temperature,
+        top_p=a.top_p,
+        seed=a.seed,
+        bf16=g.bf16,
+        limit=a.limit,
+        batch_size=g.batch_size,
+        split=a.split,
+        column=a.column,
+        system_prompt=g.system_prompt,
+        backend=g.backend,
+        overwrite=a.overwrite,
+        chat_template=g.chat_template,
+    )

@@ -68,8 +68,15 @@ class RewardModelRanker(Ranker):
 
     name = "reward"
 
-    def __init__(self, model_dir: Optional[str] = None, device: Optional[str] = None, batch_size: int = 8,
-                 max_length: int = 2048, model=None, tokenizer=None):
+    def __init__(
+        self,
+        model_dir: Optional[str] = None,
+        device: Optional[str] = None,
+        batch_size: int = 8,
+        max_length: int = 2048,
+        model=None,
+        tokenizer=None,
+    ):
         if model is None:
             if model_dir is None:
                 raise ValueError("RewardModelRanker needs model_dir")
@@ -85,13 +92,28 @@ class RewardModelRanker(Ranker):
 
     def _encode(self, prompts: Sequence[str], responses: Sequence[str]):
         if getattr(self.tokenizer, "chat_template", None):
-            texts = [self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False)
-                for p, r in zip(prompts, responses)]
-            return self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
-                                  max_length=self.max_length, add_special_tokens=False)
-        return self.tokenizer(list(prompts), list(responses), return_tensors="pt", padding=True,
-                              truncation=True, max_length=self.max_length)
+            texts = [
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
+                )
+                for p, r in zip(prompts, responses)
+            ]
+            return self.tokenizer(
+                texts,
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                add_special_tokens=False,
+            )
+        return self.tokenizer(
+            list(prompts),
+            list(responses),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+        )
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> List[float]:
         import torch
@@ -99,7 +121,7 @@ class RewardModelRanker(Ranker):
         device = next(self.model.parameters()).device
         scores: List[float] = []
         for s in range(0, len(prompts), self.batch_size):
-            enc = self._encode(prompts[s:s + self.batch_size], responses[s:s + self.batch_size])
+            enc = self._encode(prompts[s : s + self.batch_size], responses[s : s + self.batch_size])
             enc = {k: v.to(device) for k, v in enc.items()}
             with torch.no_grad():
                 logits = self.model(**enc).logits.float()
@@ -133,8 +155,9 @@ def _pairrm_class():
             hidden, n_tasks = config.hidden_size, getattr(config, "n_tasks", 1)
             drop = getattr(config, "drop_out", 0.0)
             self.pretrained_model = DebertaV2Model(config)
-            self.head_layer = nn.Sequential(nn.Dropout(drop), nn.Linear(2 * hidden, hidden), nn.Tanh(),
-                                            nn.Dropout(drop), nn.Linear(hidden, n_tasks))
+            self.head_layer = nn.Sequential(
+                nn.Dropout(drop), nn.Linear(2 * hidden, hidden), nn.Tanh(), nn.Dropout(drop), nn.Linear(hidden, n_tasks)
+            )
             self.post_init()
 
         def forward(self, input_ids, attention_mask):
@@ -167,9 +190,16 @@ class PairRMRanker(Ranker):
 
     name = "pairrm"
 
-    def __init__(self, model_dir: Optional[str] = "llm-blender/PairRM-hf", device: Optional[str] = None,
-                 batch_size: int = 8, both_orders: bool = True, seed: int = 0, source_max_length: int = 1224,
-                 candidate_max_length: int = 412):
+    def __init__(
+        self,
+        model_dir: Optional[str] = "llm-blender/PairRM-hf",
+        device: Optional[str] = None,
+        batch_size: int = 8,
+        both_orders: bool = True,
+        seed: int = 0,
+        source_max_length: int = 1224,
+        candidate_max_length: int = 412,
+    ):
         from transformers import AutoTokenizer
 
         from bfpo.models.generate import default_device
@@ -177,13 +207,18 @@ class PairRMRanker(Ranker):
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = _pairrm_class().from_pretrained(model_dir)
         cfg = self.model.config
-        for attr, tok in (("source_prefix_id", SOURCE_PREFIX), ("cand1_prefix_id", CAND1_PREFIX),
-                          ("cand2_prefix_id", CAND2_PREFIX)):
+        for attr, tok in (
+            ("source_prefix_id", SOURCE_PREFIX),
+            ("cand1_prefix_id", CAND1_PREFIX),
+            ("cand2_prefix_id", CAND2_PREFIX),
+        ):
             if getattr(cfg, attr, None) is None:
                 tid = self.tokenizer.convert_tokens_to_ids(tok)
                 if tid is None or tid == self.tokenizer.unk_token_id:
-                    raise ValueError(f"{model_dir}: tokenizer has no {tok} token and config has no {attr}; "
-                                     "is this a PairRM checkpoint (llm-blender/PairRM-hf)?")
+                    raise ValueError(
+                        f"{model_dir}: tokenizer has no {tok} token and config has no {attr}; "
+                        "is this a PairRM checkpoint (llm-blender/PairRM-hf)?"
+                    )
                 setattr(cfg, attr, tid)
         self.model.to(device or default_device()).eval()
         self.batch_size, self.both_orders = batch_size, both_orders
@@ -215,8 +250,9 @@ class PairRMRanker(Ranker):
         device = next(self.model.parameters()).device
         out: List[float] = []
         for s in range(0, len(prompts), self.batch_size):
-            ids, mask = self.encode(prompts[s:s + self.batch_size], c1[s:s + self.batch_size],
-                                    c2[s:s + self.batch_size])
+            ids, mask = self.encode(
+                prompts[s : s + self.batch_size], c1[s : s + self.batch_size], c2[s : s + self.batch_size]
+            )
             with torch.no_grad():
                 out.extend(self.model(ids.to(device), mask.to(device)).float().tolist())
         return out

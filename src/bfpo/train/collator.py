@@ -45,11 +45,13 @@ class PairCollator:
                 seqs.append(p + r)
                 resp.append([0] * len(p) + [1] * len(r))
         batch = self._packed(seqs, resp) if self.padding_free else self._padded(seqs, resp)
-        batch.update({
-            "safe_chosen": torch.tensor([float(f["safe_chosen"]) for f in features]),
-            "safe_rejected": torch.tensor([float(f["safe_rejected"]) for f in features]),
-            "is_safety": torch.tensor([int(f.get("is_safety", 1)) for f in features]),
-        })
+        batch.update(
+            {
+                "safe_chosen": torch.tensor([float(f["safe_chosen"]) for f in features]),
+                "safe_rejected": torch.tensor([float(f["safe_rejected"]) for f in features]),
+                "is_safety": torch.tensor([int(f.get("is_safety", 1)) for f in features]),
+            }
+        )
         if all(k in features[0] for k in REF_KEYS):
             for k in REF_KEYS:
                 batch[k] = torch.tensor([float(f[k]) for f in features], dtype=torch.float32)
@@ -66,8 +68,13 @@ class PairCollator:
         response_mask[cu[:-1][torch.tensor(lens) > 0]] = 0
         seq_ids = torch.repeat_interleave(torch.arange(len(seqs)), torch.tensor(lens))
         position_ids = torch.arange(int(cu[-1])) - cu[:-1].repeat_interleave(torch.tensor(lens))
-        return {"input_ids": input_ids[None], "position_ids": position_ids[None],
-                "response_mask": response_mask[None], "seq_ids": seq_ids[None], "cu_seqlens": cu}
+        return {
+            "input_ids": input_ids[None],
+            "position_ids": position_ids[None],
+            "response_mask": response_mask[None],
+            "seq_ids": seq_ids[None],
+            "cu_seqlens": cu,
+        }
 
     def _padded(self, seqs: List[List[int]], resp: List[List[int]]) -> Dict[str, torch.Tensor]:
         width = max(len(s) for s in seqs)
@@ -79,7 +86,7 @@ class PairCollator:
         attention_mask = torch.zeros((n, width), dtype=torch.long)
         response_mask = torch.zeros((n, width), dtype=torch.long)
         for i, (s, r) in enumerate(zip(seqs, resp)):
-            input_ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-            attention_mask[i, :len(s)] = 1
-            response_mask[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+            input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            attention_mask[i, : len(s)] = 1
+            response_mask[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask}

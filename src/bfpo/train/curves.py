@@ -44,19 +44,26 @@ def distance_to_targets(log_history: Iterable[Mapping], targets: Mapping[str, fl
             continue
         first, last, target = points[0][1], points[-1][1], float(targets[case])
         gap = target - first
-        out[case] = {"target": target, "first": first, "last": last,
-                     "progress": (last - first) / gap if abs(gap) > 1e-12 else 1.0}
+        out[case] = {
+            "target": target,
+            "first": first,
+            "last": last,
+            "progress": (last - first) / gap if abs(gap) > 1e-12 else 1.0,
+        }
     return out
 
 
-def plot_margins(log_history: Iterable[Mapping], targets: Mapping[str, float], path: Path | str,
-                 title: Optional[str] = None) -> Path:
+def plot_margins(
+    log_history: Iterable[Mapping], targets: Mapping[str, float], path: Path | str, title: Optional[str] = None
+) -> Path:
     """One line per case (its logged tau*h) and a dashed line at its target ``g_I``; written to ``path``."""
     curves = case_margins(log_history)
     fig, ax = subplots(figsize=(6.4, 4.0))
     for case in (c for c in CASES if c in curves):
         steps, values = zip(*curves[case])
-        line, = ax.plot(steps, values, marker="o", ms=3, label=f"{case} (target {targets.get(case, float('nan')):+g})")
+        (line,) = ax.plot(
+            steps, values, marker="o", ms=3, label=f"{case} (target {targets.get(case, float('nan')):+g})"
+        )
         if case in targets:
             ax.axhline(targets[case], color=line.get_color(), ls="--", lw=1)
     ax.set_xlabel("step")
@@ -69,5 +76,8 @@ def plot_margins(log_history: Iterable[Mapping], targets: Mapping[str, float], p
 def summary_text(metrics_path: Path | str, targets: Mapping[str, float]) -> str:
     """A short text table of :func:`distance_to_targets` for a ``metrics.jsonl``."""
     rows = distance_to_targets(read_metrics(metrics_path), targets)
-    return "\n".join(f"{case:<14} target {d['target']:+.2f}  first {d['first']:+.3f}  last {d['last']:+.3f}  "
-                     f"progress {d['progress']:.0%}" for case, d in rows.items())
+    return "\n".join(
+        f"{case:<14} target {d['target']:+.2f}  first {d['first']:+.3f}  last {d['last']:+.3f}  "
+        f"progress {d['progress']:.0%}"
+        for case, d in rows.items()
+    )

@@ -34,15 +34,22 @@ def select_trainable(model, patterns: Sequence[str] | None) -> Tuple[int, int]:
     for pat, rx in compiled:
         if not any(rx.search(name) for name, _ in params):
             examples = ", ".join(name for name, _ in params[:6])
-            raise UserInputError(f"trainable pattern {pat!r} matches no parameter of {type(model).__name__}; "
-                                 f"parameter names look like: {examples}, ...")
+            raise UserInputError(
+                f"trainable pattern {pat!r} matches no parameter of {type(model).__name__}; "
+                f"parameter names look like: {examples}, ..."
+            )
     trainable = 0
     for name, p in params:
         on = any(rx.search(name) for _, rx in compiled)
         p.requires_grad_(on)
         trainable += p.numel() if on else 0
-    logger.info("trainable parameters: %d / %d (%.2f%%) matching %s", trainable, total,
-                100.0 * trainable / max(total, 1), list(patterns))
+    logger.info(
+        "trainable parameters: %d / %d (%.2f%%) matching %s",
+        trainable,
+        total,
+        100.0 * trainable / max(total, 1),
+        list(patterns),
+    )
     return trainable, total
 
 

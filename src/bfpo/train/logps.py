@@ -63,9 +63,9 @@ class _TiledTokenLogps(torch.autograd.Function):
             out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
             lse = torch.empty_like(out)
             for s in range(0, hidden.shape[0], chunk):
-                z = _transform(hidden[s:s + chunk].to(cdt) @ w.t(), scale, softcap)
-                lse[s:s + chunk] = torch.logsumexp(z, dim=-1)
-                out[s:s + chunk] = z.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - lse[s:s + chunk]
+                z = _transform(hidden[s : s + chunk].to(cdt) @ w.t(), scale, softcap)
+                lse[s : s + chunk] = torch.logsumexp(z, dim=-1)
+                out[s : s + chunk] = z.gather(-1, targets[s : s + chunk, None]).squeeze(-1) - lse[s : s + chunk]
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.conf = (chunk, scale, softcap, cdt)
         return out
@@ -81,20 +81,20 @@ class _TiledTokenLogps(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight.to(cdt)
             for s in range(0, hidden.shape[0], chunk):
-                h = hidden[s:s + chunk].to(cdt)
+                h = hidden[s : s + chunk].to(cdt)
                 z = _transform(h @ w.t(), scale, softcap)
-                gc = g[s:s + chunk, None]
+                gc = g[s : s + chunk, None]
                 if softcap:  # d(c*tanh(t/c))/dt = 1 - (z/c)^2, computed before z is overwritten
                     dcap = 1.0 - (z / softcap) ** 2
-                p = z.sub_(lse[s:s + chunk, None]).exp_().mul_(-gc)  # -g * softmax
-                p.scatter_add_(-1, targets[s:s + chunk, None], gc)  # + g * onehot(target)
+                p = z.sub_(lse[s : s + chunk, None]).exp_().mul_(-gc)  # -g * softmax
+                p.scatter_add_(-1, targets[s : s + chunk, None], gc)  # + g * onehot(target)
                 if softcap:
                     p.mul_(dcap)
                 if scale != 1.0:
                     p.mul_(scale)
                 p = p.to(cdt)
                 if need_h:
-                    grad_h[s:s + chunk] = (p @ w).to(hidden.dtype)
+                    grad_h[s : s + chunk] = (p @ w).to(hidden.dtype)
                 if need_w:
                     grad_w += (p.t() @ h).float()
         return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None, None, None
@@ -109,18 +109,28 @@ def _transform(raw: torch.Tensor, scale: float, softcap: Optional[float]) -> tor
     return z
 
 
-def _token_logps(hidden: torch.Tensor, targets: torch.Tensor, lm_head: torch.nn.Module, scale: float,
-                 softcap: Optional[float], chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+def _token_logps(
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    lm_head: torch.nn.Module,
+    scale: float,
+    softcap: Optional[float],
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> torch.Tensor:
     """Token log-probs through ``lm_head`` (a bias-free linear layer with a plain weight:
     :class:`_TiledTokenLogps`; any other head, or a weight that a wrapper gathers in the module's forward
     (DeepSpeed ZeRO-3 partitions, FSDP2 DTensors): its own forward per tile, with activation checkpointing)."""
     weight = getattr(lm_head, "weight", None)
-    if (isinstance(lm_head, torch.nn.Linear) and lm_head.bias is None and type(weight) is torch.nn.Parameter
-            and not hasattr(weight, "ds_id")):
+    if (
+        isinstance(lm_head, torch.nn.Linear)
+        and lm_head.bias is None
+        and type(weight) is torch.nn.Parameter
+        and not hasattr(weight, "ds_id")
+    ):
         return _TiledTokenLogps.apply(hidden, weight, targets, chunk_size, scale, softcap)
     pieces = []
     for start in range(0, hidden.shape[0], chunk_size):
-        hc, tc = hidden[start:start + chunk_size], targets[start:start + chunk_size]
+        hc, tc = hidden[start : start + chunk_size], targets[start : start + chunk_size]
         if torch.is_grad_enabled() and hc.requires_grad:
             pieces.append(checkpoint(_module_token_logps, hc, tc, lm_head, scale, softcap, use_reentrant=False))
         else:
@@ -137,11 +147,17 @@ def _module_token_logps(hidden, targets, lm_head, scale, softcap):
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def response_logps_from_hidden(hidden: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor,
-                               lm_head: torch.nn.Module, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                               scale: float = 1.0, softcap: Optional[float] = None,
-                               seq_ids: Optional[torch.Tensor] = None,
-                               num_seqs: Optional[int] = None) -> ResponseLogpsOutput:
+def response_logps_from_hidden(
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    lm_head: torch.nn.Module,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    scale: float = 1.0,
+    softcap: Optional[float] = None,
+    seq_ids: Optional[torch.Tensor] = None,
+    num_seqs: Optional[int] = None,
+) -> ResponseLogpsOutput:
     """Per-sequence summed log p(token_t | tokens_<t) over positions t where ``response_mask`` is 1.
 
     Rows are sequences, unless ``seq_ids`` (same shape as ``input_ids``) gives the sequence index of every
@@ -183,8 +199,11 @@ class PackedLayout:
     def from_bounds(cls, bounds, device) -> "PackedLayout":
         lens = [e - s for s, e in zip(bounds[:-1], bounds[1:])]
         width = max(lens) if lens else 0
-        index = torch.cat([torch.arange(n, device=device) + i * width for i, n in enumerate(lens)]) if lens \
+        index = (
+            torch.cat([torch.arange(n, device=device) + i * width for i, n in enumerate(lens)])
+            if lens
             else torch.zeros(0, dtype=torch.long, device=device)
+        )
         return cls(tuple(bounds), index, width)
 
 
@@ -207,8 +226,9 @@ def _packed_sdpa(module, query, key, value, attention_mask, *args, **kwargs):
         flat = x.new_zeros(n * width, h, d).index_copy(0, idx, x[0].transpose(0, 1))
         return flat.view(n, width, h, d).transpose(1, 2)
 
-    out = original(module, to_padded(query), to_padded(key), to_padded(value), None, *args, is_causal=True,
-                   **kwargs)[0]  # [n, width, H, D]
+    out = original(module, to_padded(query), to_padded(key), to_padded(value), None, *args, is_causal=True, **kwargs)[
+        0
+    ]  # [n, width, H, D]
     return out.reshape(n * width, *out.shape[2:]).index_select(0, idx).unsqueeze(0), None
 
 
@@ -244,8 +264,10 @@ def add_response_logps_forward(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> N
         kwargs.pop("labels", None)
         backbone = self.base_model
         if backbone is self:
-            raise TypeError(f"{type(self).__name__} exposes no backbone (base_model_prefix); cannot score "
-                            "responses without full logits")
+            raise TypeError(
+                f"{type(self).__name__} exposes no backbone (base_model_prefix); cannot score "
+                "responses without full logits"
+            )
         num_seqs = None
         if cu_seqlens is not None:  # padding-free: one packed row, sequences delimited by cu_seqlens
             if "position_ids" not in kwargs or seq_ids is None:
@@ -256,9 +278,17 @@ def add_response_logps_forward(model, chunk_size: int = DEFAULT_CHUNK_SIZE) -> N
             num_seqs = len(bounds) - 1
         hidden = backbone(*args, **kwargs).last_hidden_state
         input_ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
-        return response_logps_from_hidden(hidden, input_ids, response_mask, self.get_output_embeddings(),
-                                          chunk_size, scale, softcap, seq_ids=seq_ids, num_seqs=num_seqs)
+        return response_logps_from_hidden(
+            hidden,
+            input_ids,
+            response_mask,
+            self.get_output_embeddings(),
+            chunk_size,
+            scale,
+            softcap,
+            seq_ids=seq_ids,
+            num_seqs=num_seqs,
+        )
 
     model.forward = types.MethodType(forward, model)
     model._bfpo_logps_patched = True
-

@@ -15,8 +15,14 @@ from bfpo.errors import OutputExistsError, TrainingDivergedError, UserInputError
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def resolve_dtype(name: Optional[str]):
@@ -85,8 +91,9 @@ def load_tokenizer(spec: Any):
     kw = {"trust_remote_code": args.trust_remote_code, "revision": args.model_revision}
     if args.gguf_file and not args.tokenizer_name_or_path:
         kw["gguf_file"] = args.gguf_file
-    tok = from_pretrained_or_user_error(AutoTokenizer, name, "tokenizer_name_or_path" if args.tokenizer_name_or_path
-                                        else "model_name_or_path", **kw)
+    tok = from_pretrained_or_user_error(
+        AutoTokenizer, name, "tokenizer_name_or_path" if args.tokenizer_name_or_path else "model_name_or_path", **kw
+    )
     return prepare_tokenizer(tok, args.chat_template, name)
 
 
@@ -108,8 +115,11 @@ def load_model(spec: Any):
     from transformers import AutoModelForCausalLM
 
     args = model_arguments(spec)
-    kw: Dict[str, Any] = {"trust_remote_code": args.trust_remote_code, "revision": args.model_revision,
-                          "dtype": resolve_dtype(args.dtype)}
+    kw: Dict[str, Any] = {
+        "trust_remote_code": args.trust_remote_code,
+        "revision": args.model_revision,
+        "dtype": resolve_dtype(args.dtype),
+    }
     if args.attn_implementation:
         kw["attn_implementation"] = args.attn_implementation
     if args.gguf_file:
@@ -120,9 +130,16 @@ def load_model(spec: Any):
     if args.use_peft:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha,
-                                                 lora_dropout=args.lora_dropout,
-                                                 target_modules=args.lora_target_modules, task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=args.lora_r,
+                lora_alpha=args.lora_alpha,
+                lora_dropout=args.lora_dropout,
+                target_modules=args.lora_target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
     return model
 
 
@@ -147,17 +164,22 @@ def check_output_dir(output_dir: str | Path, resume: bool, overwrite: bool = Fal
     if out.is_dir():
         entries = sorted(p.name for p in out.iterdir())
         if any((out / name).exists() for name in FINISH_FILES):
-            raise OutputExistsError(f"{out} already holds a trained model; choose another output_dir "
-                                    "(bfpo never overwrites a finished model)")
+            raise OutputExistsError(
+                f"{out} already holds a trained model; choose another output_dir "
+                "(bfpo never overwrites a finished model)"
+            )
         has_checkpoints = any(name.startswith("checkpoint-") for name in entries)
         is_run = (out / RUN_MARKER).exists() or has_checkpoints
         if entries and not is_run and not overwrite:
             shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
-            raise OutputExistsError(f"output_dir {out} holds files bfpo did not write ({shown}); choose a new "
-                                    "or empty folder, or pass --overwrite to write into it")
+            raise OutputExistsError(
+                f"output_dir {out} holds files bfpo did not write ({shown}); choose a new "
+                "or empty folder, or pass --overwrite to write into it"
+            )
         if has_checkpoints and not resume:
-            raise OutputExistsError(f"{out} holds checkpoints of an earlier run; pass --resume to continue it "
-                                    "or choose another output_dir")
+            raise OutputExistsError(
+                f"{out} holds checkpoints of an earlier run; pass --resume to continue it or choose another output_dir"
+            )
     _write_marker(out)
 
 
@@ -174,8 +196,9 @@ def nonfinite_parameters(model) -> List[str]:
         return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
 
 
-def save_final(trainer, output_dir: str | Path, card: Optional[str],
-               extra_files: Optional[Dict[str, str]] = None) -> Path:
+def save_final(
+    trainer, output_dir: str | Path, card: Optional[str], extra_files: Optional[Dict[str, str]] = None
+) -> Path:
     """Save the model (safetensors) + tokenizer + model card (``card``; none when None) + ``extra_files``
     (name -> text) atomically.
 
@@ -187,9 +210,11 @@ def save_final(trainer, output_dir: str | Path, card: Optional[str],
     out = Path(output_dir)
     bad = nonfinite_parameters(trainer.accelerator.unwrap_model(trainer.model))
     if bad:
-        raise TrainingDivergedError(f"{out}: the trained weights are not finite ({', '.join(bad[:3])}"
-                                    f"{', ...' if len(bad) > 3 else ''}); no model was saved. Lower "
-                                    "learning_rate or raise tau.")
+        raise TrainingDivergedError(
+            f"{out}: the trained weights are not finite ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); no model was saved. Lower "
+            "learning_rate or raise tau."
+        )
     staging = out / ".final-staging"
     if trainer.args.should_save:
         shutil.rmtree(staging, ignore_errors=True)
@@ -216,13 +241,26 @@ def publish_staged(staging: Path, out: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def model_card(title: str, base_model: str, settings: Dict[str, Any], metrics: Dict[str, Any],
-               data: Dict[str, Any]) -> str:
+def model_card(
+    title: str, base_model: str, settings: Dict[str, Any], metrics: Dict[str, Any], data: Dict[str, Any]
+) -> str:
     """A Hugging Face model card (YAML front matter + tables) describing how the model was trained."""
-    lines = ["---", "library_name: transformers", "tags: [bfpo, alignment, safety, preference-optimization]",
-             f"base_model: {base_model}", "---", "", f"# {title}", "",
-             f"Trained with [bfpo](https://arxiv.org/abs/2408.15313) from `{base_model}`.", "",
-             "## Settings", "", "| key | value |", "|---|---|"]
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags: [bfpo, alignment, safety, preference-optimization]",
+        f"base_model: {base_model}",
+        "---",
+        "",
+        f"# {title}",
+        "",
+        f"Trained with [bfpo](https://arxiv.org/abs/2408.15313) from `{base_model}`.",
+        "",
+        "## Settings",
+        "",
+        "| key | value |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | `{json.dumps(v, default=str)}` |" for k, v in settings.items()]
     lines += ["", "## Data", "", "| key | value |", "|---|---|"]
     lines += [f"| {k} | `{json.dumps(v, default=str)}` |" for k, v in data.items()]

@@ -33,8 +33,7 @@ def frozen_linear_weights(model: torch.nn.Module) -> Dict[str, torch.nn.Paramete
     for name, mod in model.named_modules():
         if isinstance(mod, torch.nn.Linear):
             w = mod.weight
-            if (type(w) is torch.nn.Parameter and not w.requires_grad and w.dtype == torch.float32
-                    and id(w) not in tied):
+            if type(w) is torch.nn.Parameter and not w.requires_grad and w.dtype == torch.float32 and id(w) not in tied:
                 out[name] = w
     return out
 

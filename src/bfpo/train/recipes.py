@@ -55,8 +55,9 @@ def resolve_recipe(config: str | Path) -> Path:
     if shipped.is_file() and "/" not in name.replace("accelerate/", "", 1):
         return shipped
     names = ", ".join(recipe_name(p) for p in shipped_recipes() if p.parent == SHIPPED)
-    raise RecipeNotFound(f"recipe not found: {config} is neither a file nor a shipped recipe ({names}); "
-                         "`bfpo recipes` lists them")
+    raise RecipeNotFound(
+        f"recipe not found: {config} is neither a file nor a shipped recipe ({names}); `bfpo recipes` lists them"
+    )
 
 
 def copy_recipe(name: str, dest: str | Path) -> Path:
@@ -77,15 +78,21 @@ def copy_recipe(name: str, dest: str | Path) -> Path:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """``bfpo recipes [ls]`` lists the shipped recipes; ``bfpo recipes cp NAME DEST`` copies one out."""
     p = argparse.ArgumentParser(prog="bfpo recipes", description=__doc__.split("\n\n")[0])
-    p.add_argument("action", nargs="?", choices=["ls", "cp"], default="ls",
-                   help="ls: list the shipped recipes (default); cp NAME DEST: copy one out to edit")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["ls", "cp"],
+        default="ls",
+        help="ls: list the shipped recipes (default); cp NAME DEST: copy one out to edit",
+    )
     p.add_argument("name", nargs="?", help="cp: the shipped recipe's name (see ls)")
     p.add_argument("dest", nargs="?", help="cp: a file or folder to copy to (never overwritten)")
     args = p.parse_args(argv)
     if args.action == "cp":
         if not args.name or not args.dest:
-            raise UserInputError("bfpo recipes cp: needs NAME and DEST, e.g. "
-                                 "`bfpo recipes cp paper_mistral_bfpo my.yaml`")
+            raise UserInputError(
+                "bfpo recipes cp: needs NAME and DEST, e.g. `bfpo recipes cp paper_mistral_bfpo my.yaml`"
+            )
         print(f"copied {args.name} to {copy_recipe(args.name, args.dest)}")
         return
     if args.name or args.dest:

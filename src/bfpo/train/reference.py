@@ -52,8 +52,7 @@ def settings_fingerprint(settings: Dict) -> str:
 
 def cache_key(model, examples: List[Dict], settings: Dict) -> str:
     """File stem of the reference cache: model, data and numerics fingerprints."""
-    return (f"{model_fingerprint(model)[:16]}-{data_fingerprint(examples)[:16]}-"
-            f"{settings_fingerprint(settings)[:12]}")
+    return f"{model_fingerprint(model)[:16]}-{data_fingerprint(examples)[:16]}-{settings_fingerprint(settings)[:12]}"
 
 
 def default_cache_dir() -> Path:
@@ -64,9 +63,16 @@ def default_cache_dir() -> Path:
 
 
 @torch.no_grad()
-def compute_reference_logps(model, examples: List[Dict], collator: PairCollator, batch_size: int = 8,
-                            device: Optional[torch.device] = None, autocast_dtype: Optional[torch.dtype] = None,
-                            indices: Optional[List[int]] = None, desc: str = "reference log-probs"):
+def compute_reference_logps(
+    model,
+    examples: List[Dict],
+    collator: PairCollator,
+    batch_size: int = 8,
+    device: Optional[torch.device] = None,
+    autocast_dtype: Optional[torch.dtype] = None,
+    indices: Optional[List[int]] = None,
+    desc: str = "reference log-probs",
+):
     """Score (chosen, rejected) of ``examples[indices]`` with ``model`` (patched by
     ``add_response_logps_forward``); returns two float32 tensors aligned with ``indices``."""
     indices = list(range(len(examples))) if indices is None else indices
@@ -75,7 +81,7 @@ def compute_reference_logps(model, examples: List[Dict], collator: PairCollator,
     model.eval()
     chosen, rejected = [], []
     for start in tqdm(range(0, len(indices), batch_size), desc=desc, leave=False):
-        batch = collator([examples[i] for i in indices[start:start + batch_size]])
+        batch = collator([examples[i] for i in indices[start : start + batch_size]])
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = model(**{k: v.to(device) for k, v in model_inputs(batch).items()})
         n = batch["safe_chosen"].shape[0]
@@ -87,8 +93,10 @@ def compute_reference_logps(model, examples: List[Dict], collator: PairCollator,
 
 def attach_reference_logps(examples: List[Dict], chosen: torch.Tensor, rejected: torch.Tensor) -> List[Dict]:
     """Return new example dicts carrying ``ref_chosen_logps`` / ``ref_rejected_logps``."""
-    return [{**ex, REF_KEYS[0]: float(c), REF_KEYS[1]: float(r)}
-            for ex, c, r in zip(examples, chosen.tolist(), rejected.tolist())]
+    return [
+        {**ex, REF_KEYS[0]: float(c), REF_KEYS[1]: float(r)}
+        for ex, c, r in zip(examples, chosen.tolist(), rejected.tolist())
+    ]
 
 
 def load_cached(path: Path, n: int):
@@ -103,9 +111,13 @@ def load_cached(path: Path, n: int):
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
         chosen, rejected = data["chosen"], data["rejected"]
-        ok = (isinstance(chosen, torch.Tensor) and isinstance(rejected, torch.Tensor)
-              and chosen.shape == rejected.shape == (n,)
-              and bool(torch.isfinite(chosen).all()) and bool(torch.isfinite(rejected).all()))
+        ok = (
+            isinstance(chosen, torch.Tensor)
+            and isinstance(rejected, torch.Tensor)
+            and chosen.shape == rejected.shape == (n,)
+            and bool(torch.isfinite(chosen).all())
+            and bool(torch.isfinite(rejected).all())
+        )
     except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
         logger.warning("reference cache %s is unreadable (%s: %s); recomputing it", path, type(e).__name__, e)
         return None

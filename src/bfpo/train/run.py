@@ -40,10 +40,17 @@ def load_sources(data_args, seed: int = 0):
         # a limit takes a seeded random subset, never the first rows (PKU-SafeRLHF v1.0 is ordered by
         # source model); "shuffle: false" keeps the file order
         recs, report = load_pairs_with_report(
-            source, schema=getattr(data_args, f"{side}_schema"), split=getattr(data_args, f"{side}_split"),
-            column_map=getattr(data_args, f"{side}_column_map"), kind=side, limit=limit,
-            on_error=data_args.on_error, seed=seed, shuffle=bool(limit is not None if shuffle is None else shuffle),
-            revision=getattr(data_args, f"{side}_revision"))
+            source,
+            schema=getattr(data_args, f"{side}_schema"),
+            split=getattr(data_args, f"{side}_split"),
+            column_map=getattr(data_args, f"{side}_column_map"),
+            kind=side,
+            limit=limit,
+            on_error=data_args.on_error,
+            seed=seed,
+            shuffle=bool(limit is not None if shuffle is None else shuffle),
+            revision=getattr(data_args, f"{side}_revision"),
+        )
         out[side], reports[side] = recs, report
     return out["safety"], out["helpful"], reports
 
@@ -89,18 +96,35 @@ def tokenize_training_set(tset, tokenizer, config, on_error: str = "raise") -> t
     from bfpo.data.records import DataValidationError
     from bfpo.data.tokenize import tokenize_pairs
 
-    examples, stats = tokenize_pairs(tset.records, tokenizer, config.max_length, config.max_prompt_length,
-                                     on_error=on_error)
+    examples, stats = tokenize_pairs(
+        tset.records, tokenizer, config.max_length, config.max_prompt_length, on_error=on_error
+    )
     if not examples:
         raise DataValidationError(f"{config.output_dir}: no training pairs left after validation")
-    counts = {"mode": tset.mode, "buffered": tset.buffered, "pairs": len(examples), **tset.counts(),
-              "tokenization": stats}
+    counts = {
+        "mode": tset.mode,
+        "buffered": tset.buffered,
+        "pairs": len(examples),
+        **tset.counts(),
+        "tokenization": stats,
+    }
     return examples, counts
 
 
-def train_preference(model_args, config, *, data_args=None, records=None, model=None, tokenizer=None,
-                     callbacks: Optional[Sequence] = None, resume: bool = False, overwrite: bool = False,
-                     card_title: Optional[str] = "bfpo model", extra_files: Optional[Dict[str, str]] = None):
+def train_preference(
+    model_args,
+    config,
+    *,
+    data_args=None,
+    records=None,
+    model=None,
+    tokenizer=None,
+    callbacks: Optional[Sequence] = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    card_title: Optional[str] = "bfpo model",
+    extra_files: Optional[Dict[str, str]] = None,
+):
     """Run the whole preference stage and write the model directory; returns the trainer (its state holds
     the logs).
 
@@ -148,19 +172,32 @@ def train_preference(model_args, config, *, data_args=None, records=None, model=
     train_or_restore(trainer, last)  # a checkpoint at the last step takes no further step
     write_rank_record(trainer)
     final = dict(trainer.state.log_history[-1]) if trainer.state.log_history else {}
-    settings = {"loss": config.loss, "tau": config.tau, "alpha": config.alpha,
-                "label_constants": config.label_constants(), "case_labels": config.case_labels(),
-                "trainable": config.trainable, "learning_rate": config.learning_rate,
-                "max_steps": config.max_steps, "epochs": config.num_train_epochs,
-                "per_device_train_batch_size": config.per_device_train_batch_size,
-                "gradient_accumulation_steps": config.gradient_accumulation_steps, "seed": config.seed}
+    settings = {
+        "loss": config.loss,
+        "tau": config.tau,
+        "alpha": config.alpha,
+        "label_constants": config.label_constants(),
+        "case_labels": config.case_labels(),
+        "trainable": config.trainable,
+        "learning_rate": config.learning_rate,
+        "max_steps": config.max_steps,
+        "epochs": config.num_train_epochs,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "seed": config.seed,
+    }
     sources = _sources(data_args, records)
     base = _base_model(model_args, model)
-    card = None if card_title is None else model_io.model_card(card_title, base, settings, final,
-                                                              {**counts, "sources": sources})
-    files = {"train_summary.json": json.dumps({"settings": settings, "data": counts, "final": final}, indent=2,
-                                              default=str),
-             "config.yaml": settings_yaml(model_args, data_args, config), **(extra_files or {})}
+    card = (
+        None
+        if card_title is None
+        else model_io.model_card(card_title, base, settings, final, {**counts, "sources": sources})
+    )
+    files = {
+        "train_summary.json": json.dumps({"settings": settings, "data": counts, "final": final}, indent=2, default=str),
+        "config.yaml": settings_yaml(model_args, data_args, config),
+        **(extra_files or {}),
+    }
     model_io.save_final(trainer, config.output_dir, card, extra_files=files)
     return trainer
 
@@ -219,8 +256,15 @@ def write_rank_record(trainer) -> None:
     folder = os.path.join(trainer.args.output_dir, "ranks")
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, f"rank{rank}.json"), "w") as f:
-        json.dump({"rank": rank, "world_size": trainer.accelerator.num_processes, "param_checksum": checksum,
-                   "composition": getattr(trainer, "composition", None)}, f)
+        json.dump(
+            {
+                "rank": rank,
+                "world_size": trainer.accelerator.num_processes,
+                "param_checksum": checksum,
+                "composition": getattr(trainer, "composition", None),
+            },
+            f,
+        )
 
 
 def train_arguments(argv: Optional[Sequence[str]] = None) -> tuple:
@@ -229,10 +273,15 @@ def train_arguments(argv: Optional[Sequence[str]] = None) -> tuple:
     from bfpo.train.config import BFPOConfig, DataArguments, ModelArguments, RunArguments
     from bfpo.train.recipes import resolve_recipe
 
-    return parse([ModelArguments, DataArguments, BFPOConfig, RunArguments], argv, prog="bfpo train",
-                 description="BFPO / DPO / IPO preference training. --config takes a flat YAML file or a shipped "
-                             "recipe's name (`bfpo recipes` lists them); --field value flags win over the file.",
-                 resolve_config=resolve_recipe, path_fields=PATH_FIELDS)
+    return parse(
+        [ModelArguments, DataArguments, BFPOConfig, RunArguments],
+        argv,
+        prog="bfpo train",
+        description="BFPO / DPO / IPO preference training. --config takes a flat YAML file or a shipped "
+        "recipe's name (`bfpo recipes` lists them); --field value flags win over the file.",
+        resolve_config=resolve_recipe,
+        path_fields=PATH_FIELDS,
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -30,9 +30,19 @@ def sft_examples_of(data_args) -> tuple:
     return examples, {"from_helpful": len(helpful), "from_safety_safe_responses": len(examples) - len(helpful)}
 
 
-def train_sft(model_args, config, *, data_args=None, examples: Optional[List[Dict[str, Any]]] = None, model=None,
-              tokenizer=None, callbacks: Optional[Sequence] = None, resume: bool = False, overwrite: bool = False,
-              card_title: Optional[str] = "bfpo SFT model"):
+def train_sft(
+    model_args,
+    config,
+    *,
+    data_args=None,
+    examples: Optional[List[Dict[str, Any]]] = None,
+    model=None,
+    tokenizer=None,
+    callbacks: Optional[Sequence] = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    card_title: Optional[str] = "bfpo SFT model",
+):
     """Run the SFT stage and write the model directory; returns the TRL ``SFTTrainer``.
 
     ``examples`` are prompt/completion rows (as :func:`bfpo.data.modes.sft_examples` gives), else they are
@@ -56,11 +66,17 @@ def train_sft(model_args, config, *, data_args=None, examples: Optional[List[Dic
     else:
         examples, origin = list(examples), {"given_in_memory": len(examples)}
     if not examples:
-        raise UserInputError(f"{config.output_dir}: no SFT examples (no helpful pairs and no safe responses in the "
-                         "safety pairs)")
+        raise UserInputError(
+            f"{config.output_dir}: no SFT examples (no helpful pairs and no safe responses in the safety pairs)"
+        )
     model = model if model is not None else model_io.load_model(model_args)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
-                         processing_class=tokenizer, callbacks=list(callbacks or []) + [NonFiniteGuard()])
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(examples),
+        processing_class=tokenizer,
+        callbacks=list(callbacks or []) + [NonFiniteGuard()],
+    )
     last = get_last_checkpoint(config.output_dir) if resume else None
     train_or_restore(trainer, last)  # a checkpoint at the last step takes no further step
     # TRL's SFTTrainer puts a fused-LM-head wrapper on the model INSTANCE (its ``forward`` attribute); the
@@ -70,18 +86,43 @@ def train_sft(model_args, config, *, data_args=None, examples: Optional[List[Dic
     trained = trained.get_base_model() if hasattr(trained, "get_base_model") else trained
     trained.__dict__.pop("forward", None)
     final = dict(trainer.state.log_history[-1]) if trainer.state.log_history else {}
-    card = None if card_title is None else model_io.model_card(
-        card_title, _base_model(model_args, model),
-        {"stage": "sft (section 4.2)", "learning_rate": config.learning_rate, "epochs": config.num_train_epochs,
-         "max_steps": config.max_steps, "seed": config.seed}, final, {"examples": len(examples), **origin})
-    settings = {"stage": "sft", "learning_rate": config.learning_rate, "epochs": config.num_train_epochs,
-                "max_steps": config.max_steps, "per_device_train_batch_size": config.per_device_train_batch_size,
-                "seed": config.seed}
-    summary = json.dumps({"settings": settings, "data": {"examples": len(examples), **origin}, "final": final},
-                         indent=2, default=str)
-    model_io.save_final(trainer, config.output_dir, card,
-                        extra_files={"config.yaml": settings_yaml(model_args, data_args, config, command="sft"),
-                                     "train_summary.json": summary})
+    card = (
+        None
+        if card_title is None
+        else model_io.model_card(
+            card_title,
+            _base_model(model_args, model),
+            {
+                "stage": "sft (section 4.2)",
+                "learning_rate": config.learning_rate,
+                "epochs": config.num_train_epochs,
+                "max_steps": config.max_steps,
+                "seed": config.seed,
+            },
+            final,
+            {"examples": len(examples), **origin},
+        )
+    )
+    settings = {
+        "stage": "sft",
+        "learning_rate": config.learning_rate,
+        "epochs": config.num_train_epochs,
+        "max_steps": config.max_steps,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "seed": config.seed,
+    }
+    summary = json.dumps(
+        {"settings": settings, "data": {"examples": len(examples), **origin}, "final": final}, indent=2, default=str
+    )
+    model_io.save_final(
+        trainer,
+        config.output_dir,
+        card,
+        extra_files={
+            "config.yaml": settings_yaml(model_args, data_args, config, command="sft"),
+            "train_summary.json": summary,
+        },
+    )
     return trainer
 
 
@@ -94,11 +135,16 @@ def sft_arguments(argv: Optional[Sequence[str]] = None) -> tuple:
     from bfpo.train.recipes import resolve_recipe
     from bfpo.train.run import PATH_FIELDS
 
-    return parse([ModelArguments, DataArguments, SFTConfig, RunArguments], argv, prog="bfpo sft",
-                 description="Supervised fine-tuning (section 4.2) on the helpful responses and the safe responses "
-                             "of the safety pairs. --config takes a flat YAML file or a shipped recipe's name; "
-                             "--field value flags win over the file.",
-                 resolve_config=resolve_recipe, path_fields=PATH_FIELDS)
+    return parse(
+        [ModelArguments, DataArguments, SFTConfig, RunArguments],
+        argv,
+        prog="bfpo sft",
+        description="Supervised fine-tuning (section 4.2) on the helpful responses and the safe responses "
+        "of the safety pairs. --config takes a flat YAML file or a shipped recipe's name; "
+        "--field value flags win over the file.",
+        resolve_config=resolve_recipe,
+        path_fields=PATH_FIELDS,
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -135,8 +135,11 @@ class NonFiniteGuard(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         grads = [p.grad for p in model.parameters() if p.grad is not None] if model is not None else []
-        bad_grad = not args.fp16 and bool(grads) and not bool(
-            torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all())
+        bad_grad = (
+            not args.fp16
+            and bool(grads)
+            and not bool(torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all())
+        )
         if bad_grad or self.bad_loss is not None:
             raise TrainingDivergedError(self.message(args, state.global_step + 1))
 
@@ -148,8 +151,10 @@ class NonFiniteGuard(TrainerCallback):
             what = f"loss is {self.bad_loss}" if self.bad_loss is not None else "gradient norm is not finite"
         last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
         kept = f"last good checkpoint: {last}" if last else "no checkpoint was written"
-        return (f"training diverged at step {step}: {what}; no model was saved ({kept}). "
-                "Lower learning_rate or raise tau, then start again (or --resume from the checkpoint).")
+        return (
+            f"training diverged at step {step}: {what}; no model was saved ({kept}). "
+            "Lower learning_rate or raise tau, then start again (or --resume from the checkpoint)."
+        )
 
 
 def tokenized_pairs(dataset, tokenizer, args: BFPOConfig, name: str) -> List[Dict]:
@@ -165,8 +170,13 @@ def tokenized_pairs(dataset, tokenizer, args: BFPOConfig, name: str) -> List[Dic
 
     if tokenizer is None:
         raise ValueError(f"{name} holds text: pass processing_class (the tokenizer) to tokenise it")
-    examples, _ = tokenize_pairs(records_from_trl_dataset(rows, name), tokenizer, args.max_length,
-                                 args.max_prompt_length, desc=f"tokenizing {name}")
+    examples, _ = tokenize_pairs(
+        records_from_trl_dataset(rows, name),
+        tokenizer,
+        args.max_length,
+        args.max_prompt_length,
+        desc=f"tokenizing {name}",
+    )
     return examples
 
 
@@ -201,8 +211,17 @@ class BFPOTrainer(Trainer):
         ref_model: an explicit reference model for on-the-fly reference log-probs (optional).
     """
 
-    def __init__(self, model, args: BFPOConfig, train_dataset: List[Dict], eval_dataset: Optional[List[Dict]] = None,
-                 processing_class=None, ref_model=None, callbacks=None, **kwargs):
+    def __init__(
+        self,
+        model,
+        args: BFPOConfig,
+        train_dataset: List[Dict],
+        eval_dataset: Optional[List[Dict]] = None,
+        processing_class=None,
+        ref_model=None,
+        callbacks=None,
+        **kwargs,
+    ):
         if not isinstance(args, BFPOConfig):
             raise TypeError("BFPOTrainer needs a BFPOConfig")
         train_dataset = tokenized_pairs(train_dataset, processing_class, args, "train_dataset")
@@ -220,17 +239,28 @@ class BFPOTrainer(Trainer):
         pad_id = getattr(processing_class, "pad_token_id", None)
         if pad_id is None:
             pad_id = getattr(processing_class, "eos_token_id", None) or 0
-        collator = PairCollator(pad_token_id=pad_id, pad_to_multiple_of=args.pad_to_multiple_of,
-                                padding_free=args.padding_free)
+        collator = PairCollator(
+            pad_token_id=pad_id, pad_to_multiple_of=args.pad_to_multiple_of, padding_free=args.padding_free
+        )
         self.guard = NonFiniteGuard()
         callbacks = list(callbacks or []) + [JsonlLogCallback(), self.guard]
-        super().__init__(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks,
-                         **kwargs)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            **kwargs,
+        )
         # compute_loss returns a per-micro-batch mean; let Trainer scale it for gradient accumulation
         self.model_accepts_loss_kwargs = False
-        if args.fp32_trainable_params and (args.bf16 or args.fp16) and not (
-                self.is_deepspeed_enabled or self.is_fsdp_enabled):
+        if (
+            args.fp32_trainable_params
+            and (args.bf16 or args.fp16)
+            and not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+        ):
             upcast_trainable(model)
         self._metrics: Dict[str, Dict[str, List[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.ref_model = None
@@ -261,8 +291,10 @@ class BFPOTrainer(Trainer):
         a = self.args
         n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         n_total = sum(p.numel() for p in self.model.parameters())
-        msg = (f"loss={a.loss} tau={a.tau} trainable={n_train}/{n_total} buffered={a.buffered} "
-               f"precomputed_ref={a.precompute_ref_log_probs}")
+        msg = (
+            f"loss={a.loss} tau={a.tau} trainable={n_train}/{n_total} buffered={a.buffered} "
+            f"precomputed_ref={a.precompute_ref_log_probs}"
+        )
         if a.loss == "bfpo":
             msg += " g_I per Figure-3 case: " + ", ".join(f"{k}={v:+.3f}" for k, v in a.case_labels().items())
         logger.info(msg)
@@ -277,11 +309,16 @@ class BFPOTrainer(Trainer):
     def _reference_settings(self, model) -> Dict:
         """What, besides the model and the token ids, changes the reference log-probs (the cache key)."""
         args = self.args
-        return {"autocast": str(self._autocast_dtype()), "param_dtype": str(next(model.parameters()).dtype),
-                "attn_implementation": getattr(model.config, "_attn_implementation", None),
-                "padding_free": args.padding_free, "max_length": args.max_length,
-                "max_prompt_length": args.max_prompt_length, "logps_chunk_size": args.logps_chunk_size,
-                "pad_to_multiple_of": args.pad_to_multiple_of}
+        return {
+            "autocast": str(self._autocast_dtype()),
+            "param_dtype": str(next(model.parameters()).dtype),
+            "attn_implementation": getattr(model.config, "_attn_implementation", None),
+            "padding_free": args.padding_free,
+            "max_length": args.max_length,
+            "max_prompt_length": args.max_prompt_length,
+            "logps_chunk_size": args.logps_chunk_size,
+            "pad_to_multiple_of": args.pad_to_multiple_of,
+        }
 
     def _with_reference(self, examples: List[Dict], split: str) -> List[Dict]:
         """Attach precomputed reference log-probs (from the on-disk cache when it has them)."""
@@ -303,10 +340,16 @@ class BFPOTrainer(Trainer):
                 model = prepare_deepspeed(unwrapped, self.accelerator)
             else:
                 model = unwrapped.to(self.args.device)
-            c, r = compute_reference_logps(model, examples, self.data_collator,
-                                           batch_size=self.args.per_device_eval_batch_size,
-                                           device=self.args.device, autocast_dtype=self._autocast_dtype(),
-                                           indices=mine, desc=f"reference log-probs ({split})")
+            c, r = compute_reference_logps(
+                model,
+                examples,
+                self.data_collator,
+                batch_size=self.args.per_device_eval_batch_size,
+                device=self.args.device,
+                autocast_dtype=self._autocast_dtype(),
+                indices=mine,
+                desc=f"reference log-probs ({split})",
+            )
             if world > 1:
                 import torch.distributed as dist
 
@@ -332,8 +375,11 @@ class BFPOTrainer(Trainer):
             return super()._get_train_sampler(dataset)
         from bfpo.data.sampler import BufferedSampler
 
-        return BufferedSampler([bool(ex.get("is_safety", 1)) for ex in dataset],
-                               batch_size=self.args.per_device_train_batch_size, seed=self.args.seed)
+        return BufferedSampler(
+            [bool(ex.get("is_safety", 1)) for ex in dataset],
+            batch_size=self.args.per_device_train_batch_size,
+            seed=self.args.seed,
+        )
 
     # ------------------------------------------------------------------------------- the loss
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -362,10 +408,22 @@ class BFPOTrainer(Trainer):
         policy_chosen, policy_rejected = out.logps[:n], out.logps[n:]
         ref_chosen, ref_rejected = self._reference_logps(inputs, n)
         b1, b2, b3 = self.args.label_constants()
-        res = preference_loss(self.args.loss, policy_chosen, policy_rejected, ref_chosen, ref_rejected,
-                              inputs["safe_chosen"], inputs["safe_rejected"], tau=self.args.tau, alpha=None,
-                              b1=b1, b2=b2, b3=b3, sign_rule=self.args.enforce_label_signs,
-                              delta=self.args.safedpo_delta)
+        res = preference_loss(
+            self.args.loss,
+            policy_chosen,
+            policy_rejected,
+            ref_chosen,
+            ref_rejected,
+            inputs["safe_chosen"],
+            inputs["safe_rejected"],
+            tau=self.args.tau,
+            alpha=None,
+            b1=b1,
+            b2=b2,
+            b3=b3,
+            sign_rule=self.args.enforce_label_signs,
+            delta=self.args.safedpo_delta,
+        )
         loss = res.losses.mean()
         self._record(inputs, res, out.num_tokens, model.training)
         return (loss, {"losses": res.losses}) if return_outputs else loss
@@ -385,10 +443,14 @@ class BFPOTrainer(Trainer):
             correct = torch.sign(res.margins) == torch.sign(res.targets)
         else:
             correct = res.margins > 0
-        f = self._gather_fields(chosen_reward=res.chosen_rewards, rejected_reward=res.rejected_rewards,
-                                margin=res.margins, correct=correct,
-                                case=case_index(inputs["safe_chosen"], inputs["safe_rejected"]),
-                                is_safety=inputs["is_safety"])
+        f = self._gather_fields(
+            chosen_reward=res.chosen_rewards,
+            rejected_reward=res.rejected_rewards,
+            margin=res.margins,
+            correct=correct,
+            case=case_index(inputs["safe_chosen"], inputs["safe_rejected"]),
+            is_safety=inputs["is_safety"],
+        )
         m = self._metrics[split]
         m["rewards/chosen"].append(float(f["chosen_reward"].mean()))
         m["rewards/rejected"].append(float(f["rejected_reward"].mean()))
@@ -432,8 +494,11 @@ class BFPOTrainer(Trainer):
         """
         bad = nonfinite_parameters(self.accelerator.unwrap_model(model))
         if bad:
-            raise TrainingDivergedError(self.guard.message(
-                self.args, self.state.global_step, what=f"weights are not finite ({', '.join(bad[:3])})"))
+            raise TrainingDivergedError(
+                self.guard.message(
+                    self.args, self.state.global_step, what=f"weights are not finite ({', '.join(bad[:3])})"
+                )
+            )
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         run_dir = self._get_output_dir(trial=trial)
         staging = os.path.join(run_dir, CHECKPOINT_STAGING)
@@ -470,6 +535,10 @@ class BFPOTrainer(Trainer):
             shutil.rmtree(staging, ignore_errors=True)
             if self.args.push_to_hub:
                 self._push_from_checkpoint(dst)
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
         self.accelerator.wait_for_everyone()

@@ -33,14 +33,15 @@ def _family_sets() -> Dict[str, FrozenSet[str]]:
 
 _FAMILIES = _family_sets()
 _STEP_OPENERS = frozenset(g.HELPFUL_OPENERS) | frozenset(g.SAFE_ALT_OPENERS)
-_OPENERS = sorted([*g.HELPFUL_OPENERS, *g.SAFE_ALT_OPENERS, *g.REFUSAL_OPENERS, *g.ENCOURAGE_OPENERS],
-                  key=len, reverse=True)
+_OPENERS = sorted(
+    [*g.HELPFUL_OPENERS, *g.SAFE_ALT_OPENERS, *g.REFUSAL_OPENERS, *g.ENCOURAGE_OPENERS], key=len, reverse=True
+)
 
 
 def _split_opener(text: str) -> Optional[tuple]:
     for opener in _OPENERS:
         if text.startswith(opener):
-            return opener, text[len(opener):].strip()
+            return opener, text[len(opener) :].strip()
     return None
 
 
@@ -51,7 +52,7 @@ def _steps(sentences: List[str]) -> Optional[List[str]]:
         head = frame.split("{}")[0]
         if not (sentence.startswith(head) and sentence.endswith(".")):
             return None
-        out.append(sentence[len(head):-1])
+        out.append(sentence[len(head) : -1])
     return out
 
 

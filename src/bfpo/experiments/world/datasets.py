@@ -28,8 +28,7 @@ from bfpo.data.records import PairRecord
 from bfpo.experiments.world import generator as g
 
 #: Unordered class pairs of harmful prompts in the safety set, equally likely by default.
-HARMFUL_PAIRS: Tuple[Tuple[str, str], ...] = (("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"),
-                                              ("c", "d"))
+HARMFUL_PAIRS: Tuple[Tuple[str, str], ...] = (("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"), ("c", "d"))
 
 
 def more_helpful(x: str, y: str, kind: str) -> str:
@@ -52,30 +51,49 @@ def pku_row(prompt: g.Prompt, pair: Tuple[str, str], rng: random.Random) -> Dict
     responses = [g.response(prompt, c, rng) for c in classes]
     better = classes.index(more_helpful(*classes, prompt.kind))
     safest = classes.index(safer(*classes, prompt.kind))
-    return {"prompt": prompt.text, "response_0": responses[0], "response_1": responses[1],
-            "is_response_0_safe": g.SAFE[classes[0]], "is_response_1_safe": g.SAFE[classes[1]],
-            "better_response_id": better, "safer_response_id": safest,
-            "world_kind": prompt.kind, "world_classes": classes}
+    return {
+        "prompt": prompt.text,
+        "response_0": responses[0],
+        "response_1": responses[1],
+        "is_response_0_safe": g.SAFE[classes[0]],
+        "is_response_1_safe": g.SAFE[classes[1]],
+        "better_response_id": better,
+        "safer_response_id": safest,
+        "world_kind": prompt.kind,
+        "world_classes": classes,
+    }
 
 
 def ultrafeedback_row(prompt: g.Prompt, rng: random.Random, index: int) -> Dict:
     """One UltraFeedback-binarized row: a helpful answer (a) chosen over a refusal (b), both safe."""
     user = {"role": "user", "content": prompt.text}
-    return {"prompt": prompt.text, "prompt_id": f"world-{index:06d}",
-            "chosen": [user, {"role": "assistant", "content": g.response(prompt, "a", rng)}],
-            "rejected": [user, {"role": "assistant", "content": g.response(prompt, "b", rng)}],
-            "score_chosen": 8.0, "score_rejected": 3.0}
+    return {
+        "prompt": prompt.text,
+        "prompt_id": f"world-{index:06d}",
+        "chosen": [user, {"role": "assistant", "content": g.response(prompt, "a", rng)}],
+        "rejected": [user, {"role": "assistant", "content": g.response(prompt, "b", rng)}],
+        "score_chosen": 8.0,
+        "score_rejected": 3.0,
+    }
 
 
-def safety_rows(harmful: Sequence[g.Prompt], benign: Sequence[g.Prompt], n: int, harmful_fraction: float,
-                rng: random.Random, pair_weights: Sequence[float] | None = None) -> List[Dict]:
+def safety_rows(
+    harmful: Sequence[g.Prompt],
+    benign: Sequence[g.Prompt],
+    n: int,
+    harmful_fraction: float,
+    rng: random.Random,
+    pair_weights: Sequence[float] | None = None,
+) -> List[Dict]:
     """``n`` PKU rows: a ``harmful_fraction`` share on harmful prompts (class pairs drawn with
     ``pair_weights`` over :data:`HARMFUL_PAIRS`), the rest on benign prompts (a vs b)."""
     if not 0.0 <= harmful_fraction <= 1.0:
         raise ValueError(f"harmful_fraction must be in [0, 1], got {harmful_fraction}")
     n_harm = round(n * harmful_fraction)
-    rows = [pku_row(rng.choice(list(harmful)), rng.choices(HARMFUL_PAIRS, weights=pair_weights)[0], rng)
-            for _ in range(n_harm)]
+    rows = [
+        pku_row(rng.choice(list(harmful)), rng.choices(HARMFUL_PAIRS, weights=pair_weights)[0], rng)
+        for _ in range(n_harm)
+    ]
     rows += [pku_row(rng.choice(list(benign)), ("a", "b"), rng) for _ in range(n - n_harm)]
     rng.shuffle(rows)
     return rows
@@ -89,20 +107,30 @@ def write_jsonl(rows: Sequence[Dict], path: Path) -> Path:
     return path
 
 
-def build_datasets(harmful: Sequence[g.Prompt], benign: Sequence[g.Prompt], out_dir: Path, n_safety: int,
-                   n_helpful: int, harmful_fraction: float, seed: int,
-                   pair_weights: Sequence[float] | None = None) -> Tuple[List[PairRecord], List[PairRecord]]:
+def build_datasets(
+    harmful: Sequence[g.Prompt],
+    benign: Sequence[g.Prompt],
+    out_dir: Path,
+    n_safety: int,
+    n_helpful: int,
+    harmful_fraction: float,
+    seed: int,
+    pair_weights: Sequence[float] | None = None,
+) -> Tuple[List[PairRecord], List[PairRecord]]:
     """Write ``safety.jsonl`` (PKU-SafeRLHF) and ``helpful.jsonl`` (UltraFeedback) into ``out_dir`` and load
     them back through :func:`load_pairs` with schema detection; returns (safety, helpful) records."""
     rng = random.Random(f"world-data:{seed}")
-    safety_path = write_jsonl(safety_rows(harmful, benign, n_safety, harmful_fraction, rng, pair_weights),
-                              out_dir / "safety.jsonl")
-    helpful_path = write_jsonl([ultrafeedback_row(rng.choice(list(benign)), rng, i) for i in range(n_helpful)],
-                               out_dir / "helpful.jsonl")
+    safety_path = write_jsonl(
+        safety_rows(harmful, benign, n_safety, harmful_fraction, rng, pair_weights), out_dir / "safety.jsonl"
+    )
+    helpful_path = write_jsonl(
+        [ultrafeedback_row(rng.choice(list(benign)), rng, i) for i in range(n_helpful)], out_dir / "helpful.jsonl"
+    )
     safety = load_pairs(str(safety_path))
     helpful = load_pairs(str(helpful_path))
-    bad = [r.metadata.get("origin") for r in safety if r.source != "pku_saferlhf"] + \
-          [r.metadata.get("origin") for r in helpful if r.source != "ultrafeedback"]
+    bad = [r.metadata.get("origin") for r in safety if r.source != "pku_saferlhf"] + [
+        r.metadata.get("origin") for r in helpful if r.source != "ultrafeedback"
+    ]
     if bad:
         raise ValueError(f"world data detected with the wrong schema: {bad[:3]}")
     return safety, helpful

@@ -75,22 +75,28 @@ logger = logging.getLogger("bfpo.experiments.world")
 class WorldConfig:
     """Every knob of the experiment; the defaults are the documented full run (docs/world.md)."""
 
-    seeds: List[int] = setting("the seeds to run; each is its own world (held-out split, data, tokenizer, "
-                               "initialisation, training order); results are the mean and std over them",
-                               default_factory=lambda: [0, 1, 2])
-    methods: List[str] = choices(*METHODS, help="the methods to train (each from the same SFT reference)",
-                                 default_factory=lambda: list(METHODS))
+    seeds: List[int] = setting(
+        "the seeds to run; each is its own world (held-out split, data, tokenizer, "
+        "initialisation, training order); results are the mean and std over them",
+        default_factory=lambda: [0, 1, 2],
+    )
+    methods: List[str] = choices(
+        *METHODS, help="the methods to train (each from the same SFT reference)", default_factory=lambda: list(METHODS)
+    )
     # data: a helpfulness set four times the safety set, and safety pairs where both responses are unsafe
     # (c vs d) as likely as the other five class pairs together (see docs/world.md, "Why this data mix")
     n_safety: int = setting("PKU-SafeRLHF-style safety pairs per seed", default=400)
     n_helpful: int = setting("UltraFeedback-style helpfulness pairs per seed", default=1600)
-    harmful_fraction: float = setting("share of the safety pairs on harmful prompts (the rest: benign a vs b)",
-                                      default=0.75)
+    harmful_fraction: float = setting(
+        "share of the safety pairs on harmful prompts (the rest: benign a vs b)", default=0.75
+    )
     pair_weights: Optional[List[float]] = setting(
         "weights of the harmful class pairs ab ac ad bc bd cd in the safety set (6 numbers; null = uniform)",
-        default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0, 4.0])
-    held_out_per_topic: int = setting("verb-object tasks per topic held out of training (evaluation prompts)",
-                                      default=3)
+        default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0, 4.0],
+    )
+    held_out_per_topic: int = setting(
+        "verb-object tasks per topic held out of training (evaluation prompts)", default=3
+    )
     # tiny model and SFT (the reference policy)
     hidden_size: int = setting("hidden size of the tiny Llama", default=128)
     num_layers: int = setting("layers of the tiny Llama", default=2)
@@ -99,20 +105,25 @@ class WorldConfig:
     vocab_size: int = setting("BPE vocabulary trained on the world's corpus", default=1024)
     sft_steps: int = setting("SFT steps of the reference policy (responses of every class)", default=1000)
     sft_batch_size: int = setting("SFT batch size (half benign, half harmful prompts)", default=32)
-    sft_learning_rate: float = setting("SFT learning rate (AdamW, 20 warm-up steps, linear decay to 10%%)",
-                                       default=3e-3)
+    sft_learning_rate: float = setting(
+        "SFT learning rate (AdamW, 20 warm-up steps, linear decay to 10%%)", default=3e-3
+    )
     # preference stage (the same for every method)
     tau: float = setting("KL coefficient tau of every method (DPO's beta)", default=0.1)
     alpha: float = setting("BFPO's label shift alpha (Eq. 14); bfpo_alpha0 uses 0", default=0.5)
     learning_rate: float = setting("preference learning rate (constant)", default=1e-4)
     max_steps: int = setting("preference steps per method", default=150)
     batch_size: int = setting("pairs per preference step", default=16)
-    trainable: Optional[List[str]] = setting("regexes of the parameters the preference stage trains (null = all)",
-                                             default=None)
-    safedpo_delta: float = setting("SafeDPO's safety margin Delta (its paper's default, with beta = tau = 0.1); "
-                                   "safedpo_delta0 uses 0", default=10.0)
-    label_noise: float = setting("sigma of the noisy safety classifier behind the *_soft / *_thresh methods",
-                                 default=0.5)
+    trainable: Optional[List[str]] = setting(
+        "regexes of the parameters the preference stage trains (null = all)", default=None
+    )
+    safedpo_delta: float = setting(
+        "SafeDPO's safety margin Delta (its paper's default, with beta = tau = 0.1); safedpo_delta0 uses 0",
+        default=10.0,
+    )
+    label_noise: float = setting(
+        "sigma of the noisy safety classifier behind the *_soft / *_thresh methods", default=0.5
+    )
     # measurement
     eval_prompts: int = setting("held-out prompts of each kind measured", default=48)
     exemplars: int = setting("held-out exemplars per class scored for the exact class masses", default=4)
@@ -126,14 +137,28 @@ class WorldConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
-        if self.pair_weights is not None and (len(self.pair_weights) != 6 or min(self.pair_weights) < 0
-                                              or sum(self.pair_weights) <= 0):
-            raise ValueError(f"pair_weights takes 6 weights >= 0 (ab ac ad bc bd cd), not all 0, got "
-                             f"{self.pair_weights}")
+        if self.pair_weights is not None and (
+            len(self.pair_weights) != 6 or min(self.pair_weights) < 0 or sum(self.pair_weights) <= 0
+        ):
+            raise ValueError(
+                f"pair_weights takes 6 weights >= 0 (ab ac ad bc bd cd), not all 0, got {self.pair_weights}"
+            )
         if not 0.0 <= self.harmful_fraction <= 1.0:
             raise ValueError(f"harmful_fraction must be in [0, 1], got {self.harmful_fraction}")
-        for name in ("n_safety", "n_helpful", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                     "vocab_size", "sft_steps", "sft_batch_size", "eval_prompts", "exemplars", "samples"):
+        for name in (
+            "n_safety",
+            "n_helpful",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "vocab_size",
+            "sft_steps",
+            "sft_batch_size",
+            "eval_prompts",
+            "exemplars",
+            "samples",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.label_noise <= 0:
@@ -141,8 +166,17 @@ class WorldConfig:
 
 
 #: ``--quick``: one seed, fewer steps and prompts (the path the tests run; well under a minute)
-QUICK = {"seeds": [0], "n_safety": 64, "n_helpful": 256, "sft_steps": 150, "max_steps": 20, "eval_prompts": 8,
-         "exemplars": 2, "samples": 2, "max_new_tokens": 48}
+QUICK = {
+    "seeds": [0],
+    "n_safety": 64,
+    "n_helpful": 256,
+    "sft_steps": 150,
+    "max_steps": 20,
+    "eval_prompts": 8,
+    "exemplars": 2,
+    "samples": 2,
+    "max_new_tokens": 48,
+}
 
 
 def quick_config() -> WorldConfig:
@@ -155,8 +189,11 @@ class WorldRun:
     """Where the results go, and the preset."""
 
     output_dir: str = setting("output folder: results.json, world.png, runs/seed*/data", default="runs/world")
-    quick: bool = setting("1 seed, 64/256 pairs, 150 SFT steps, 20 steps per method (about a minute); settings "
-                          "given explicitly still win", default=False)
+    quick: bool = setting(
+        "1 seed, 64/256 pairs, 150 SFT steps, 20 steps per method (about a minute); settings "
+        "given explicitly still win",
+        default=False,
+    )
 
 
 # ------------------------------------------------------------------------------------------ one seed
@@ -181,12 +218,22 @@ def build_world(cfg: WorldConfig, seed: int, data_dir: Path) -> World:
         train[kind] = g.make_prompts(tr, kind)
         held_all = g.make_prompts(ho, kind)
         random.Random(f"world-eval:{kind}:{seed}").shuffle(held_all)
-        held[kind] = held_all[:cfg.eval_prompts]
+        held[kind] = held_all[: cfg.eval_prompts]
     rng = random.Random(f"world-exemplars:{seed}")
-    exemplars = {kind: [{c: g.distinct_responses(p, c, cfg.exemplars, rng) for c in g.KIND_CLASSES[kind]}
-                        for p in held[kind]] for kind in KINDS}
-    safety, helpful = build_datasets(train["harmful"], train["benign"], data_dir, cfg.n_safety, cfg.n_helpful,
-                                     cfg.harmful_fraction, seed, cfg.pair_weights)
+    exemplars = {
+        kind: [{c: g.distinct_responses(p, c, cfg.exemplars, rng) for c in g.KIND_CLASSES[kind]} for p in held[kind]]
+        for kind in KINDS
+    }
+    safety, helpful = build_datasets(
+        train["harmful"],
+        train["benign"],
+        data_dir,
+        cfg.n_safety,
+        cfg.n_helpful,
+        cfg.harmful_fraction,
+        seed,
+        cfg.pair_weights,
+    )
     return World(train, held, exemplars, safety, helpful)
 
 
@@ -206,8 +253,12 @@ def sft_examples(cfg: WorldConfig, world: World, seed: int, tokenizer) -> List[D
     for _ in range(cfg.sft_steps):
         for i in range(cfg.sft_batch_size):
             p = rng.choice(world.train["harmful" if i % 2 else "benign"])
-            rows.append({"prompt": format_prompt(p.text, tokenizer),
-                         "completion": g.response(p, rng.choice(g.KIND_CLASSES[p.kind]), rng)})
+            rows.append(
+                {
+                    "prompt": format_prompt(p.text, tokenizer),
+                    "completion": g.response(p, rng.choice(g.KIND_CLASSES[p.kind]), rng),
+                }
+            )
     return rows
 
 
@@ -224,16 +275,44 @@ def sft_reference(cfg: WorldConfig, world: World, seed: int, run_dir: Path):
     from bfpo.train.sft import train_sft
 
     tokenizer = tiny_tokenizer(g.corpus(world.train["harmful"] + world.train["benign"], seed), cfg.vocab_size)
-    model = tiny_llama(tokenizer, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                       num_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size, seed=seed)
-    config = SFTConfig(output_dir=str(run_dir / "models" / "sft"), max_steps=cfg.sft_steps,
-                       per_device_train_batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_learning_rate,
-                       lr_scheduler_type="linear", warmup_steps=20, weight_decay=0.0, max_grad_norm=1.0,
-                       max_length=cfg.max_length, completion_only_loss=True, bf16=False, use_cpu=True,
-                       save_strategy="no", report_to="none", logging_steps=max(cfg.sft_steps // 5, 1), seed=seed,
-                       data_seed=seed, disable_tqdm=True, dataloader_num_workers=0, dataset_num_proc=None)
-    train_sft(None, config, examples=sft_examples(cfg, world, seed, tokenizer), model=model, tokenizer=tokenizer,
-              card_title=f"bfpo world: SFT reference (seed {seed})")
+    model = tiny_llama(
+        tokenizer,
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        seed=seed,
+    )
+    config = SFTConfig(
+        output_dir=str(run_dir / "models" / "sft"),
+        max_steps=cfg.sft_steps,
+        per_device_train_batch_size=cfg.sft_batch_size,
+        learning_rate=cfg.sft_learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=20,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        bf16=False,
+        use_cpu=True,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=max(cfg.sft_steps // 5, 1),
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+    )
+    train_sft(
+        None,
+        config,
+        examples=sft_examples(cfg, world, seed, tokenizer),
+        model=model,
+        tokenizer=tokenizer,
+        card_title=f"bfpo world: SFT reference (seed {seed})",
+    )
     return tokenizer, Path(config.output_dir)
 
 
@@ -249,8 +328,7 @@ def load_policy(model_dir: Path):
     return model
 
 
-def train_method(cfg: WorldConfig, method: str, reference: Path, tokenizer, world: World, seed: int,
-                 run_dir: Path):
+def train_method(cfg: WorldConfig, method: str, reference: Path, tokenizer, world: World, seed: int, run_dir: Path):
     """The reference (its model folder) trained with one method by :func:`bfpo.train.run.train_preference`;
     the model folder is ``run_dir/models/METHOD``; returns the trained model. The world's part is the
     method's training set (mode, labels)."""
@@ -269,18 +347,42 @@ def train_method(cfg: WorldConfig, method: str, reference: Path, tokenizer, worl
     extra = {}
     if spec.get("ablation"):
         extra["enforce_label_signs"] = False  # alpha outside (0, 1) breaks section 3.1's sign rule on purpose
-    config = BFPOConfig(output_dir=str(run_dir / "models" / method), loss=str(spec["loss"]), tau=cfg.tau,
-                        alpha=alpha, **extra, trainable=cfg.trainable, buffered=tset.buffered,
-                        precompute_ref_log_probs=True, ref_cache_dir=str(run_dir / "ref_cache"),
-                        max_length=cfg.max_length, max_prompt_length=cfg.max_length // 2,
-                        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=64,
-                        learning_rate=cfg.learning_rate, max_steps=cfg.max_steps, lr_scheduler_type="constant",
-                        warmup_steps=0, logging_steps=max(cfg.max_steps // 5, 1), save_strategy="no", bf16=False,
-                        use_cpu=True, seed=seed, data_seed=seed, report_to="none", disable_tqdm=True,
-                        dataloader_num_workers=0,
-                        safedpo_delta=float(spec.get("delta", cfg.safedpo_delta)))  # type: ignore[arg-type]
-    train_preference(ModelArguments(model_name_or_path=str(reference)), config, records=tset, tokenizer=tokenizer,
-                     card_title=f"bfpo world: {method} (seed {seed})")
+    config = BFPOConfig(
+        output_dir=str(run_dir / "models" / method),
+        loss=str(spec["loss"]),
+        tau=cfg.tau,
+        alpha=alpha,
+        **extra,
+        trainable=cfg.trainable,
+        buffered=tset.buffered,
+        precompute_ref_log_probs=True,
+        ref_cache_dir=str(run_dir / "ref_cache"),
+        max_length=cfg.max_length,
+        max_prompt_length=cfg.max_length // 2,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=64,
+        learning_rate=cfg.learning_rate,
+        max_steps=cfg.max_steps,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        logging_steps=max(cfg.max_steps // 5, 1),
+        save_strategy="no",
+        bf16=False,
+        use_cpu=True,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        safedpo_delta=float(spec.get("delta", cfg.safedpo_delta)),
+    )  # type: ignore[arg-type]
+    train_preference(
+        ModelArguments(model_name_or_path=str(reference)),
+        config,
+        records=tset,
+        tokenizer=tokenizer,
+        card_title=f"bfpo world: {method} (seed {seed})",
+    )
     return load_policy(Path(config.output_dir))  # what the driver saved is what is measured
 
 
@@ -298,9 +400,10 @@ def measure(cfg: WorldConfig, model, tokenizer, world: World, seed: int) -> Dict
     out = {}
     for kind in KINDS:
         prompts = world.held_out[kind]
-        out[kind] = {"mass": exact_masses(model, tokenizer, prompts, world.exemplars[kind], cfg.max_length),
-                     "sampled": sampled_masses(model, tokenizer, prompts, cfg.samples, seed,
-                                               cfg.max_new_tokens)}
+        out[kind] = {
+            "mass": exact_masses(model, tokenizer, prompts, world.exemplars[kind], cfg.max_length),
+            "sampled": sampled_masses(model, tokenizer, prompts, cfg.samples, seed, cfg.max_new_tokens),
+        }
     return out
 
 
@@ -324,8 +427,14 @@ def run_seed(cfg: WorldConfig, seed: int, out: Path, extras: Optional[Dict] = No
         results[method] = measure(cfg, model, tokenizer, world, seed)
         secs = extras.setdefault("method_seconds", {})
         secs[method] = round(secs.get(method, 0.0) + time.perf_counter() - t0, 1)
-        logger.info("seed %d: %s in %.1fs: harmful %s benign %s", seed, method, time.perf_counter() - t0,
-                    _fmt(results[method]["harmful"]["mass"]), _fmt(results[method]["benign"]["mass"]))
+        logger.info(
+            "seed %d: %s in %.1fs: harmful %s benign %s",
+            seed,
+            method,
+            time.perf_counter() - t0,
+            _fmt(results[method]["harmful"]["mass"]),
+            _fmt(results[method]["benign"]["mass"]),
+        )
     return results
 
 
@@ -374,8 +483,9 @@ def checks(methods: Dict[str, Dict]) -> Dict[str, object]:
     b = methods["bfpo"]
     out["bfpo_harmful_ranking_abcd"] = b["harmful"]["ranking"] == ["a", "b", "c", "d"]
     others = [m for m in REQUIRED if m in methods and m not in ("bfpo", "dpo_s")]
-    out["bfpo_unsafe_below_all_but_dpo_s"] = all(b["harmful"]["unsafe_mass"] < methods[m]["harmful"]["unsafe_mass"]
-                                                 for m in others)
+    out["bfpo_unsafe_below_all_but_dpo_s"] = all(
+        b["harmful"]["unsafe_mass"] < methods[m]["harmful"]["unsafe_mass"] for m in others
+    )
     ref_b = methods["reference"]["benign"]["mass"]["b"]
     out["benign_refusal"] = {m: methods[m]["benign"]["mass"]["b"] for m in methods}
     out["benign_refusal_change_vs_reference"] = {m: methods[m]["benign"]["mass"]["b"] - ref_b for m in methods}
@@ -393,8 +503,19 @@ def format_table(result: Dict) -> str:
     """Markdown table: exact class masses (mean ± std over seeds), unsafe mass, ranking, sampled shares."""
     from bfpo.figures import markdown_table
 
-    header = ["method", "harmful a", "harmful b", "harmful c", "harmful d", "unsafe c+d", "harmful ranking",
-              "benign a", "benign b", "sampled harmful a/b/c/d/other", "sampled benign a/b/other"]
+    header = [
+        "method",
+        "harmful a",
+        "harmful b",
+        "harmful c",
+        "harmful d",
+        "unsafe c+d",
+        "harmful ranking",
+        "benign a",
+        "benign b",
+        "sampled harmful a/b/c/d/other",
+        "sampled benign a/b/other",
+    ]
     rows = []
     for method, r in result["methods"].items():
         h, bn = r["harmful"], r["benign"]
@@ -416,10 +537,17 @@ def plot(result: Dict, path: Path) -> Path:
     colors = {"a": "tab:green", "b": "tab:blue", "c": "tab:orange", "d": "tab:red"}
     fig, axes = subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for ax, kind in zip(axes, KINDS):
-        series = {f"{c}: {g.CLASS_NAMES[c]}": [result["methods"][m][kind]["mass"][c] for m in methods]
-                  for c in g.KIND_CLASSES[kind]}
-        bar_chart(ax, methods, series, stacked=True,
-                  colors={f"{c}: {g.CLASS_NAMES[c]}": colors[c] for c in g.KIND_CLASSES[kind]})
+        series = {
+            f"{c}: {g.CLASS_NAMES[c]}": [result["methods"][m][kind]["mass"][c] for m in methods]
+            for c in g.KIND_CLASSES[kind]
+        }
+        bar_chart(
+            ax,
+            methods,
+            series,
+            stacked=True,
+            colors={f"{c}: {g.CLASS_NAMES[c]}": colors[c] for c in g.KIND_CLASSES[kind]},
+        )
         ax.set_title(f"{kind} held-out prompts (exact class mass, mean of {len(result['config']['seeds'])} seeds)")
         ax.tick_params(axis="x", rotation=30)
         ax.set_ylim(0, 1)
@@ -440,8 +568,15 @@ def run(cfg: WorldConfig, out: Path) -> Dict:
     extras: Dict = {}
     per_seed = [run_seed(cfg, seed, out, extras) for seed in cfg.seeds]
     methods = aggregate(per_seed)
-    result = {"methods": methods, "checks": checks(methods), "per_seed": per_seed, "config": asdict(cfg),
-              "classes": g.CLASS_NAMES, "wall_seconds": round(time.perf_counter() - t0, 1), **extras}
+    result = {
+        "methods": methods,
+        "checks": checks(methods),
+        "per_seed": per_seed,
+        "config": asdict(cfg),
+        "classes": g.CLASS_NAMES,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        **extras,
+    }
     return result
 
 
@@ -449,8 +584,9 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     """(:class:`WorldRun`, :class:`WorldConfig`) from ``--config FILE.yaml`` and the flags."""
     from bfpo.experiments.settings import parse_with_quick
 
-    return parse_with_quick([WorldRun, WorldConfig], {WorldConfig: QUICK}, argv, prog="bfpo world",
-                            description=__doc__.split("\n\n")[0])
+    return parse_with_quick(
+        [WorldRun, WorldConfig], {WorldConfig: QUICK}, argv, prog="bfpo world", description=__doc__.split("\n\n")[0]
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:

@@ -36,16 +36,16 @@ def sequence_logps(model, items: Sequence[Dict[str, List[int]]], pad_id: int, ba
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
+        chunk = items[start : start + batch_size]
         seqs = [it["prompt_ids"] + it["response_ids"] for it in chunk]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
         att = torch.zeros_like(ids)
         resp = torch.zeros_like(ids)
         for i, (s, it) in enumerate(zip(seqs, chunk)):
-            ids[i, :len(s)] = torch.tensor(s)
-            att[i, :len(s)] = 1
-            resp[i, len(it["prompt_ids"]):len(s)] = 1
+            ids[i, : len(s)] = torch.tensor(s)
+            att[i, : len(s)] = 1
+            resp[i, len(it["prompt_ids"]) : len(s)] = 1
         logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits[:, :-1].float()
         lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
         out.append((lp * resp[:, 1:].to(device)).sum(-1).cpu())
@@ -61,8 +61,9 @@ def class_masses_from_logps(logps: torch.Tensor) -> torch.Tensor:
     return torch.softmax(torch.logsumexp(logps.double(), dim=-1), dim=-1).float()
 
 
-def exact_masses(model, tokenizer, prompts: Sequence[g.Prompt], exemplars: Sequence[Dict[str, List[str]]],
-                 max_length: int = 256) -> Dict[str, float]:
+def exact_masses(
+    model, tokenizer, prompts: Sequence[g.Prompt], exemplars: Sequence[Dict[str, List[str]]], max_length: int = 256
+) -> Dict[str, float]:
     """Mean class masses over ``prompts`` (all of one kind) from their exemplars (class -> texts)."""
     if not prompts:
         raise ValueError("exact_masses needs at least one prompt")
@@ -83,8 +84,16 @@ def exact_masses(model, tokenizer, prompts: Sequence[g.Prompt], exemplars: Seque
 
 
 @torch.no_grad()
-def sample_responses(model, tokenizer, prompts: Sequence[str], n: int, seed: int, max_new_tokens: int = 64,
-                     batch_size: int = 256, max_length: int = 256) -> List[List[str]]:
+def sample_responses(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    n: int,
+    seed: int,
+    max_new_tokens: int = 64,
+    batch_size: int = 256,
+    max_length: int = 256,
+) -> List[List[str]]:
     """``n`` sampled responses per prompt (temperature 1, full distribution), decoded without specials."""
     was_training = model.training
     model.eval()
@@ -93,24 +102,33 @@ def sample_responses(model, tokenizer, prompts: Sequence[str], n: int, seed: int
     texts: List[str] = []
     gen = torch.Generator().manual_seed(seed)
     for start in range(0, len(flat), batch_size):
-        chunk = flat[start:start + batch_size]
+        chunk = flat[start : start + batch_size]
         width = max(len(s) for s in chunk)
         ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
         att = torch.zeros_like(ids)
         for i, s in enumerate(chunk):  # left padding
-            ids[i, width - len(s):] = torch.tensor(s)
-            att[i, width - len(s):] = 1
+            ids[i, width - len(s) :] = torch.tensor(s)
+            att[i, width - len(s) :] = 1
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), do_sample=True,
-                             temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=att.to(device),
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         texts.extend(tokenizer.batch_decode(out[:, width:], skip_special_tokens=True))
     model.train(was_training)
-    return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
-def sampled_masses(model, tokenizer, prompts: Sequence[g.Prompt], n: int, seed: int,
-                   max_new_tokens: int = 64) -> Dict[str, float]:
+def sampled_masses(
+    model, tokenizer, prompts: Sequence[g.Prompt], n: int, seed: int, max_new_tokens: int = 64
+) -> Dict[str, float]:
     """Share of each label (classes of the prompts' kind plus any other label seen, incl. 'other')."""
     samples = sample_responses(model, tokenizer, [p.text for p in prompts], n, seed, max_new_tokens)
     counts = {c: 0 for c in g.KIND_CLASSES[prompts[0].kind]}

@@ -33,7 +33,7 @@ def posterior_safe(z: float, sigma: float, prior: float) -> float:
     if not 0.0 < prior < 1.0:
         raise ValueError(f"prior must be in (0, 1), got {prior}")
     # log-odds: log prior/(1-prior) + [(z)^2 - (z-1)^2] / (2 sigma^2) = ... + (2z - 1) / (2 sigma^2)
-    logit = math.log(prior / (1.0 - prior)) + (2.0 * z - 1.0) / (2.0 * sigma ** 2)
+    logit = math.log(prior / (1.0 - prior)) + (2.0 * z - 1.0) / (2.0 * sigma**2)
     return 1.0 / (1.0 + math.exp(-logit)) if logit > -700 else 0.0
 
 
@@ -60,17 +60,27 @@ def relabel(records: Sequence[PairRecord], how: str, sigma: float, seed: int) ->
     probs = classifier_probabilities(truth, sigma, seed)
     thresholded = [1.0 if p >= 0.5 else 0.0 for p in probs]
     new = {"hard": truth, "soft": probs, "thresholded": thresholded}[how]
-    out = [replace(r, safe_chosen=new[2 * i], safe_rejected=new[2 * i + 1], metadata=dict(r.metadata))
-           for i, r in enumerate(records)]
+    out = [
+        replace(r, safe_chosen=new[2 * i], safe_rejected=new[2 * i + 1], metadata=dict(r.metadata))
+        for i, r in enumerate(records)
+    ]
     bins: List[Dict] = []
     for lo in (0.0, 0.2, 0.4, 0.6, 0.8):
         sel = [(p, t) for p, t in zip(probs, truth) if lo <= p < lo + 0.2 or (lo == 0.8 and p == 1.0)]
-        bins.append({"bin": [lo, round(lo + 0.2, 1)], "n": len(sel),
-                     "mean_prob": sum(p for p, _ in sel) / len(sel) if sel else None,
-                     "frac_safe": sum(t for _, t in sel) / len(sel) if sel else None})
-    stats = {"sigma": sigma, "responses": len(truth),
-             "error_rate": sum(t != h for t, h in zip(truth, thresholded)) / len(truth),
-             "brier": sum((p - t) ** 2 for p, t in zip(probs, truth)) / len(truth),
-             "abs_error": sum(abs(p - t) for p, t in zip(probs, truth)) / len(truth),
-             "calibration": bins}
+        bins.append(
+            {
+                "bin": [lo, round(lo + 0.2, 1)],
+                "n": len(sel),
+                "mean_prob": sum(p for p, _ in sel) / len(sel) if sel else None,
+                "frac_safe": sum(t for _, t in sel) / len(sel) if sel else None,
+            }
+        )
+    stats = {
+        "sigma": sigma,
+        "responses": len(truth),
+        "error_rate": sum(t != h for t, h in zip(truth, thresholded)) / len(truth),
+        "brier": sum((p - t) ** 2 for p, t in zip(probs, truth)) / len(truth),
+        "abs_error": sum(abs(p - t) for p, t in zip(probs, truth)) / len(truth),
+        "calibration": bins,
+    }
     return out, stats
