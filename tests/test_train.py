@@ -208,6 +208,11 @@ def test_recipe_train_save_reload_same_logits(tiny_recipe, tmp_path):
     assert "safe_unsafe" in card and "bfpo" in card
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["data"]["safety"] == 12 and summary["data"]["helpful"] == 12
+    # per-case margins against their targets g_I (alpha 0.5: +1, +0.5, -0.5, -1), table and plot
+    margins = summary["margins_vs_targets"]
+    assert margins and {m["target"] for m in margins.values()} <= {1.0, 0.5, -0.5, -1.0}
+    assert margins.get("safe_safe", {"target": 0.5})["target"] == 0.5
+    assert (out / "margins.png").stat().st_size > 1000
     reloaded = AutoModelForCausalLM.from_pretrained(out)
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     trained = tr.accelerator.unwrap_model(tr.model).eval()

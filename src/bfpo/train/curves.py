@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from bfpo.figures import save_figure, subplots
+from bfpo.objective import CASES as _CASES
 
-CASES = ("safe_unsafe", "safe_safe", "unsafe_unsafe", "unsafe_safe")
+#: the Figure-3 case names, in order: safe_unsafe, safe_safe, unsafe_unsafe, unsafe_safe
+CASES = tuple(name for name, _ in _CASES)
 
 
 def read_metrics(path: Path | str) -> List[dict]:

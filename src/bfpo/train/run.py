@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from bfpo.errors import UserInputError
@@ -150,6 +151,7 @@ def train_preference(
     from transformers.trainer_utils import get_last_checkpoint
 
     from bfpo.train import model_io
+    from bfpo.train.curves import distance_to_targets, plot_margins
     from bfpo.train.trainer import BatchCompositionCallback, BFPOTrainer, train_or_restore
 
     # a missing chat template fails here, before anything else
@@ -193,12 +195,17 @@ def train_preference(
         if card_title is None
         else model_io.model_card(card_title, base, settings, final, {**counts, "sources": sources})
     )
+    # does the run train toward the objective's optimum? per-case margins (tau*h) against their targets g_I
+    margins = distance_to_targets(trainer.state.log_history, config.case_labels()) if config.loss == "bfpo" else {}
+    summary = {"settings": settings, "data": counts, "final": final, "margins_vs_targets": margins}
     files = {
-        "train_summary.json": json.dumps({"settings": settings, "data": counts, "final": final}, indent=2, default=str),
+        "train_summary.json": json.dumps(summary, indent=2, default=str),
         "config.yaml": settings_yaml(model_args, data_args, config),
         **(extra_files or {}),
     }
     model_io.save_final(trainer, config.output_dir, card, extra_files=files)
+    if margins and trainer.args.should_save:
+        plot_margins(trainer.state.log_history, config.case_labels(), Path(config.output_dir) / "margins.png")
     return trainer
 
 
