@@ -5,10 +5,12 @@
 # sequence-length / batch-size sweep, all written to ONE results file:
 #
 #   benchmarks/gpu_check.sh                      # -> benchmarks/results/gpu_<device>.json (+ scaling plots)
-#   benchmarks/gpu_check.sh --out /tmp/gpu.json
-#   benchmarks/gpu_check.sh --cpu-smoke          # the same plumbing on CPU, tiny model (what the tests run)
+#   benchmarks/gpu_check.sh --output_file /tmp/gpu.json
+#   benchmarks/gpu_check.sh --cpu_smoke          # the same plumbing on CPU, tiny model (what the tests run)
+#   benchmarks/gpu_check.sh --only pytest -- tests/test_cuda.py -x   # pytest options after --
+#   benchmarks/gpu_check.sh --help               # every setting (gpu_check.py reads them with bfpo.args.parse)
 #
-# Without CUDA (and without --cpu-smoke) it exits with status 2 and says why; it exits 1 if any step failed.
+# Without CUDA (and without --cpu_smoke) it exits with status 2 and says why; it exits 1 if any step failed.
 # Uses .venv/bin/python when the repo has one, else python3 (override with PYTHON=...).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -2,9 +2,9 @@
 
 * ``train_step.py --quick``: the batch each trainer really sees (packed = no padding, TRL and the padded
   run pad to the longest sequence), the FLOP count against torch's own counter, the ratios it reports;
-* ``scaling.py``: the least-squares fit it draws conclusions from, and the sweep's plan;
-* ``gpu_check.sh``: fails clearly without CUDA, and ``--cpu-smoke`` runs every step's plumbing (pytest,
-  benchmark, paper-recipe runs, scaling sweep) into one results file.
+* ``scaling.py``: the least-squares fit it draws conclusions from, and the sweep's plan.
+
+``gpu_check.sh`` and ``recipe_run.py`` are tested in ``tests/test_gpu_check.py``.
 """
 
 import json
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -148,62 +147,3 @@ def test_scaling_plan_covers_both_sweeps_for_both_trainers():
         batch = [p for p in pts if p["series"] == trainer and (p["sweep"] == "batch" or p["max_len"] == 1024)]
         assert sorted(p["pairs"] for p in batch) == [2, 4, 8]
     assert {p["model"] for p in pts if p["series"] == "bfpo_vocab8k"} == {"smollm2-135m-4l-v8k"}
-
-
-@pytest.mark.spawns
-def test_gpu_check_without_cuda_fails_clearly(tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    out = tmp_path / "gpu.json"
-    proc = subprocess.run(
-        ["bash", str(BENCH / "gpu_check.sh"), "--out", str(out)],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 2
-    assert "no CUDA device is visible to torch" in proc.stderr and "--cpu-smoke" in proc.stderr
-    assert not out.exists()
-
-
-@pytest.mark.slow  # ~80 s on 2 cores: the whole gpu_check pipeline on CPU (scripts/test -m slow runs it)
-def test_gpu_check_cpu_smoke_writes_one_results_file(tmp_path):
-    out = tmp_path / "smoke.json"
-    proc = subprocess.run(
-        ["bash", str(BENCH / "gpu_check.sh"), "--cpu-smoke", "--out", str(out)],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    res = json.loads(out.read_text())
-    assert res["smoke"] is True and res["ok"] is True and res["env"]["torch"] == torch.__version__
-    steps = res["steps"]
-    assert {"pytest", "benchmark", "recipe_sdpa_padded", "recipe_sdpa_packed", "scaling"} <= set(steps)
-    # the CUDA tests were collected (and, without a GPU, skipped)
-    summary = steps["pytest"]["summary"]
-    assert summary["tests"] > 0 and (summary["cuda_tests_run"] or summary["cuda_tests_skipped"])
-    if not torch.cuda.is_available():
-        assert summary["cuda_tests_skipped"] and not summary["cuda_tests_run"]
-    bench = steps["benchmark"]["result"]
-    assert {"bfpo_down_proj_precomputed", "trl_ipo_down_proj"} <= {c["name"] for c in bench["configs"]}
-    if not torch.cuda.is_available():
-        assert "trl_ipo_down_proj_liger" in bench["skipped"]
-    recipe = yaml.safe_load((ROOT / "recipes" / "paper_mistral_bfpo.yaml").read_text())["train"]
-    for name in ("recipe_sdpa_padded", "recipe_sdpa_packed"):
-        r = steps[name]["result"]
-        assert r["steps"] == 2 and r["loss_finite"] and len(r["losses"]) == 2
-        assert r["settings"]["tau"] == recipe["tau"] and r["settings"]["alpha"] == recipe["alpha"]
-        assert r["settings"]["trainable"] == ["down_proj"] and r["param_dtype"] == "bfloat16"
-        assert r["activation_checkpointing"] and r["padding_free"] == name.endswith("packed")
-    scaling = steps["scaling"]["result"]
-    assert {p["series"] for p in scaling["points"]} == {"bfpo", "trl", "bfpo_vocab8k"}
-    assert all(math.isfinite(p["tokens_per_s"]) and p["peak_rss_mb"] > 0 for p in scaling["points"])
-    assert set(scaling["fits"]["peak_rss_mb"]) == {"bfpo", "trl", "bfpo_vocab8k"}
-    assert len(res["plots"]) == 2  # the sweep's plots, next to the results file
-    for plot in res["plots"]:
-        assert (ROOT / plot).parent.resolve() == tmp_path.resolve() and (ROOT / plot).stat().st_size > 1000

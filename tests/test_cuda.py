@@ -34,9 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _model(attn="sdpa", seed=0, vocab=300):
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      attn_implementation=attn)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        attn_implementation=attn,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg)
 
@@ -123,10 +130,21 @@ def test_trainer_bf16_weights_without_autocast_on_cuda(tmp_path):
 
     model = _model().to(torch.bfloat16)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if "down_proj" in n}
-    args = BFPOConfig(output_dir=str(tmp_path / "out"), trainable=["down_proj"], per_device_train_batch_size=4,
-                      max_steps=2, learning_rate=1e-2, logging_steps=1, save_strategy="no", bf16=False,
-                      use_cpu=not ON_CUDA, padding_free=True, seed=0, ref_cache_dir=str(tmp_path / "ref"),
-                      report_to="none")
+    args = BFPOConfig(
+        output_dir=str(tmp_path / "out"),
+        trainable=["down_proj"],
+        per_device_train_batch_size=4,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        bf16=False,
+        use_cpu=not ON_CUDA,
+        padding_free=True,
+        seed=0,
+        ref_cache_dir=str(tmp_path / "ref"),
+        report_to="none",
+    )
     trainer = BFPOTrainer(model, args, train_dataset=random_pairs(seed=1), processing_class=tiny_tokenizer())
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -157,10 +175,27 @@ def test_packed_equals_padded_on_cuda(attn):
 @pytest.mark.skipif(not ON_CUDA, reason="peak CUDA memory needs a real GPU")
 def test_benchmark_reports_peak_cuda_memory(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--quick", "--configs",
-                           "bfpo_down_proj_precomputed", "trl_ipo_down_proj", "--warmup", "1", "--steps", "1",
-                           "--output_file", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "train_step.py"),
+            "--quick",
+            "--configs",
+            "bfpo_down_proj_precomputed",
+            "trl_ipo_down_proj",
+            "--warmup",
+            "1",
+            "--steps",
+            "1",
+            "--output_file",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["machine"]["gpu"]
