@@ -19,13 +19,6 @@ from bfpo.objective import CASES as _CASES
 CASES = tuple(name for name, _ in _CASES)
 
 
-def read_metrics(path: Path | str) -> List[dict]:
-    """The rows of a run's ``metrics.jsonl`` (one JSON object per logging step)."""
-    from bfpo.files import iter_jsonl
-
-    return [row for _, row in iter_jsonl(str(path))]
-
-
 def case_margins(log_history: Iterable[Mapping]) -> Dict[str, List[Tuple[int, float]]]:
     """``{case: [(step, mean tau*h), ...]}`` for every case logged at least once, in step order."""
     out: Dict[str, List[Tuple[int, float]]] = {}
@@ -73,13 +66,3 @@ def plot_margins(
     ax.set_title(title or "per-case margins (solid) and their targets g_I (dashed)")
     ax.legend(fontsize=8)
     return save_figure(fig, path)
-
-
-def summary_text(metrics_path: Path | str, targets: Mapping[str, float]) -> str:
-    """A short text table of :func:`distance_to_targets` for a ``metrics.jsonl``."""
-    rows = distance_to_targets(read_metrics(metrics_path), targets)
-    return "\n".join(
-        f"{case:<14} target {d['target']:+.2f}  first {d['first']:+.3f}  last {d['last']:+.3f}  "
-        f"progress {d['progress']:.0%}"
-        for case, d in rows.items()
-    )

@@ -86,34 +86,21 @@ def train_sft(
     trained = trained.get_base_model() if hasattr(trained, "get_base_model") else trained
     trained.__dict__.pop("forward", None)
     final = dict(trainer.state.log_history[-1]) if trainer.state.log_history else {}
-    card = (
-        None
-        if card_title is None
-        else model_io.model_card(
-            card_title,
-            _base_model(model_args, model),
-            {
-                "stage": "sft (section 4.2)",
-                "learning_rate": config.learning_rate,
-                "epochs": config.num_train_epochs,
-                "max_steps": config.max_steps,
-                "seed": config.seed,
-            },
-            final,
-            {"examples": len(examples), **origin},
-        )
-    )
     settings = {
-        "stage": "sft",
+        "stage": "sft (section 4.2)",
         "learning_rate": config.learning_rate,
         "epochs": config.num_train_epochs,
         "max_steps": config.max_steps,
         "per_device_train_batch_size": config.per_device_train_batch_size,
         "seed": config.seed,
     }
-    summary = json.dumps(
-        {"settings": settings, "data": {"examples": len(examples), **origin}, "final": final}, indent=2, default=str
+    data = {"examples": len(examples), **origin}
+    card = (
+        None
+        if card_title is None
+        else model_io.model_card(card_title, _base_model(model_args, model), settings, final, data)
     )
+    summary = json.dumps({"settings": settings, "data": data, "final": final}, indent=2, default=str)
     model_io.save_final(
         trainer,
         config.output_dir,
