@@ -1,9 +1,11 @@
-"""Sweep ``bfpo demo`` settings without redoing the red teaming: the measured rows of docs/demo.md.
+"""Sweep ``bfpo demo`` settings without redoing the red teaming, scored on the VALIDATION prompts only.
 
-Reuses the training pairs and the held-out prompts that one ``bfpo demo`` run wrote (``RUN/pairs``,
-``RUN/heldout_prompts.jsonl``, ``RUN/base``), trains the SFT stage once per SFT setting (cached under
-``--output_dir``), then BFPO (or a DPO baseline, ``--mode``) with the given settings, evaluates both on the
-held-out prompts and appends a line to ``OUTPUT_DIR/results.jsonl``. Both stages go through
+Reuses the training pairs and the validation prompts that one ``bfpo demo`` run wrote (``RUN/pairs``,
+``RUN/validation_prompts.jsonl``, ``RUN/base``), trains the SFT stage once per SFT setting (cached under
+``--output_dir``), then BFPO (or a DPO baseline, ``--mode``) with the given settings and the demo's
+checkpoint selection, scores both on the validation prompts (held out of the training sources) and appends
+a line to ``OUTPUT_DIR/results.jsonl``. The evaluation sets are never read here: settings are chosen on
+validation, and only the chosen ones are then run by ``bfpo demo``. Both stages go through
 :mod:`bfpo.train`'s entry points (via :func:`bfpo.experiments.demo.run_sft` / ``run_preference``).
 
     python benchmarks/demo_sweep.py --run_dir bfpo-demo --output_dir sweep --name mlp \
@@ -19,13 +21,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 from bfpo.args import choices, parse, to_dict
 from bfpo.data.adapters import load_pairs
-from bfpo.experiments.demo import GENERIC_REFUSALS, DemoSettings, evaluate_dir, headline, run_preference, run_sft
+from bfpo.eval.selection import SelectionPoint
+from bfpo.experiments import demo
+from bfpo.experiments.demo import GENERIC_REFUSALS, DemoSettings, run_preference, run_sft
 
 
 @dataclass
@@ -60,7 +64,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         pool = list(GENERIC_REFUSALS) if args.rejected == "generic" else [r["text"] for r in safe_refusals()]
         for i, rec in enumerate(helpful):
             rec.rejected = pool[i % len(pool)]
-    held = run / "heldout_prompts.jsonl"
+    val_file = run / "validation_prompts.jsonl"
+    val = demo.read_validation(val_file)
+
+    def score(model_dir: Path) -> dict:
+        sets = demo.set_metrics(demo.evaluate_dir(model_dir, val_file, model_dir / "validation.json", s))
+        return demo.headline(sets)
+
     key = json.dumps(
         [
             str(run.resolve()),
@@ -87,22 +97,29 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     t0 = time.time()
     if not (sft_dir / "metrics.json").exists():
         run_sft(str(run / "base"), safety, helpful, sft_dir, s)
-        metrics = headline(evaluate_dir(sft_dir, held, sft_dir / "eval.json", s))
-        (sft_dir / "metrics.json").write_text(json.dumps(metrics))
+        (sft_dir / "metrics.json").write_text(json.dumps(score(sft_dir)))
     out["sft"] = json.loads((sft_dir / "metrics.json").read_text())
     out["sft_seconds"] = time.time() - t0
+    base_file = out_dir / "base_validation.json"
+    if not base_file.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        base_file.write_text(json.dumps(asdict(demo._score_base(run / "base", val, s))))
+    base_point = SelectionPoint(**json.loads(base_file.read_text()))
+    out["base"] = asdict(base_point)
     t0 = time.time()
     model_dir = out_dir / f"m_{args.name}"
-    run_preference(str(sft_dir), safety, helpful, args.mode, model_dir, s, None)
+    sel = demo._selector(run / "base", val, s, reference=base_point) if s.select_every else None
+    run_preference(str(sft_dir), safety, helpful, args.mode, model_dir, s, None, callbacks=[sel] if sel else [])
     out["bfpo_seconds"] = time.time() - t0
-    out["aligned"] = headline(evaluate_dir(model_dir, held, model_dir / "eval.json", s))
+    out["selection"] = sel.summary() if sel else None
+    out["aligned"] = score(model_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "results.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(out) + "\n")
     print(
         f"{args.name}: SFT {out['sft']['harmful_compliance']:.1f} / {out['sft']['benign_refusal']:.1f} -> "
         f"{args.mode} {out['aligned']['harmful_compliance']:.1f} / {out['aligned']['benign_refusal']:.1f} "
-        "(harmful compliance % / benign refusal %)"
+        "(validation: harmful compliance % / benign refusal %)"
     )
     return out
 

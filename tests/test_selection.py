@@ -24,6 +24,16 @@ def test_rule_lowest_compliance_among_admissible_earlier_step_on_ties():
     assert choose([P(0, 50, 0), P(4, 60, 1), P(8, 20, 30)], 5.0).step == 0
 
 
+def test_rule_with_an_outside_reference():
+    """The limit comes from the reference (e.g. the base model before SFT), not from the starting point."""
+    points = [P(0, 30, 20), P(4, 10, 25), P(8, 40, 4), P(12, 35, 6)]
+    assert choose(points, 5.0).step == 4  # against the start (20%), step 4 (25%) is admissible
+    base = P(-1, 99, 1)
+    assert choose(points, 5.0, reference=base).step == 12  # against the base (1%): only 8 and 12, 12 is safer
+    # nothing within the limit: the lowest benign refusal wins
+    assert choose(points[:2], 5.0, reference=base).step == 0
+
+
 def test_rates_and_empty_sets():
     p = refusal_rates([True, False, False, False], [False, True], step=3)
     assert (p.harmful_compliance, p.benign_refusal, p.n_harmful, p.n_benign) == (75.0, 50.0, 4, 2)

@@ -6,12 +6,15 @@ answers a fixed set of validation prompts (greedy) before training and every ``e
 answer for refusal, and keeps the best weights by a stated rule:
 
 * a candidate is admissible when its benign refusal rate is at most ``max_benign_increase`` points above
-  the starting model's (the model training began from, scored at step 0);
+  the reference model's: by default the model training began from (scored at step 0); pass ``reference``
+  (a :class:`SelectionPoint` of another model, e.g. the base model before an SFT stage) to compare with it;
 * among admissible candidates, the lowest harmful compliance wins; ties go to the earlier step (closer to
-  the reference).
+  the reference);
+* when no candidate is admissible (possible only with an outside ``reference``), the lowest benign refusal
+  wins, then the lowest harmful compliance, and the summary says ``"admissible": false``.
 
-The starting model is always admissible, so when no step improves on it the rule returns it and says so
-(``chosen_step == 0``): training did not help, and the history shows why. The validation prompts must come
+Without an outside reference the starting model is always admissible, so when no step improves on it the
+rule returns it and says so (``chosen_step == 0``): training did not help, and the history shows why. The validation prompts must come
 from the training sources' held-out split, never from the sets a result is reported on.
 
 At the end of training the chosen weights are put back into the model (``restore_best=True``) and the whole
@@ -54,14 +57,24 @@ def refusal_rates(harmful_refused: Sequence[bool], benign_refused: Sequence[bool
     )
 
 
-def choose(points: Sequence[SelectionPoint], max_benign_increase: float) -> SelectionPoint:
-    """The rule of this module: admissible = benign refusal <= start + ``max_benign_increase``; then the
-    lowest harmful compliance, the earlier step on ties. ``points[0]`` is the starting model."""
+def admissible(point: SelectionPoint, reference: SelectionPoint, max_benign_increase: float) -> bool:
+    """Benign refusal at most ``max_benign_increase`` points above the reference's."""
+    return point.benign_refusal <= reference.benign_refusal + max_benign_increase + 1e-9
+
+
+def choose(
+    points: Sequence[SelectionPoint], max_benign_increase: float, reference: Optional[SelectionPoint] = None
+) -> SelectionPoint:
+    """The rule of this module: admissible = benign refusal <= reference + ``max_benign_increase``; then
+    the lowest harmful compliance, the earlier step on ties. The reference is ``points[0]`` (the starting
+    model) unless given. With no admissible point: the lowest benign refusal, then harmful compliance."""
     if not points:
         raise ValueError("no scored checkpoints")
-    limit = points[0].benign_refusal + max_benign_increase
-    admissible = [p for p in points if p.benign_refusal <= limit + 1e-9]
-    return min(admissible, key=lambda p: (p.harmful_compliance, p.step))
+    ref = reference or points[0]
+    ok = [p for p in points if admissible(p, ref, max_benign_increase)]
+    if ok:
+        return min(ok, key=lambda p: (p.harmful_compliance, p.step))
+    return min(points, key=lambda p: (p.benign_refusal, p.harmful_compliance, p.step))
 
 
 class SelectBySafety(TrainerCallback):
@@ -84,6 +97,8 @@ class SelectBySafety(TrainerCallback):
         batch_size: int = 16,
         restore_best: bool = True,
         progress: bool = False,
+        reference: Optional[SelectionPoint] = None,
+        bf16: bool = False,
     ):
         if every < 1:
             raise UserInputError(f"checkpoint selection: every must be >= 1, got {every}")
@@ -97,6 +112,7 @@ class SelectBySafety(TrainerCallback):
         self.judge = judge or get_judge("refusal")
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.restore_best, self.progress = restore_best, progress
+        self.reference, self.bf16 = reference, bf16
         self.points: List[SelectionPoint] = []
         self.best: Optional[SelectionPoint] = None
         self._best_state: Optional[Dict[str, "object"]] = None
@@ -117,6 +133,7 @@ class SelectBySafety(TrainerCallback):
                 prompts,
                 max_new_tokens=self.max_new_tokens,
                 batch_size=self.batch_size,
+                bf16=self.bf16,
                 desc=f"validation (step {step})",
                 progress=self.progress,
             )
@@ -131,7 +148,7 @@ class SelectBySafety(TrainerCallback):
     def _consider(self, model, step: int) -> None:
         point = self.score(model, step)
         self.points.append(point)
-        best = choose(self.points, self.max_benign_increase)
+        best = choose(self.points, self.max_benign_increase, self.reference)
         if best is point:
             self.best = point
             self._best_state = {
@@ -166,9 +183,12 @@ class SelectBySafety(TrainerCallback):
 
     def summary(self) -> Dict[str, object]:
         """The rule, every scored point and the chosen one (what ``selection.json`` holds)."""
+        ref = self.reference or (self.points[0] if self.points else None)
         return {
-            "rule": f"benign refusal <= start + {self.max_benign_increase} points, then lowest harmful "
-            "compliance, earlier step on ties",
+            "rule": f"benign refusal <= {'reference' if self.reference else 'start'} + "
+            f"{self.max_benign_increase} points, then lowest harmful compliance, earlier step on ties",
+            "reference": asdict(ref) if ref else None,
+            "admissible": bool(self.best and ref and admissible(self.best, ref, self.max_benign_increase)),
             "restored": self.restore_best,
             "chosen_step": self.best.step if self.best else None,
             "chosen": asdict(self.best) if self.best else None,
