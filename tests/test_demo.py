@@ -216,7 +216,7 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     assert (out / "demo.png").stat().st_size > 1000
     saved = json.loads((out / "results.json").read_text())
     assert saved["targets"] == res["targets"]
-    assert set(saved["metrics"]) == {"base", "aligned", "sft", "dpo_s", "dpo_h", "mix"}
+    assert set(saved["metrics"]) == {"base", "aligned", "sft", "dpo_s", "dpo_h", "mix", "safedpo"}
     for m in saved["metrics"].values():
         assert m["n_harmful"] == 4 and m["n_benign"] == 4 and 0 <= m["harmful_compliance"] <= 100
         assert set(m["sets"]) == {"bfpo-heldout:harmful", "bfpo-heldout:benign"}
@@ -224,14 +224,14 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     sel = saved["selection"]
     assert [p["step"] for p in sel["points"]] == [0, 1, 2] and sel["reference"]["step"] == -1
     assert sel["chosen_step"] in (0, 1, 2) and (out / "aligned" / "selection.json").is_file()
-    assert all(saved["compare"][m]["selection"]["points"] for m in ("dpo_s", "dpo_h", "mix"))
+    assert all(saved["compare"][m]["selection"]["points"] for m in ("dpo_s", "dpo_h", "mix", "safedpo"))
     d = saved["data"]
     # every case-4 pair comes from an unsafe sample; red teaming adds at most one pair per prompt
     assert d["counts"]["by_source"]["demo:own-unsafe-vs-refusal"] == d["refusal_pairs"] <= d["sampled_unsafe"]
     assert d["redteam_pairs"] <= d["train_prompts"]["harmful"] == 6
     assert d["counts"]["safety"] == d["redteam_pairs"] + d["refusal_pairs"]
     assert sum(d["counts"]["by_case"].values()) == d["counts"]["safety"] + d["counts"]["helpful"]
-    assert len(saved["examples"]) == 4 and all(len(e["responses"]) == 6 for e in saved["examples"])
+    assert len(saved["examples"]) == 4 and all(len(e["responses"]) == 7 for e in saved["examples"])
     assert {e["set"] for e in saved["examples"]} == {"bfpo-heldout:harmful", "bfpo-heldout:benign"}
     # BFPO trains on (and scores reference log-probs for) exactly the steps x batch pairs it sees, half each kind
     q = demo.DemoSettings.quick()
@@ -349,11 +349,13 @@ def test_quick_demo_stages_are_model_folders_written_by_the_training_driver(quic
     sft = yaml.safe_load((out / "work" / "sft" / "config.yaml").read_text())
     assert sft["max_steps"] == q.sft_steps and sft["learning_rate"] == q.sft_learning_rate
     assert (out / "work" / "sft" / "model.safetensors").is_file()
-    for folder, loss in ((out / "aligned", "bfpo"), (out / "work" / "dpo_s", "dpo"), (out / "work" / "mix", "dpo")):
+    stages = [(out / "aligned", "bfpo"), (out / "work" / "dpo_s", "dpo"), (out / "work" / "mix", "dpo")]
+    for folder, loss in stages + [(out / "work" / "safedpo", "safedpo")]:
         summary = json.loads((folder / "train_summary.json").read_text())
         assert summary["settings"]["loss"] == loss and summary["settings"]["tau"] == q.tau
         assert summary["settings"]["max_steps"] == q.max_steps and summary["data"]["pairs"] > 0
         assert yaml.safe_load((folder / "config.yaml").read_text())["learning_rate"] == q.learning_rate
+    assert yaml.safe_load((out / "work" / "safedpo" / "config.yaml").read_text())["safedpo_delta"] == q.safedpo_delta
     assert res["bfpo"]["pairs"] == json.loads((out / "aligned" / "train_summary.json").read_text())["data"]["pairs"]
 
 

