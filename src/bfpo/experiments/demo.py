@@ -121,17 +121,22 @@ class DemoSettings:
     k: int = setting("sampled answers per harmful prompt (red teaming)", default=2)
     temperature: float = setting("sampling temperature of the red teaming", default=0.8)
     top_p: float = setting("nucleus sampling of the red teaming", default=0.95)
-    gen_max_new_tokens: int = setting("new tokens of the answers used for training pairs", default=64)
-    eval_max_new_tokens: int = setting("new tokens of the greedy answers judged at evaluation", default=64)
+    gen_max_new_tokens: int = setting("new tokens of the answers used for training pairs", default=48)
+    eval_max_new_tokens: int = setting(
+        "new tokens of the greedy answers judged at validation and evaluation", default=48
+    )
     gen_batch_size: int = setting("prompts per generation batch", default=16)
-    max_length: int = setting("prompt + answer tokens in training", default=192)
+    max_length: int = setting("prompt + answer tokens in training", default=160)
     max_prompt_length: int = setting("prompt tokens in training", default=96)
     # SFT stage (section 4.2)
-    sft_steps: int = setting("SFT steps (0 = no SFT stage: BFPO from the base model)", default=48)
+    sft_steps: int = setting("SFT steps (0 = no SFT stage: BFPO from the base model)", default=24)
     sft_batch_size: int = setting("SFT examples per step", default=8)
-    sft_learning_rate: float = setting("SFT learning rate (constant)", default=5e-5)
-    sft_trainable: Optional[List[str]] = setting("regexes of the parameters SFT trains (null = all)", default=None)
-    sft_refusal_ratio: float = setting("refusal examples per benign answer in the SFT data", default=1.0)
+    sft_learning_rate: float = setting("SFT learning rate (constant)", default=1e-4)
+    sft_trainable: Optional[List[str]] = setting(
+        "regexes of the parameters SFT trains (null = all; default: SmolLM2-135M's top 10 of 30 layers)",
+        default_factory=lambda: [r"layers\.(2[0-9])\."],
+    )
+    sft_refusal_ratio: float = setting("refusal examples per benign answer in the SFT data", default=0.4)
     helpful_rejected: str = choices(
         "generic",
         "mixed",
@@ -140,15 +145,15 @@ class DemoSettings:
         default="mixed",
     )
     # BFPO stage (Eq. 15)
-    max_steps: int = setting("BFPO steps", default=32)
+    max_steps: int = setting("BFPO steps", default=24)
     batch_size: int = setting("pairs per BFPO step (half safety, half helpful when buffered)", default=8)
     learning_rate: float = setting("BFPO learning rate (constant)", default=1e-4)
-    tau: float = setting("BFPO's tau (KL coefficient)", default=0.01)
+    tau: float = setting("BFPO's tau (KL coefficient; the targets of Eq. 15 are g_I / tau nats)", default=0.1)
     alpha: float = setting("label shift alpha of Eq. 14", default=0.5)
     safedpo_delta: float = setting("--compare: SafeDPO's safety margin Delta (Kim et al., Eq. 12)", default=10.0)
     trainable: List[str] = setting(
-        "regexes of the parameters BFPO trains (default: the MLP projections)",
-        default_factory=lambda: ["gate_proj", "up_proj", "down_proj"],
+        "regexes of the parameters BFPO trains (default: the MLPs of SmolLM2-135M's top 10 of 30 layers)",
+        default_factory=lambda: [r"layers\.(2[0-9])\.mlp\."],
     )
     bf16: bool = setting("bf16 autocast for generation and training", default=True)
     seed: int = setting("seed of the prompt choice, sampling, SFT and BFPO", default=0)
@@ -222,8 +227,10 @@ QUICK = {
     "max_prompt_length": 48,
     "sft_steps": 2,
     "sft_batch_size": 4,
+    "sft_trainable": None,
     "max_steps": 2,
     "batch_size": 4,
+    "trainable": ["mlp"],
     "bf16": False,
     "examples": 2,
 }
