@@ -28,6 +28,7 @@ COMMANDS = {
     "illustrate": ("bfpo.experiments.toy", "the illustrative experiment of section 3.4 (Figure 4)"),
     "sft": ("bfpo.train.sft", "supervised fine-tuning stage (section 4.2) from a YAML config"),
     "train": ("bfpo.train.run", "BFPO / DPO / IPO preference training from a YAML config"),
+    "morl": ("bfpo.train.morl", "MORL, the RL baseline: TRL's RLOO on weighted helpfulness + safety rewards"),
     "world": (
         "bfpo.experiments.world",
         "sequence-level 'safety world' where the truth is known (Table 1 in miniature)",
