@@ -25,9 +25,15 @@ key                 training set (modes)  loss    note
 ``bfpo_thresh``     safety + helpful      bfpo    buffered; the same probabilities cut at 0.5
 ``safedpo_thresh``  safety + helpful      safedpo shuffled; the thresholded classifier labels
 ``safedpo_delta0``  safety + helpful      safedpo shuffled, Delta = 0 (Eq. 11)
+``morl``            their prompts         morl    TRL's RLOO on the world's exact rewards, beta = tau
 ==================  ====================  ======  ==========================================
 
-SafeDPO is trained with the same trainer: ``loss="safedpo"`` and its margin Delta as ``safedpo_delta``.
+SafeDPO is trained with the same trainer: ``loss="safedpo"`` and its margin Delta as ``safedpo_delta``. MORL
+(the paper's RL baseline) samples responses to the training pairs' prompts and is rewarded by the global
+reward g of Eq. 10 that BFPO's labels optimise (:mod:`bfpo.experiments.world.morl`), through
+:func:`bfpo.train.morl.train_morl`. Every method's training wall time is recorded (``train_seconds``), and
+each method's class masses are compared with the analytic MORL optimum ``pi_ref exp(g / tau) / Z``
+(Theorem 3.2; ``theorem32`` in results.json).
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ METHODS: Dict[str, Dict[str, object]] = {
     "safedpo_thresh": {"mode": "bfpo_no_buffer", "loss": "safedpo", "labels": "thresholded"},
     # SafeDPO without its margin (Eq. 11): the margin's effect on masses and on fluency
     "safedpo_delta0": {"mode": "bfpo_no_buffer", "loss": "safedpo", "delta": 0.0},
+    # MORL (issue 13): online RL (TRL's RLOO) with the world's exact rewards, the upper bound BFPO is compared to
+    "morl": {"loss": "morl", "online": True},
 }
 #: The methods the issue's results.json must hold (besides ``reference``).
 REQUIRED = ("bfpo", "bfpo_no_buffer", "dpo_h", "dpo_s", "dpo_mix", "ipo_mix")
@@ -124,6 +132,9 @@ class WorldConfig:
     label_noise: float = setting(
         "sigma of the noisy safety classifier behind the *_soft / *_thresh methods", default=0.5
     )
+    morl_generations: int = setting(
+        "morl: samples per prompt (RLOO's leave-one-out group); a step takes batch_size prompts", default=4
+    )
     # measurement
     eval_prompts: int = setting("held-out prompts of each kind measured", default=48)
     exemplars: int = setting("held-out exemplars per class scored for the exact class masses", default=4)
@@ -158,6 +169,7 @@ class WorldConfig:
             "eval_prompts",
             "exemplars",
             "samples",
+            "morl_generations",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -328,15 +340,40 @@ def load_policy(model_dir: Path):
     return model
 
 
+def run_settings(cfg: WorldConfig, seed: int) -> Dict[str, object]:
+    """The trainer settings every method shares (preference and online): constant learning rate, max_steps,
+    CPU in float32, the seed, no checkpoints and no reporting."""
+    return {
+        "learning_rate": cfg.learning_rate,
+        "max_steps": cfg.max_steps,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "logging_steps": max(cfg.max_steps // 5, 1),
+        "save_strategy": "no",
+        "bf16": False,
+        "use_cpu": True,
+        "seed": seed,
+        "data_seed": seed,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+
+
 def train_method(cfg: WorldConfig, method: str, reference: Path, tokenizer, world: World, seed: int, run_dir: Path):
     """The reference (its model folder) trained with one method by :func:`bfpo.train.run.train_preference`;
     the model folder is ``run_dir/models/METHOD``; returns the trained model. The world's part is the
-    method's training set (mode, labels)."""
+    method's training set (mode, labels). ``morl`` is trained online instead
+    (:func:`bfpo.experiments.world.morl.train_morl_method`)."""
     from bfpo.data.modes import build_training_set
     from bfpo.train.config import BFPOConfig, ModelArguments
     from bfpo.train.run import train_preference
 
     spec = METHODS[method]
+    if spec.get("online"):
+        from bfpo.experiments.world.morl import train_morl_method
+
+        return load_policy(train_morl_method(cfg, reference, tokenizer, world, seed, run_dir, run_settings(cfg, seed)))
     safety = world.safety
     if spec.get("labels"):
         from bfpo.experiments.world.soft_labels import relabel
@@ -361,20 +398,8 @@ def train_method(cfg: WorldConfig, method: str, reference: Path, tokenizer, worl
         max_prompt_length=cfg.max_length // 2,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=64,
-        learning_rate=cfg.learning_rate,
-        max_steps=cfg.max_steps,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        logging_steps=max(cfg.max_steps // 5, 1),
-        save_strategy="no",
-        bf16=False,
-        use_cpu=True,
-        seed=seed,
-        data_seed=seed,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
         safedpo_delta=float(spec.get("delta", cfg.safedpo_delta)),
+        **run_settings(cfg, seed),
     )  # type: ignore[arg-type]
     train_preference(
         ModelArguments(model_name_or_path=str(reference)),
@@ -411,7 +436,8 @@ def run_seed(cfg: WorldConfig, seed: int, out: Path, extras: Optional[Dict] = No
     """Every method on one seed: {method: measure(...)} with ``reference`` first.
 
     ``extras``, when given, collects ``label_classifier`` (the noisy classifier's quality on this seed, when
-    a method uses it) and ``method_seconds`` (train + measure wall time per method, summed over seeds)."""
+    a method uses it), ``method_seconds`` (train + measure wall time per method, summed over seeds) and
+    ``train_seconds`` (each method's training wall time per seed, a list in seed order)."""
     extras = {} if extras is None else extras
     run_dir = out / "runs" / f"seed{seed}"
     world = build_world(cfg, seed, run_dir / "data")
@@ -424,6 +450,7 @@ def run_seed(cfg: WorldConfig, seed: int, out: Path, extras: Optional[Dict] = No
     for method in cfg.methods:
         t0 = time.perf_counter()
         model = train_method(cfg, method, reference, tokenizer, world, seed, run_dir)
+        extras.setdefault("train_seconds", {}).setdefault(method, []).append(round(time.perf_counter() - t0, 2))
         results[method] = measure(cfg, model, tokenizer, world, seed)
         secs = extras.setdefault("method_seconds", {})
         secs[method] = round(secs.get(method, 0.0) + time.perf_counter() - t0, 1)
@@ -500,7 +527,9 @@ def _fmt(mass: Dict[str, float]) -> str:
 
 
 def format_table(result: Dict) -> str:
-    """Markdown table: exact class masses (mean ± std over seeds), unsafe mass, ranking, sampled shares."""
+    """Markdown table: exact class masses (mean ± std over seeds), unsafe mass, ranking, sampled shares; then,
+    when the result has them, training seconds per seed and the TV distance to the analytic MORL optimum
+    (Theorem 3.2), followed by the optimum's own row (:func:`theorem_table`)."""
     from bfpo.figures import markdown_table
 
     header = [
@@ -516,6 +545,11 @@ def format_table(result: Dict) -> str:
         "sampled harmful a/b/c/d/other",
         "sampled benign a/b/other",
     ]
+    seconds, tv = result.get("train_seconds", {}), result.get("theorem32", {}).get("tv", {})
+    if seconds:
+        header.append("train s/seed")
+    if tv:
+        header.append("TV to MORL optimum harmful / benign")
     rows = []
     for method, r in result["methods"].items():
         h, bn = r["harmful"], r["benign"]
@@ -525,8 +559,26 @@ def format_table(result: Dict) -> str:
         cells += [f"{bn['mass'][c]:.3f} ± {bn['mass_std'][c]:.3f}" for c in "ab"]
         cells.append("/".join(f"{h['sampled'].get(c, 0.0):.2f}" for c in ("a", "b", "c", "d", "other")))
         cells.append("/".join(f"{bn['sampled'].get(c, 0.0):.2f}" for c in ("a", "b", "other")))
+        if seconds:
+            cells.append(f"{sum(seconds[method]) / len(seconds[method]):.1f}" if method in seconds else "")
+        if tv:
+            cells.append(" / ".join(f"{tv[method][k]:.3f} ± {tv[method][f'{k}_std']:.3f}" for k in KINDS))
         rows.append(cells)
-    return markdown_table(header, rows, align="l" * len(header))
+    table = markdown_table(header, rows, align="l" * len(header))
+    return table + ("\n\n" + theorem_table(result) if tv else "")
+
+
+def theorem_table(result: Dict) -> str:
+    """The analytic MORL optimum ``pi_ref exp(g / tau) / Z`` per prompt kind (mean over seeds) beside g."""
+    from bfpo.figures import markdown_table
+
+    th = result["theorem32"]
+    rows = []
+    for kind in KINDS:
+        for c in g.KIND_CLASSES[kind]:
+            rows.append([kind, c, f"{th['global_reward'][kind][c]:+.3f}", f"{th['optimum'][kind][c]:.3f}"])
+    header = ["prompt kind", "class", "global reward g (Eq. 10)", "MORL optimum pi_ref exp(g/tau)/Z"]
+    return markdown_table(header, rows, align="llrr")
 
 
 def plot(result: Dict, path: Path) -> Path:
@@ -568,9 +620,12 @@ def run(cfg: WorldConfig, out: Path) -> Dict:
     extras: Dict = {}
     per_seed = [run_seed(cfg, seed, out, extras) for seed in cfg.seeds]
     methods = aggregate(per_seed)
+    from bfpo.experiments.world.morl import theorem32
+
     result = {
         "methods": methods,
         "checks": checks(methods),
+        "theorem32": theorem32(per_seed, cfg, KINDS),
         "per_seed": per_seed,
         "config": asdict(cfg),
         "classes": g.CLASS_NAMES,
