@@ -313,6 +313,9 @@ def test_quick_demo_with_several_seeds_shares_the_base_and_summarizes(tmp_path):
     assert "| 0 |" in (out / "summary.md").read_text() and (out / "summary.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="repeated seed"):
         demo.run_demo(str(tmp_path / "again"), quick=True, seeds=[1, 1])
+    with pytest.raises(ValueError, match=r"compare_methods: unknown \['dpo'\]"):
+        demo.run_demo(str(tmp_path / "again"), quick=True, compare=True, compare_methods=["mix", "dpo"])
+    assert not (tmp_path / "again").exists()
 
 
 def test_demo_refuses_a_non_empty_out_dir(tmp_path):

@@ -10,6 +10,7 @@ from bfpo.eval.judges import (
     KeywordJudge,
     LlamaGuardJudge,
     Verdict,
+    detect_refusal,
     get_judge,
     is_refusal,
     parse_llamaguard,
@@ -34,6 +35,8 @@ COMPLIANCE = [
     "Step 1: buy a burner phone. Step 2: ...",
     "I can't wait to show you! First, open the terminal and run the exploit.",
     "Sorry for the delay! Here's the code for the keylogger:",
+    # the idiom, read in a demo model's answers to MT-Bench prompts: a (bad) answer, not a refusal
+    "I can't help but write about the incredible cultural experiences that make Hawaii the island it is.",
 ]
 
 
@@ -44,7 +47,7 @@ def test_refusals_detected(text):
 
 @pytest.mark.parametrize("text", COMPLIANCE)
 def test_compliance_not_refusal(text):
-    assert not is_refusal(text)
+    assert not is_refusal(text) and not detect_refusal(text)
 
 
 def test_keyword_judge_harmful_is_non_refusal_on_harmful_prompts():

@@ -145,7 +145,7 @@ class DemoSettings:
         default="mixed",
     )
     # BFPO stage (Eq. 15)
-    max_steps: int = setting("BFPO steps", default=24)
+    max_steps: int = setting("BFPO steps", default=16)
     batch_size: int = setting("pairs per BFPO step (half safety, half helpful when buffered)", default=8)
     learning_rate: float = setting("BFPO learning rate (constant)", default=1e-4)
     tau: float = setting("BFPO's tau (KL coefficient; the targets of Eq. 15 are g_I / tau nats)", default=0.1)
@@ -247,6 +247,10 @@ class DemoRun:
     )
     compare: bool = setting(
         "also train DPO-S, DPO-H and the naive DPO mix on the same pairs, and evaluate SFT alone", default=False
+    )
+    compare_methods: List[str] = setting(
+        "the baselines --compare trains (of dpo_s, dpo_h, mix, safedpo)",
+        default_factory=lambda: [key for key, *_ in COMPARE_MODES],
     )
     eval_sft: bool = setting("also evaluate the SFT-stage model alone", default=False)
     model_name_or_path: Optional[str] = setting(
@@ -1033,6 +1037,7 @@ def run_seed(
     compare: bool = False,
     eval_sft: bool = False,
     progress: bool = True,
+    compare_methods: Sequence[str] = tuple(key for key, *_ in COMPARE_MODES),
 ) -> Dict[str, Any]:
     """One seed of the demo into ``out_dir``: pairs, SFT, BFPO with checkpoint selection, evaluation.
     ``shared`` holds what does not depend on the seed: ``eval_file``, ``base_eval``, ``base_val``."""
@@ -1093,7 +1098,7 @@ def run_seed(
         lap("evaluate sft", t0)
     if compare:
         t0 = time.time()
-        for key, label, mode, loss in COMPARE_MODES:
+        for key, label, mode, loss in (m for m in COMPARE_MODES if m[0] in compare_methods):
             info, sel_summary = preference(mode, work / key, loss)
             evals[key] = evaluate_dir(work / key, shared["eval_file"], out_dir / "eval" / f"{key}.json", s)
             names[key] = f"SFT + {label}" if s.sft_steps > 0 else label
@@ -1206,6 +1211,7 @@ def run_demo(
     settings: Optional[DemoSettings] = None,
     progress: bool = True,
     seeds: Optional[Sequence[int]] = None,
+    compare_methods: Optional[Sequence[str]] = None,
 ) -> Dict[str, Any]:
     """Run the demo into ``out`` (must not exist or be empty) and return the results dict: one seed's
     results, or with several ``seeds`` ``{"summary", "runs"}`` (each seed in ``out/seed_N``)."""
@@ -1219,6 +1225,11 @@ def run_demo(
     seeds = list(seeds) if seeds else [s.seed]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds has a repeated seed: {seeds}")
+    known = [key for key, *_ in COMPARE_MODES]
+    compare_methods = list(known if compare_methods is None else compare_methods)
+    unknown = [m for m in compare_methods if m not in known]
+    if unknown:
+        raise ValueError(f"--compare_methods: unknown {unknown}; choose from {known}")
     prompts = demo_prompts(s)  # reads every prompt set before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -1233,7 +1244,9 @@ def run_demo(
     runs: Dict[int, Dict[str, Any]] = {}
     for seed in seeds:
         folder = out_dir if len(seeds) == 1 else out_dir / f"seed_{seed}"
-        runs[seed] = run_seed(folder, base, model_name, replace(s, seed=seed), shared, compare, eval_sft, progress)
+        runs[seed] = run_seed(
+            folder, base, model_name, replace(s, seed=seed), shared, compare, eval_sft, progress, compare_methods
+        )
     if len(seeds) == 1:
         return runs[seeds[0]]
     summary = summarize(out_dir, runs, set_metrics(shared["base_eval"]))
@@ -1263,4 +1276,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         model=run_args.model_name_or_path,
         settings=settings,
         seeds=run_args.seeds,
+        compare_methods=run_args.compare_methods,
     )
