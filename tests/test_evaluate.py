@@ -125,6 +125,8 @@ def test_evaluate_end_to_end(tiny_dir, tmp_path, monkeypatch):
             "crows_pairs",
             "--alpaca_output_file",
             str(alpaca),
+            "--judge",
+            "keyword",
         ]
     )
     r = json.loads(out.read_text())

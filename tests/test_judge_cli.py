@@ -156,7 +156,7 @@ def test_evaluate_writes_generations_judge_reads(tmp_path):
     rows = read_rows(str(gen))
     assert [r["response"] for r in rows] == [s["response"] for s in res["samples"]]
     assert {r["model"] for r in rows} == {model}
-    again = judge_file(str(gen), "keyword")
+    again = judge_file(str(gen), "refusal")  # the default judge of evaluate
     assert [s["verdict"] for s in again["samples"]] == [s["verdict"] for s in res["samples"]]
 
 

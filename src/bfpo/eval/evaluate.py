@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from bfpo.args import choices
 from bfpo.data.records import DataValidationError
 from bfpo.errors import OutputExistsError, UserInputError
-from bfpo.eval.judges import JUDGE_NAMES
+from bfpo.eval.judges import DEFAULT_JUDGE, JUDGE_NAMES
 from bfpo.eval.promptsets import SUITES
 from bfpo.files import iter_jsonl
 from bfpo.models.generate import GenerationArguments
@@ -265,7 +265,7 @@ def evaluate_model(
     model: str,
     prompts: Optional[str] = None,
     suite: Optional[str] = None,
-    judge: str = "keyword",
+    judge: str = "refusal",
     judge_model: Optional[str] = None,
     out: Optional[str] = None,
     limit: Optional[int] = None,
@@ -411,7 +411,9 @@ class EvaluateArguments:
         metadata={"help": "a jsonl of {prompt, kind (harmful|benign), category, source} (or give --suite)"},
     )
     suite: Optional[str] = choices(*SUITE_NAMES, default=None, help="a named prompt set (or give --prompts)")
-    judge: str = choices(*JUDGE_NAMES, default="keyword", help="the judge of harmful content and refusals")
+    judge: str = choices(
+        *JUDGE_NAMES, default=DEFAULT_JUDGE, help="the judge of harmful content and refusals (default: the audited one)"
+    )
     judge_model: Optional[str] = field(
         default=None, metadata={"help": "model folder or hub name of a model judge (default: the judge's own)"}
     )

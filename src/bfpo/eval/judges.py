@@ -746,8 +746,8 @@ JUDGES = {
 JUDGE_NAMES = tuple(JUDGES)
 #: judges that need no model (``bfpo judge --labels`` measures all of them by default)
 OFFLINE_JUDGES = ("refusal", "keyword")
-#: the judge ``bfpo judge`` uses when none is named; it meets the refusal bar of docs/judges.md on held-out
-#: rows. ``bfpo evaluate`` and ``bfpo demo`` still default to "keyword" (pass ``--judge refusal``).
+#: the judge ``bfpo judge``, ``bfpo evaluate``, ``bfpo redteam`` and ``bfpo demo`` use when none is named; it
+#: meets the refusal bar of docs/judges.md on held-out rows.
 DEFAULT_JUDGE = "refusal"
 DEFAULT_JUDGE_MODELS = {
     "harmbench": "cais/HarmBench-Llama-2-13b-cls",

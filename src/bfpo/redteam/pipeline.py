@@ -32,7 +32,7 @@ from bfpo.args import choices
 from bfpo.data.adapters import looks_local
 from bfpo.data.records import DataValidationError, PairRecord, validate_record
 from bfpo.errors import OutputExistsError, UserInputError, UserPathNotFoundError
-from bfpo.eval.judges import JUDGE_NAMES
+from bfpo.eval.judges import DEFAULT_JUDGE, JUDGE_NAMES
 from bfpo.files import iter_jsonl, read_table, read_text_checked
 from bfpo.models.generate import GenerationArguments
 from bfpo.redteam.rankers import RANKERS
@@ -349,7 +349,7 @@ class RedteamArguments:
         default=False,
         metadata={"help": "replace an existing output file (and its progress log) instead of refusing or resuming"},
     )
-    judge: str = choices(*JUDGE_NAMES, default="keyword", help="the judge that labels each response harmful or not")
+    judge: str = choices(*JUDGE_NAMES, default=DEFAULT_JUDGE, help="the judge that labels each response harmful or not")
     judge_model: Optional[str] = field(
         default=None, metadata={"help": "model folder or hub name of a model judge (default: the judge's own)"}
     )
