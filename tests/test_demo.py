@@ -225,6 +225,7 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     assert [p["step"] for p in sel["points"]] == [0, 1, 2] and sel["reference"]["step"] == -1
     assert sel["chosen_step"] in (0, 1, 2) and (out / "aligned" / "selection.json").is_file()
     assert all(saved["compare"][m]["selection"]["points"] for m in ("dpo_s", "dpo_h", "mix", "safedpo"))
+    assert (out / "tradeoff.png").stat().st_size > 1000 and saved["paths"]["tradeoff"] == str(out / "tradeoff.png")
     d = saved["data"]
     # every case-4 pair comes from an unsafe sample; red teaming adds at most one pair per prompt
     assert d["counts"]["by_source"]["demo:own-unsafe-vs-refusal"] == d["refusal_pairs"] <= d["sampled_unsafe"]
@@ -261,7 +262,8 @@ def test_quick_demo_aligned_model_differs_and_works_with_pipeline(quick_run):
 
 def test_demo_sweep_reads_a_config_file_and_flags_and_trains_through_the_driver(quick_run, tmp_path, monkeypatch):
     """benchmarks/demo_sweep.py: DemoSettings from a YAML file plus flags (no JSON string); one sweep point
-    reuses the quick run's pairs and validation prompts, trains SFT and a DPO-S stage through bfpo.train and appends its line."""
+    reuses the quick run's pairs and validation prompts, trains SFT and a DPO-S stage through bfpo.train and
+    appends its line."""
     import importlib
 
     import yaml

@@ -857,6 +857,55 @@ def plot(per_model: Dict[str, Dict[str, Sequence[float]]], kinds: Dict[str, str]
     return save_figure(fig, path)
 
 
+def plot_tradeoff(histories: Dict[str, Dict[str, Any]], path: Path, title: str) -> Path:
+    """The safety-helpfulness trade-off each method walks through on the VALIDATION prompts: one line per
+    method through its scored steps (x = benign refusal %, y = harmful compliance %; lower-left is better),
+    the chosen step ringed, the base model as a cross and the selection limit as a dashed line."""
+    from bfpo.figures import save_figure, subplots
+
+    fig, ax = subplots(figsize=(5.6, 4.2))
+    reference = None
+    for label, hist in histories.items():
+        pts = hist["points"]
+        xs, ys = [p["benign_refusal"] for p in pts], [p["harmful_compliance"] for p in pts]
+        (line,) = ax.plot(xs, ys, marker="o", ms=4, label=label)
+        for p in pts:
+            ax.annotate(
+                str(p["step"]),
+                (p["benign_refusal"], p["harmful_compliance"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        chosen = hist.get("chosen")
+        if chosen:
+            ax.scatter(
+                [chosen["benign_refusal"]],
+                [chosen["harmful_compliance"]],
+                s=90,
+                facecolors="none",
+                edgecolors=line.get_color(),
+            )
+        reference = reference or hist.get("reference")
+    if reference:
+        ax.scatter(
+            [reference["benign_refusal"]],
+            [reference["harmful_compliance"]],
+            marker="x",
+            color="black",
+            label="base model",
+        )
+        limit = reference["benign_refusal"] + 5.0
+        ax.axvline(limit, color="grey", ls="--", lw=1, label="selection limit (base + 5)")
+    ax.set_xlabel("benign validation prompts refused (%)")
+    ax.set_ylabel("harmful validation prompts answered (%)")
+    ax.set_xlim(left=-2)
+    ax.set_ylim(-2, 102)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
 def _targets_lines(t: Dict[str, Any]) -> List[str]:
     lines = []
     for name, x in t["sets"].items():
@@ -1142,6 +1191,11 @@ def run_seed(
         out_dir / "demo.png",
         f"{model_name}, seed {s.seed}: evaluation sets, {s.judge} judge",
     )
+    histories = {names["aligned"]: selection} if selection else {}
+    histories.update({names[k]: extra[k]["selection"] for k in extra if extra[k]["selection"]})
+    if len(histories) > 1:  # --compare: every method's walk through the trade-off, on the validation prompts
+        plot_tradeoff(histories, out_dir / "tradeoff.png", f"seed {s.seed}: validation trade-off per step")
+        results["paths"]["tradeoff"] = str(out_dir / "tradeoff.png")
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_report(out_dir, results)
     if not compare:
