@@ -950,9 +950,19 @@ def write_report(out: Path, results: Dict[str, Any]) -> Path:
             f"{_fmt(chosen.get('harmful_compliance'))}% answered, {_fmt(chosen.get('benign_refusal'))}% refused; "
             f"within the rule: {sel.get('admissible')}).",
             "",
-            "| step | harmful answered % | benign refused % |",
-            "|---|---|---|",
         ]
+        if sel.get("chosen_step") == 0:
+            lines += [
+                "**No BFPO step passed the rule, so `aligned/` holds the SFT model (step 0).**",
+                "",
+            ]
+        if not sel.get("admissible"):
+            lines += [
+                "No scored step kept benign validation refusal within the limit; the rule fell back to the lowest "
+                "benign refusal.",
+                "",
+            ]
+        lines += ["| step | harmful answered % | benign refused % |", "|---|---|---|"]
         ref = sel.get("reference")
         if ref:
             lines.append(f"| base model | {_fmt(ref['harmful_compliance'])} | {_fmt(ref['benign_refusal'])} |")
