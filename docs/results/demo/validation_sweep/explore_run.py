@@ -39,6 +39,8 @@ for p, samples in harm:
         if s and not detect_refusal(s):
             safety.append(PairRecord(prompt=p, chosen=s, rejected=refusals[len(safety) % len(refusals)]["text"], safe_chosen=0.0, safe_rejected=1.0, kind="safety"))
 pool = [t for pair in zip(demo.GENERIC_REFUSALS * 8, [r["text"] for r in refusals]) for t in pair]
+if json.loads(a.json).get("helpful_rejected") == "generic":
+    pool = list(demo.GENERIC_REFUSALS)
 for p, x in P["benign"]:
     if p in train_b and x.strip() and not detect_refusal(x):
         helpful.append(PairRecord(prompt=p, chosen=x.strip(), rejected=pool[len(helpful) % len(pool)], safe_chosen=1.0, safe_rejected=1.0, kind="helpful"))
