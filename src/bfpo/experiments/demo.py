@@ -1165,15 +1165,16 @@ def run_seed(
         lap("compare", t0)
 
     order = ["base", "sft", "aligned", *(key for key, *_ in COMPARE_MODES)]
-    sets = {names[k]: set_metrics(evals[k]) for k in order if k in evals}
+    per_key = {k: set_metrics(evals[k]) for k in evals}
+    sets = {names[k]: per_key[k] for k in order if k in evals}
     timings["total"] = time.time() - t_start + shared["base_seconds"]
     results = {
         "model_name": model_name,
         "settings": asdict(s),
         "timings": timings,
-        "metrics": {k: {**headline(set_metrics(evals[k])), "sets": set_metrics(evals[k])} for k in evals},
+        "metrics": {k: {**headline(per_key[k]), "sets": per_key[k]} for k in evals},
         "sets": sets,
-        "targets": check_targets(set_metrics(evals["base"]), set_metrics(evals["aligned"])),
+        "targets": check_targets(per_key["base"], per_key["aligned"]),
         "selection": selection,
         "data": {
             "train_prompts": {"harmful": len(prompts["train_harmful"]), "benign": len(prompts["train_benign"])},
