@@ -1,5 +1,6 @@
 """Runs that need separate processes: SIGKILL + resume equivalence, and a 2-process (gloo) run."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -116,3 +117,23 @@ def test_two_process_gloo_run_is_buffered_and_in_sync(tmp_path):
         assert steps == {0, 1, 2, 3}
         assert all(c["safety"] == c["helpful"] == 2 for c in r["composition"])
     assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_commands_destroy_the_process_group_on_success_and_on_error(tmp_path, fails):
+    # a gloo rank that exits with its group still alive can abort after the model was saved, failing the run
+    import torch.distributed as dist
+
+    from bfpo.train.model_io import closing_process_group
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(RuntimeError, match="boom") if fails else contextlib.nullcontext():
+            with closing_process_group():
+                assert dist.is_initialized()
+                if fails:
+                    raise RuntimeError("boom")
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -267,3 +268,26 @@ def model_card(
     lines += ["", "## Final metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.6g} |" if isinstance(v, (int, float)) else f"| {k} | {v} |" for k, v in metrics.items()]
     return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def closing_process_group():
+    """Around a command's whole run: end a ``torchrun`` run cleanly. On success every rank waits for the
+    others, then the process group is destroyed; on an error it is destroyed without waiting, so a failed
+    rank cannot leave the others blocked. Without this a gloo rank can abort at interpreter exit
+    ("terminate called without an active exception") after the model was saved, and the launcher reports
+    the whole run as failed. A no-op in a single process."""
+    import torch.distributed as dist
+
+    def started() -> bool:
+        return dist.is_available() and dist.is_initialized()
+
+    try:
+        yield
+    except BaseException:
+        if started():
+            dist.destroy_process_group()
+        raise
+    if started():
+        dist.barrier()
+        dist.destroy_process_group()

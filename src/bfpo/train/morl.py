@@ -379,13 +379,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     table = read_table(morl_args.prompts)
     if "prompt" not in table.column_names:
         raise UserInputError(f"prompts: {morl_args.prompts} has no 'prompt' column ({', '.join(table.column_names)})")
-    trainer = train_morl(
-        model_args,
-        config,
-        prompts=table.to_list(),
-        reward_funcs=funcs,
-        reward_weights=weights,
-        overwrite=run.overwrite,
-        extra_files={"config.yaml": settings_yaml(model_args, morl_args, config, command="morl")},
-    )
+    from bfpo.train.model_io import closing_process_group
+
+    with closing_process_group():
+        trainer = train_morl(
+            model_args,
+            config,
+            prompts=table.to_list(),
+            reward_funcs=funcs,
+            reward_weights=weights,
+            overwrite=run.overwrite,
+            extra_files={"config.yaml": settings_yaml(model_args, morl_args, config, command="morl")},
+        )
     print(f"saved {trainer.args.output_dir} ({trainer.wall_seconds:.1f} s of training)")

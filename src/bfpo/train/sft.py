@@ -138,5 +138,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """``bfpo sft --config RECIPE [--field value ...] [--resume] [--overwrite]``."""
     model_args, data_args, config, run = sft_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    trainer = train_sft(model_args, config, data_args=data_args, resume=run.resume, overwrite=run.overwrite)
+    from bfpo.train.model_io import closing_process_group
+
+    with closing_process_group():
+        trainer = train_sft(model_args, config, data_args=data_args, resume=run.resume, overwrite=run.overwrite)
     print(f"saved {trainer.args.output_dir}")
