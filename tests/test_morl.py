@@ -80,14 +80,19 @@ def test_reward_model_folder_scores_prompt_plus_completion(reward_model_dir):
     assert scores == pytest.approx(direct, abs=1e-5)  # padding in a batch does not change a score
 
 
-def test_bfpo_morl_command_trains_with_weighted_rewards_and_writes_a_model(tmp_path, reward_model_dir, monkeypatch):
-    """``bfpo morl``: a module:function helpfulness reward and a reward-model safety reward, weights 0.5 and 2,
-    two RLOO steps; TRL's logged weighted reward is 0.5 * helpfulness + 2 * safety at every step."""
+@pytest.mark.parametrize("spelling", ["train --method morl", "train --config with method: morl", "morl (alias)"])
+def test_morl_command_trains_with_weighted_rewards_and_writes_a_model(
+    spelling, tmp_path, reward_model_dir, monkeypatch
+):
+    """``bfpo train --method morl`` (or ``method: morl`` in the --config file, or the alias ``bfpo morl``): a
+    module:function helpfulness reward and a reward-model safety reward, weights 0.5 and 2, two RLOO steps;
+    TRL's logged weighted reward is 0.5 * helpfulness + 2 * safety at every step."""
     import yaml
     from transformers import AutoModelForCausalLM
 
     from bfpo.cli import main
     from bfpo.models.tiny import save_tiny_model
+    from bfpo.train.run import train_method
 
     (tmp_path / "my_rewards.py").write_text(
         "def helpfulness(prompts, completions, **kwargs):\n"
@@ -97,9 +102,17 @@ def test_bfpo_morl_command_trains_with_weighted_rewards_and_writes_a_model(tmp_p
     model_dir = save_tiny_model(tmp_path / "policy")
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
     out = tmp_path / "out"
-    argv = ["morl", "--model_name_or_path", model_dir, "--help_reward", "my_rewards:helpfulness"]
-    argv += ["--safety_reward", str(reward_model_dir), "--prompts", str(tmp_path / "prompts.jsonl")]
-    argv += ["--reward_weights", "0.5", "2.0", "--beta", "0.1", "--max_steps", "2", "--output_dir", str(out)]
+    rewards = {"help_reward": "my_rewards:helpfulness", "safety_reward": str(reward_model_dir)}
+    if spelling == "train --config with method: morl":
+        recipe = {"method": "morl", **rewards, "prompts": "prompts.jsonl", "reward_weights": [0.5, 2.0]}
+        (tmp_path / "morl.yaml").write_text(yaml.safe_dump(recipe))
+        argv = ["train", "--config", str(tmp_path / "morl.yaml"), "--model_name_or_path", model_dir]
+    else:
+        argv = ["train", "--method", "morl"] if spelling == "train --method morl" else ["morl"]
+        argv += ["--model_name_or_path", model_dir, "--help_reward", rewards["help_reward"]]
+        argv += ["--safety_reward", rewards["safety_reward"], "--prompts", str(tmp_path / "prompts.jsonl")]
+        argv += ["--reward_weights", "0.5", "2.0"]
+    argv += ["--beta", "0.1", "--max_steps", "2", "--output_dir", str(out)]
     argv += ["--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "8"]
     argv += ["--use_cpu", "true", "--bf16", "false", "--gradient_checkpointing", "false", "--logging_steps", "1"]
     argv += ["--report_to", "none", "--save_strategy", "no", "--learning_rate", "1e-3", "--disable_tqdm", "true"]
@@ -115,7 +128,91 @@ def test_bfpo_morl_command_trains_with_weighted_rewards_and_writes_a_model(tmp_p
         assert rewards["weighted_sum"][at] == pytest.approx(expected, abs=1e-5)
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["help_reward"] == "my_rewards:helpfulness" and config["reward_weights"] == [0.5, 2.0]
+    # the written settings select MORL again: `bfpo train --config out/config.yaml` re-runs it
+    assert config["method"] == "morl" and train_method(["--config", str(out / "config.yaml")]) == "morl"
+    assert "bfpo train --config config.yaml" in (out / "config.yaml").read_text().splitlines()[0]
     assert AutoModelForCausalLM.from_pretrained(out) is not None
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer_config.json").is_file()
+
+
+def test_method_comes_from_the_flag_then_the_file_then_the_default(tmp_path):
+    """``bfpo train``'s trainer: --method (the last one) wins over the --config file's ``method``, which wins over
+    the default, the preference trainer; an unknown method names the flag, or the file and key."""
+    from bfpo.args import ConfigError
+    from bfpo.train.morl import morl_arguments
+    from bfpo.train.recipes import resolve_recipe
+    from bfpo.train.run import train_arguments, train_method
+
+    assert train_method([]) == "preference"
+    assert train_method(["--config", "tiny_bfpo"]) == "preference"  # a shipped recipe, no method key
+    assert train_method(["--method=morl"]) == "morl"
+    assert train_method(["--method", "morl", "--method", "preference"]) == "preference"
+    recipe = tmp_path / "recipe.yaml"  # the tiny preference recipe with method: morl
+    recipe.write_text(resolve_recipe("tiny_bfpo").read_text() + "method: morl\n")
+    assert train_method(["--config", str(recipe)]) == "morl"
+    assert train_method(["--config", str(recipe), "--method", "preference"]) == "preference"
+    with pytest.raises(ConfigError, match="method: morl has its own settings"):
+        train_arguments(["--config", str(recipe)])
+    model_args, data_args, config, run = train_arguments(["--config", str(recipe), "--method", "preference"])
+    assert config.loss == "bfpo" and config.tau == 0.1 and data_args.mode == "bfpo"
+    # the other way round: a file saying preference, --method morl (the alias adds it) reads MORL's settings
+    morl = tmp_path / "morl.yaml"
+    morl.write_text("method: preference\nhelp_reward: json:dumps\nsafety_reward: json:loads\nprompts: p.jsonl\n")
+    assert train_method(["--config", str(morl), "--method", "morl"]) == "morl"
+    flags = ["--model_name_or_path", "m", "--use_cpu", "true", "--bf16", "false", "--output_dir", str(tmp_path / "o")]
+    _, morl_args, rloo, _ = morl_arguments(["--config", str(morl), *flags])
+    assert morl_args.help_reward == "json:dumps" and type(rloo).__name__ == "RLOOConfig"
+    with pytest.raises(ConfigError, match=r"--method: preference is not MORL"):
+        morl_arguments(["--method", "preference", *flags])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: nonsense\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: method: expected one of preference, morl, got 'nonsense'"):
+        train_method(["--config", str(bad)])
+
+
+def test_unknown_method_is_a_one_line_error_naming_the_field(tmp_path, capsys):
+    from bfpo.cli import main
+
+    out = tmp_path / "o"
+    assert main(["train", "--method", "nonsense", "--config", "tiny_bfpo", "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "bfpo train: error: --method: expected one of preference, morl, got 'nonsense'" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    assert main(["morl", "--method", "preference", "--model_name_or_path", "x"]) == 2
+    assert "bfpo morl: error: --method: preference is not MORL" in capsys.readouterr().err
+
+
+def test_help_of_the_morl_method_lists_every_morl_setting(capsys):
+    """``bfpo train --method morl --help`` lists every field of MORL's dataclasses (``bfpo morl --help`` is the
+    same text); ``bfpo train --help`` lists the method switch and the preference settings, not MORL's."""
+    from dataclasses import fields
+
+    from trl import RLOOConfig
+
+    from bfpo.cli import main
+    from bfpo.train.config import ModelArguments, RunArguments
+    from bfpo.train.morl import MORLArguments
+    from bfpo.train.run import MethodArguments
+
+    def help_text(*argv):
+        with pytest.raises(SystemExit) as exit_:
+            main(list(argv))
+        assert exit_.value.code == 0
+        return capsys.readouterr().out
+
+    text = help_text("train", "--method", "morl", "--help")
+    assert text.startswith("usage: bfpo train --method morl")
+    classes = [ModelArguments, MORLArguments, RLOOConfig, RunArguments, MethodArguments]
+    names = [f.name for cls in classes for f in fields(cls) if f.init]
+    missing = [name for name in names if f"--{name} " not in text and f"--{name}\n" not in text]
+    assert not missing, missing
+    for flag in ("--help_reward", "--safety_reward", "--prompts", "--reward_weights", "--beta", "--num_generations"):
+        assert flag in text
+    assert "--safety_source" not in text and "--tau" not in text  # the preference trainer's settings
+    assert help_text("morl", "--help") == text
+    preference = help_text("train", "--help")
+    assert "--method {preference,morl}" in preference and "--method morl --help" in preference
+    assert "--tau" in preference and "--help_reward" not in preference
 
 
 def test_in_memory_model_weighted_sum_and_no_forward_wrapper(tmp_path):

@@ -353,6 +353,41 @@ def parse(
     return tuple(out)
 
 
+def peek_choice(
+    argv: Optional[Sequence[str]],
+    name: str,
+    allowed: Sequence[str],
+    default: str,
+    *,
+    resolve_config: Optional[Callable[[str], Path]] = None,
+) -> str:
+    """The value of setting ``name`` before the others are parsed, for a setting that chooses which dataclasses
+    read them (``bfpo train --method``): the last ``--name`` flag, else the ``--config`` file's key, else
+    ``default``. A value not in ``allowed`` is a :class:`ConfigError` naming the flag, or the file and key."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    flag = f"--{name}"
+    value: Any = None
+    where = flag
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+    config_path = _config_arg(argv)
+    if value is None and config_path is not None:
+        path = resolve_config(config_path) if resolve_config else Path(config_path)
+        raw = read_config_file(path)
+        if name in raw:
+            value, where = raw[name], f"{path}: {name}"
+    if value is None:
+        return default
+    try:
+        check_value(name, value, allowed)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return value
+
+
 def _text_values(parser: argparse.ArgumentParser, specs: Dict[str, Any]) -> None:
     """Let numbers and true/false arrive as text: :func:`coerce_field` converts them with messages that say
     what was expected (argparse's own conversion would end the program with its usage text)."""

@@ -27,8 +27,8 @@ COMMANDS = {
     "demo": ("bfpo.experiments.demo", "align SmolLM2-135M-Instruct on this machine and report before/after"),
     "illustrate": ("bfpo.experiments.toy", "the illustrative experiment of section 3.4 (Figure 4)"),
     "sft": ("bfpo.train.sft", "supervised fine-tuning stage (section 4.2) from a YAML config"),
-    "train": ("bfpo.train.run", "BFPO / DPO / IPO preference training from a YAML config"),
-    "morl": ("bfpo.train.morl", "MORL, the RL baseline: TRL's RLOO on weighted helpfulness + safety rewards"),
+    "train": ("bfpo.train.run", "BFPO / DPO / IPO preference training, or MORL (--method morl), from a YAML config"),
+    "morl": ("bfpo.train.morl", "MORL, the RL baseline (TRL's RLOO); an alias of `bfpo train --method morl`"),
     "world": (
         "bfpo.experiments.world",
         "sequence-level 'safety world' where the truth is known (Table 1 in miniature)",

@@ -1,4 +1,5 @@
-"""``bfpo morl``: MORL, the paper's reinforcement-learning baseline, through TRL's online trainer (:func:`train_morl`).
+"""``bfpo train --method morl``: MORL, the paper's reinforcement-learning baseline, through TRL's online trainer
+(:func:`train_morl`). ``bfpo morl`` is an alias of it.
 
 MORL (Table 1; Appendix C.2) maximises a weighted sum of rewards under a KL penalty (Eq. 7 with
 ``g = sum_i w_i r_i``)::
@@ -23,6 +24,7 @@ import importlib
 import json
 import logging
 import math
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -307,7 +309,7 @@ def train_morl(
     )
     files = {
         "train_summary.json": json.dumps(summary, indent=2, default=str),
-        "config.yaml": settings_yaml(model_args, config, command="morl"),
+        "config.yaml": settings_yaml(model_args, config, command="train --method morl"),
         **(extra_files or {}),
     }
     model_io.save_final(trainer, config.output_dir, card, extra_files=files)
@@ -328,8 +330,8 @@ def reward_trace(log_history: Sequence[Dict[str, Any]], names: Sequence[str]) ->
 # ------------------------------------------------------------------------------------------ command
 @dataclass
 class MORLArguments:
-    """The rewards and prompts of ``bfpo morl`` (the KL coefficient tau is ``--beta``, the weights
-    ``--reward_weights``: helpfulness first, then safety)."""
+    """The rewards and prompts of ``bfpo train --method morl`` (the KL coefficient tau is ``--beta``, the
+    weights ``--reward_weights``: helpfulness first, then safety)."""
 
     help_reward: str = field(
         metadata={
@@ -350,30 +352,40 @@ class MORLArguments:
 
 
 def morl_arguments(argv: Optional[Sequence[str]] = None) -> tuple:
-    """(ModelArguments, MORLArguments, trl.RLOOConfig, RunArguments) of a ``bfpo morl`` command line."""
+    """(ModelArguments, MORLArguments, trl.RLOOConfig, RunArguments) of a ``bfpo train --method morl`` command
+    line. ``--method morl`` is implied (it wins over the file's ``method``, as any flag does): ``bfpo morl ARGS``
+    is ``bfpo train --method morl ARGS``; another ``--method`` flag is an error."""
     from trl import RLOOConfig
 
-    from bfpo.args import parse
+    from bfpo.args import ConfigError, parse
     from bfpo.train.config import ModelArguments, RunArguments
+    from bfpo.train.run import MethodArguments, train_method
 
-    return parse(
-        [ModelArguments, MORLArguments, RLOOConfig, RunArguments],
+    argv = ["--method", "morl", *(sys.argv[1:] if argv is None else argv)]
+    method = train_method(argv)  # the last --method flag: checked before the other settings
+    if method != "morl":
+        raise ConfigError(f"--method: {method} is not MORL; `bfpo morl` is `bfpo train --method morl`")
+    *settings, _ = parse(
+        [ModelArguments, MORLArguments, RLOOConfig, RunArguments, MethodArguments],
         argv,
-        prog="bfpo morl",
+        prog="bfpo train --method morl",
         description="MORL (the paper's RL baseline): TRL's RLOO on a weighted sum of a helpfulness and a safety "
-        "reward under a KL penalty (--beta is tau). --config takes a flat YAML file; --field value flags win.",
+        "reward under a KL penalty (--beta is tau). --config takes a flat YAML file; --field value flags win. "
+        "`bfpo morl` is an alias of `bfpo train --method morl`.",
         path_fields=("prompts", "help_reward", "safety_reward"),
     )
+    return tuple(settings)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``bfpo morl --model_name_or_path M --help_reward R --safety_reward S --prompts FILE --output_dir D``."""
+    """``bfpo train --method morl --model_name_or_path M --help_reward R --safety_reward S --prompts FILE
+    --output_dir D`` (and its alias ``bfpo morl ...``)."""
     from bfpo.files import read_table
-    from bfpo.train.run import settings_yaml
+    from bfpo.train.run import MethodArguments, settings_yaml
 
     model_args, morl_args, config, run = morl_arguments(argv)
     if run.resume:
-        raise UserInputError("resume: bfpo morl does not resume; start a new output_dir")
+        raise UserInputError("resume: MORL (bfpo train --method morl) does not resume; start a new output_dir")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     funcs, weights = morl_rewards(morl_args.help_reward, morl_args.safety_reward, config.reward_weights)
     table = read_table(morl_args.prompts)
@@ -389,6 +401,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             reward_funcs=funcs,
             reward_weights=weights,
             overwrite=run.overwrite,
-            extra_files={"config.yaml": settings_yaml(model_args, morl_args, config, command="morl")},
+            # `method: morl` in the file: `bfpo train --config config.yaml` runs MORL again
+            extra_files={
+                "config.yaml": settings_yaml(model_args, MethodArguments("morl"), morl_args, config, command="train")
+            },
         )
     print(f"saved {trainer.args.output_dir} ({trainer.wall_seconds:.1f} s of training)")

@@ -7,21 +7,55 @@
 3. tokenise and validate every pair (errors name file, row and field);
 4. load the model, select trainable layers, precompute reference log-probs, train;
 5. save the model directory (safetensors + tokenizer + model card + ``config.yaml``) and ``metrics.jsonl``.
+
+``--method`` (or ``method:`` in the ``--config`` file; the flag wins) chooses the trainer before anything else
+is read: ``preference`` (the default, above) or ``morl``, the RL baseline on a helpfulness and a safety reward
+(:mod:`bfpo.train.morl`, whose settings ``bfpo train --method morl --help`` lists; ``bfpo morl`` is an alias).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from bfpo.args import ConfigError, choices, peek_choice
 from bfpo.errors import UserInputError
 
 logger = logging.getLogger("bfpo.train")
 
 #: the data fields that name files: a relative path is looked up beside the --config file
 PATH_FIELDS = ("safety_source", "helpful_source")
+
+#: ``bfpo train --method``: the trainers, the default first
+METHODS = {
+    "preference": "offline preference training on safety and helpfulness pairs (loss bfpo, dpo, ipo or safedpo)",
+    "morl": "MORL, the RL baseline: TRL's RLOO on a weighted helpfulness + safety reward (reward models or "
+    "module:function callables); `bfpo train --method morl --help` lists its settings",
+}
+DEFAULT_METHOD = "preference"
+
+
+@dataclass
+class MethodArguments:
+    """Which trainer ``bfpo train`` runs; it is read first, since each method has its own settings."""
+
+    method: str = choices(
+        *METHODS,
+        default=DEFAULT_METHOD,
+        help="; ".join(f"{name}: {text}" for name, text in METHODS.items())
+        + ". The flag wins over the --config file's `method:`",
+    )
+
+
+def train_method(argv: Optional[Sequence[str]] = None) -> str:
+    """The method of a ``bfpo train`` command line: ``--method``, else the ``--config`` file's ``method``, else
+    ``preference``; an unknown one is a :class:`~bfpo.args.ConfigError` naming the flag, or the file and key."""
+    from bfpo.train.recipes import resolve_recipe
+
+    return peek_choice(argv, "method", tuple(METHODS), DEFAULT_METHOD, resolve_config=resolve_recipe)
 
 
 def load_sources(data_args, seed: int = 0):
@@ -275,24 +309,40 @@ def write_rank_record(trainer) -> None:
 
 
 def train_arguments(argv: Optional[Sequence[str]] = None) -> tuple:
-    """(ModelArguments, DataArguments, BFPOConfig, RunArguments) of a ``bfpo train`` command line."""
+    """(ModelArguments, DataArguments, BFPOConfig, RunArguments) of a ``bfpo train`` command line of the
+    preference method (``--method preference``, the default; another method is an error naming ``method``)."""
     from bfpo.args import parse
     from bfpo.train.config import BFPOConfig, DataArguments, ModelArguments, RunArguments
     from bfpo.train.recipes import resolve_recipe
 
-    return parse(
-        [ModelArguments, DataArguments, BFPOConfig, RunArguments],
+    method = train_method(argv)
+    if method != DEFAULT_METHOD:
+        raise ConfigError(
+            f"method: {method} has its own settings (`bfpo train --method {method} --help`); these are the "
+            f"{DEFAULT_METHOD} method's"
+        )
+    *settings, _ = parse(
+        [ModelArguments, DataArguments, BFPOConfig, RunArguments, MethodArguments],
         argv,
         prog="bfpo train",
-        description="BFPO / DPO / IPO preference training. --config takes a flat YAML file or a shipped "
-        "recipe's name (`bfpo recipes` lists them); --field value flags win over the file.",
+        description="BFPO / DPO / IPO / SafeDPO preference training (--method preference, the default), or "
+        "MORL (--method morl; `bfpo train --method morl --help` lists its settings). --config takes a flat YAML "
+        "file or a shipped recipe's name (`bfpo recipes` lists them); --field value flags win over the file.",
         resolve_config=resolve_recipe,
         path_fields=PATH_FIELDS,
     )
+    return tuple(settings)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``bfpo train --config RECIPE [--field value ...] [--resume] [--overwrite]``."""
+    """``bfpo train --config RECIPE [--field value ...] [--resume] [--overwrite]``; with ``--method morl``
+    (or ``method: morl`` in the file), :func:`bfpo.train.morl.main`."""
+    argv = list(argv) if argv is not None else None
+    if train_method(argv) == "morl":
+        from bfpo.train import morl
+
+        morl.main(argv)
+        return
     model_args, data_args, config, run = train_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from bfpo.train.model_io import closing_process_group
