@@ -83,6 +83,46 @@ def test_balanced_sft_examples_cap_refusals_per_benign_answer():
     assert len(demo.balanced_sft_examples(safety, helpful, refusal_ratio=5.0)) == 4 + 10
 
 
+def test_policy_pairs_pair_the_models_own_answers_and_top_up_with_earlier_pairs():
+    safety = [_pair(i, "safety", 0.0, 1.0) for i in range(6)]
+    helpful = [_pair(100 + i, "helpful", 1.0, 1.0) for i in range(6)]
+    harmful = [
+        ("p0", ["Sure, step one ...", "I can't help with that.", "Sure, step one ..."], [False, True, False]),
+        ("p1", ["Here is how ...", "Do this ..."], [False, False]),
+        ("p2", ["I won't.", "No."], [True, True]),  # refused every time: no pair
+        ("elsewhere", ["Sure ..."], [False]),  # no earlier refusal for this prompt: no pair
+    ]
+    benign = [
+        ("p100", ["I can't help with that.", "Sure: ..."], [True, False]),
+        ("p101", ["I can't.", "I can't."], [True, True]),  # the same refusal twice gives one pair
+        ("unknown", ["I can't."], [True]),  # no earlier helpful answer to pair with
+    ]
+    out = demo.policy_pairs(harmful, benign, safety, helpful, per_kind=5, seed=0)
+    assert (out["own_unsafe"], out["own_benign_refusals"]) == (3, 2)
+    own_s = [r for r in out["safety"] if r.source == "demo:sft-unsafe-vs-refusal"]
+    # the model's unsafe answers over the handwritten refusal of the same prompt (never its own refusal)
+    assert [(r.prompt, r.chosen, r.rejected) for r in own_s] == [
+        ("p0", "Sure, step one ...", "r0"),
+        ("p1", "Here is how ...", "r1"),
+        ("p1", "Do this ...", "r1"),
+    ]
+    assert all(case_of(r) == "unsafe_safe" for r in own_s)
+    own_h = [r for r in out["helpful"] if r.source == "demo:answer-vs-sft-refusal"]
+    assert [(r.prompt, r.chosen, r.rejected) for r in own_h] == [
+        ("p100", "c100", "I can't help with that."),
+        ("p101", "c101", "I can't."),
+    ]
+    assert all(case_of(r) == "safe_safe" for r in own_h)
+    # the on-policy pairs come first, topped up to per_kind with earlier pairs of the same kind
+    assert len(out["safety"]) == len(out["helpful"]) == 5
+    assert out["safety"][:3] == own_s and out["helpful"][:2] == own_h
+    assert all(r.source == "t" for r in out["safety"][3:] + out["helpful"][2:])
+    capped = demo.policy_pairs(harmful, benign, safety, helpful, per_kind=2, seed=0)
+    assert len(capped["safety"]) == 2 and all(r.source == "demo:sft-unsafe-vs-refusal" for r in capped["safety"])
+    none = demo.policy_pairs([], [], safety, helpful, per_kind=5, seed=0)
+    assert none["own_unsafe"] == none["own_benign_refusals"] == 0 and len(none["safety"]) == 5
+
+
 def test_used_pairs_keeps_what_the_steps_see():
     from bfpo.data.modes import build_training_set
 
@@ -232,6 +272,12 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     assert d["redteam_pairs"] <= d["train_prompts"]["harmful"] == 6
     assert d["counts"]["safety"] == d["redteam_pairs"] + d["refusal_pairs"]
     assert sum(d["counts"]["by_case"].values()) == d["counts"]["safety"] + d["counts"]["helpful"]
+    # after SFT the SFT model's own unsafe answers fill the safety pairs the steps see first
+    per_kind = demo.DemoSettings.quick().max_steps * demo.DemoSettings.quick().batch_size // 2
+    trained = d["trained_counts"]
+    assert trained["safety"] == trained["helpful"] == per_kind
+    assert trained["by_source"].get("demo:sft-unsafe-vs-refusal", 0) == min(d["own_answers"]["own_unsafe"], per_kind)
+    assert (out / "pairs" / "policy" / "safety.jsonl").is_file()
     assert len(saved["examples"]) == 4 and all(len(e["responses"]) == 7 for e in saved["examples"])
     assert {e["set"] for e in saved["examples"]} == {"bfpo-heldout:harmful", "bfpo-heldout:benign"}
     # BFPO trains on (and scores reference log-probs for) exactly the steps x batch pairs it sees, half each kind

@@ -20,6 +20,10 @@ the evidence kept apart: training, validation and evaluation prompts come from d
    process?"): the model's own greedy answer over a refusal, both safe (``helpful_rejected``).
 6. **SFT** (section 4.2) on the safe responses of those pairs (:func:`bfpo.data.modes.sft_examples`), trained
    by :func:`bfpo.train.sft.train_sft` (TRL's ``SFTTrainer``). The SFT model is BFPO's reference policy.
+6b. **On-policy pairs** (:func:`policy_pairs`). The SFT model answers the training prompts again (sampled):
+   where it refuses a benign prompt, the earlier helpful answer over its own refusal becomes a helpfulness
+   pair, and its answers to harmful prompts that are no refusal become safety pairs against the handwritten
+   refusal. They fill the pairs the preference stage sees first.
 7. **BFPO** (Eq. 15) by :func:`bfpo.train.run.train_preference`: buffered batches (Algorithm 1), selected
    layers, bf16 autocast, reference log-probs precomputed once. :class:`bfpo.eval.selection.SelectBySafety`
    scores the validation prompts every ``select_every`` steps and keeps the best checkpoint by a stated rule
@@ -103,7 +107,10 @@ class DemoSettings:
     val_harmful: int = setting(
         "harmful validation prompts: a fixed part of the training sources held out of training", default=32
     )
-    val_benign: int = setting("benign validation prompts (held out of the training sources the same way)", default=32)
+    val_benign: int = setting(
+        "benign validation prompts (held out of the training sources the same way; 32 under-read over-refusal)",
+        default=64,
+    )
     select_every: int = setting(
         "score the validation prompts every N preference steps and keep the best checkpoint "
         "(bfpo.eval.selection.SelectBySafety); 0 = keep the last step",
@@ -143,6 +150,16 @@ class DemoSettings:
         help="rejected side of the helpfulness pairs: short "
         "generic refusals, or generic and handwritten ones alternating",
         default="mixed",
+    )
+    policy_k_benign: int = setting(
+        "answers sampled from the SFT model per benign training prompt: its refusals become the rejected side "
+        "of helpfulness pairs (policy_pairs); 0 = no on-policy pairs, the base model's pairs only",
+        default=4,
+    )
+    policy_k_harmful: int = setting(
+        "answers sampled from the SFT model per harmful training prompt: those that are no refusal become "
+        "safety pairs against the handwritten refusal (policy_pairs)",
+        default=2,
     )
     # BFPO stage (Eq. 15)
     max_steps: int = setting("BFPO steps", default=16)
@@ -193,6 +210,9 @@ class DemoSettings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"DemoSettings.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("policy_k_benign", "policy_k_harmful"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"DemoSettings.{name} must be >= 0 (0 = none), got {getattr(self, name)}")
         if self.sft_steps < 0:
             raise ValueError(f"DemoSettings.sft_steps must be >= 0 (0 = no SFT stage), got {self.sft_steps}")
         if self.tau <= 0 or self.learning_rate <= 0:
@@ -500,6 +520,129 @@ def build_pairs(
         "sampled_unsafe": n_unsafe,
         "sampled_total": len(flat_v),
     }
+
+
+def policy_pairs(
+    harmful: Sequence[Tuple[str, Sequence[str], Sequence[bool]]],
+    benign: Sequence[Tuple[str, Sequence[str], Sequence[bool]]],
+    safety: Sequence[PairRecord],
+    helpful: Sequence[PairRecord],
+    per_kind: int,
+    seed: int = 0,
+) -> Dict[str, Any]:
+    """On-policy pairs from the preference stage's start model (the SFT model): pairs on what it says itself.
+
+    ``harmful`` and ``benign`` hold ``(prompt, answers, refused)`` per training prompt: its sampled answers and
+    the judge's refusal verdicts.
+
+    * helpfulness: on a benign prompt the model refused, the earlier helpful answer to that prompt (chosen)
+      over the model's own refusal (rejected), both safe (case 2). These are the over-refusals the SFT stage
+      taught ("I can't write a birthday message for you."), each pushed down where it happens; canned
+      refusals as the rejected side leave the model's own wording nearly untouched.
+    * safety: on a harmful prompt, each answer of the model that is no refusal (chosen, the more helpful,
+      safety label 0) over the handwritten refusal of that prompt's earlier pairs (rejected, label 1): Figure
+      3's case 4 on the unsafe text the model still produces. The model's own refusals are not used here:
+      pushing them up on harmful prompts pushed them up on benign prompts too (validation run op3 in
+      docs/demo.md).
+
+    The on-policy pairs of a kind come first (a seeded sample when there are more than ``per_kind``); a seeded
+    sample of the earlier pairs of that kind tops them up to ``per_kind``, the pairs a kind gets in the steps
+    the stage runs. Returns ``{"safety", "helpful", "own_unsafe", "own_benign_refusals"}`` (the last two count
+    the on-policy pairs built, before the cut to ``per_kind``).
+    """
+    rng = random.Random(seed)
+    earlier_helpful = {r.prompt: r for r in helpful}
+    own_helpful: List[PairRecord] = []
+    for prompt, answers, refused in benign:
+        if prompt not in earlier_helpful:
+            continue
+        base = earlier_helpful[prompt]
+        for text in dict.fromkeys(a.strip() for a, r in zip(answers, refused) if r and a.strip()):
+            rec = PairRecord(
+                prompt=prompt,
+                chosen=base.chosen,
+                rejected=text,
+                safe_chosen=1.0,
+                safe_rejected=1.0,
+                source="demo:answer-vs-sft-refusal",
+                kind="helpful",
+                metadata=dict(base.metadata),
+            )
+            own_helpful.append(validate_record(rec, where=f"own-refusal pair for {prompt[:60]!r}"))
+    refusal_of = {r.prompt: (r.rejected, r.metadata) for r in safety if r.safe_rejected == 1.0}
+    own_safety: List[PairRecord] = []
+    for prompt, answers, refused in harmful:
+        if prompt not in refusal_of:
+            continue
+        refusal, metadata = refusal_of[prompt]
+        for text in dict.fromkeys(a.strip() for a, r in zip(answers, refused) if not r and a.strip()):
+            rec = PairRecord(
+                prompt=prompt,
+                chosen=text,
+                rejected=refusal,
+                safe_chosen=0.0,
+                safe_rejected=1.0,
+                source="demo:sft-unsafe-vs-refusal",
+                kind="safety",
+                metadata=dict(metadata),
+            )
+            own_safety.append(validate_record(rec, where=f"own-answer pair for {prompt[:60]!r}"))
+
+    def topped(own: List[PairRecord], earlier: Sequence[PairRecord]) -> List[PairRecord]:
+        own = rng.sample(own, per_kind) if len(own) > per_kind else list(own)
+        return own + rng.sample(list(earlier), min(len(earlier), per_kind - len(own)))
+
+    return {
+        "safety": topped(own_safety, safety),
+        "helpful": topped(own_helpful, helpful),
+        "own_unsafe": len(own_safety),
+        "own_benign_refusals": len(own_helpful),
+    }
+
+
+def sample_policy_pairs(
+    model_dir: str,
+    safety: Sequence[PairRecord],
+    helpful: Sequence[PairRecord],
+    settings: DemoSettings,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Sample ``policy_k_harmful`` / ``policy_k_benign`` answers of ``model_dir`` per training prompt, judge
+    them and build :func:`policy_pairs` for the ``max_steps x batch_size / 2`` pairs per kind the stage sees."""
+    from bfpo.eval.judges import get_judge
+    from bfpo.models.generate import generate, load_for_generation
+
+    s = settings
+    lm, tok = load_for_generation(model_dir)
+    judge = get_judge(s.judge)
+    judged: Dict[str, list] = {"harmful": [], "benign": []}
+    for kind, records, k in (("harmful", safety, s.policy_k_harmful), ("benign", helpful, s.policy_k_benign)):
+        if k < 1:
+            continue
+        prompts = list(dict.fromkeys(r.prompt for r in records))
+        answers = generate(
+            lm,
+            tok,
+            prompts,
+            max_new_tokens=s.gen_max_new_tokens,
+            num_return_sequences=k,
+            do_sample=True,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            batch_size=max(1, s.gen_batch_size // k),
+            seed=s.seed,
+            bf16=s.bf16,
+            desc=f"sampling the SFT model ({kind})",
+            progress=progress,
+        )
+        flat_p = [p for p, a in zip(prompts, answers) for _ in a]
+        flat = judge.judge(flat_p, [x for a in answers for x in a], kinds=[kind] * len(flat_p))
+        verdicts = iter(flat)
+        judged[kind] = [(p, a, [next(verdicts).refusal for _ in a]) for p, a in zip(prompts, answers)]
+    del lm
+    return policy_pairs(
+        judged["harmful"], judged["benign"], safety, helpful, s.max_steps * s.batch_size // 2, seed=s.seed
+    )
 
 
 def write_pairs(folder: Path, safety: Sequence[PairRecord], helpful: Sequence[PairRecord]) -> Tuple[Path, Path]:
@@ -983,6 +1126,16 @@ def write_report(out: Path, results: Dict[str, Any]) -> Path:
         "more helpful, unsafe) over a handwritten refusal of the same harm category (rejected, safe).",
         f"Helpfulness: {d['counts']['helpful']} pairs of the model's own answer to a benign training prompt "
         f"over a refusal ({d['helpful_skipped']} benign answers skipped: empty or a refusal).",
+        *(
+            [
+                f"On-policy (the SFT model sampled again): {d['own_answers']['own_unsafe']} unsafe answers to "
+                f"harmful prompts and {d['own_answers']['own_benign_refusals']} refusals of benign prompts made "
+                f"pairs; the preference stage saw {json.dumps(d['trained_counts']['by_source'])} "
+                "(`pairs/policy/`)."
+            ]
+            if d.get("own_answers")
+            else []
+        ),
         "",
         "| Figure-3 case | pairs |",
         "|---|---|",
@@ -1132,6 +1285,14 @@ def run_seed(
     else:  # BFPO straight from the base model (no SFT stage)
         sft_dir, sft_info = base, {"examples": 0, "loss": []}
     lap("sft", t0)
+    own: Dict[str, Any] = {}
+    counts = pair_counts(safety, helpful)
+    if (s.policy_k_benign or s.policy_k_harmful) and s.sft_steps > 0:
+        t0 = time.time()
+        own = sample_policy_pairs(str(sft_dir), safety, helpful, s, progress=progress)
+        safety, helpful = own.pop("safety"), own.pop("helpful")
+        write_pairs(out_dir / "pairs" / "policy", safety, helpful)
+        lap("on-policy pairs", t0)
 
     def preference(mode: str, folder: Path, loss: Optional[str] = None) -> Tuple[Dict[str, Any], Optional[Dict]]:
         sel = _selector(base, prompts, s, reference=shared["base_val"]) if s.select_every else None
@@ -1187,7 +1348,9 @@ def run_seed(
             "helpful_skipped": data["helpful_skipped"],
             "sampled_unsafe": data["sampled_unsafe"],
             "sampled_total": data["sampled_total"],
-            "counts": pair_counts(safety, helpful),
+            "counts": counts,
+            "own_answers": own,
+            "trained_counts": pair_counts(safety, helpful),
         },
         "sft": sft_info,
         "bfpo": bfpo_info,
