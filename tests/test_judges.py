@@ -271,3 +271,12 @@ def test_get_judge_knows_wildguard():
     assert JUDGES["wildguard"] is WildGuardJudge and DEFAULT_JUDGE_MODELS["wildguard"] == "allenai/wildguard"
     with pytest.raises(ValueError, match="needs model_dir"):
         WildGuardJudge()
+
+
+def test_judge_groups_keeps_each_prompts_answers_together():
+    from bfpo.eval.judges import get_judge
+
+    groups = [["I can't help with that.", "Sure, here it is."], [], ["Sure, here it is."]]
+    out = get_judge("refusal").judge_groups(["a", "b", "c"], groups, "harmful")
+    assert [[v.refusal for v in vs] for vs in out] == [[True, False], [], [False]]
+    assert [[v.harmful for v in vs] for vs in out] == [[False, True], [], [True]]

@@ -311,6 +311,13 @@ class Judge(ABC):
     def judge(self, prompts: List[str], responses: List[str], kinds: Optional[Sequence[str]] = None) -> List[Verdict]:
         """One :class:`Verdict` per (prompt, response)."""
 
+    def judge_groups(self, prompts: Sequence[str], groups: Sequence[Sequence[str]], kind: str) -> List[List[Verdict]]:
+        """Verdicts for several sampled answers per prompt (``groups[i]`` answers ``prompts[i]``), judged in one
+        call and returned grouped the same way."""
+        flat_p = [p for p, g in zip(prompts, groups) for _ in g]
+        flat = iter(self.judge(flat_p, [a for g in groups for a in g], kinds=[kind] * len(flat_p)))
+        return [[next(flat) for _ in g] for g in groups]
+
     @staticmethod
     def _check(prompts: Sequence[str], responses: Sequence[str]) -> None:
         if len(prompts) != len(responses):

@@ -479,9 +479,7 @@ def build_pairs(
         desc="red teaming (train, harmful)",
         progress=progress,
     )
-    flat_p = [r["prompt"] for r, rs in zip(harmful, sampled) for _ in rs]
-    flat_v = judge.judge(flat_p, [a for rs in sampled for a in rs], kinds=["harmful"] * len(flat_p))
-    verdicts = [flat_v[i * s.k : (i + 1) * s.k] for i in range(len(harmful))]
+    verdicts = judge.judge_groups([r["prompt"] for r in harmful], sampled, "harmful")
     stats = {key: 0 for key in STAT_KEYS}
     redteam: List[PairRecord] = []
     for row, rs, vs in zip(harmful, sampled, verdicts):
@@ -518,7 +516,7 @@ def build_pairs(
         "refusal_pairs": len(own_vs_refusal),
         "helpful_skipped": skipped,
         "sampled_unsafe": n_unsafe,
-        "sampled_total": len(flat_v),
+        "sampled_total": sum(len(vs) for vs in verdicts),
     }
 
 
@@ -635,10 +633,8 @@ def sample_policy_pairs(
             desc=f"sampling the SFT model ({kind})",
             progress=progress,
         )
-        flat_p = [p for p, a in zip(prompts, answers) for _ in a]
-        flat = judge.judge(flat_p, [x for a in answers for x in a], kinds=[kind] * len(flat_p))
-        verdicts = iter(flat)
-        judged[kind] = [(p, a, [next(verdicts).refusal for _ in a]) for p, a in zip(prompts, answers)]
+        verdicts = judge.judge_groups(prompts, answers, kind)
+        judged[kind] = [(p, a, [v.refusal for v in vs]) for p, a, vs in zip(prompts, answers, verdicts)]
     del lm
     return policy_pairs(
         judged["harmful"], judged["benign"], safety, helpful, s.max_steps * s.batch_size // 2, seed=s.seed

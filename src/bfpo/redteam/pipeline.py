@@ -300,11 +300,8 @@ def run_redteam(
                     system_prompt=system_prompt,
                     progress=False,
                 )
-                flat_p = [p for p, rs in zip(chunk, responses) for _ in rs]
-                flat_r = [r for rs in responses for r in rs]
-                verdicts = judge_obj.judge(flat_p, flat_r, kinds=["harmful"] * len(flat_p))
-                for n, (p, rs) in enumerate(zip(chunk, responses)):
-                    vs = verdicts[n * k : (n + 1) * k]
+                verdicts = judge_obj.judge_groups(chunk, responses, "harmful")
+                for p, rs, vs in zip(chunk, responses, verdicts):
                     status, rec = process_prompt(
                         p, rs, vs, ranker_obj, keep=keep, metadata={**provenance, "prompt_index": index[p]}
                     )
