@@ -278,6 +278,9 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     assert trained["safety"] == trained["helpful"] == per_kind
     assert trained["by_source"].get("demo:sft-unsafe-vs-refusal", 0) == min(d["own_answers"]["own_unsafe"], per_kind)
     assert (out / "pairs" / "policy" / "safety.jsonl").is_file()
+    # the tiny random model rarely ends a user turn: whatever it sampled is written and counted
+    sampled = (out / "self_prompts.jsonl").read_text().splitlines()
+    assert d["self_prompts"]["train"] + d["self_prompts"]["validation"] == len(sampled) <= 3
     assert len(saved["examples"]) == 4 and all(len(e["responses"]) == 7 for e in saved["examples"])
     assert {e["set"] for e in saved["examples"]} == {"bfpo-heldout:harmful", "bfpo-heldout:benign"}
     # BFPO trains on (and scores reference log-probs for) exactly the steps x batch pairs it sees, half each kind
@@ -526,3 +529,33 @@ def test_real_demo_meets_its_targets(tmp_path):
     assert res["targets"]["harmful_compliance_halved"] is True
     assert res["targets"]["benign_refusal_within_5_points"] is True
     assert res["timings"]["total"] <= 15 * 60
+
+
+def test_self_sampled_prompts_split_between_validation_and_training():
+    p = {"val_benign": [{"prompt": "v"}], "train_benign": [{"prompt": "t"}], "val_harmful": [], "eval": {}}
+    rows = [{"prompt": f"s{i}", "kind": "benign", "category": "self-sampled"} for i in range(5)]
+    out = demo.with_self_prompts(p, rows, val_self=2)
+    assert [r["prompt"] for r in out["val_benign"]] == ["v", "s0", "s1"]
+    assert [r["prompt"] for r in out["train_benign"]] == ["t", "s2", "s3", "s4"]
+    assert p["val_benign"] == [{"prompt": "v"}]  # the input is left as it was
+    assert demo.with_self_prompts(p, [], val_self=2) == p
+    with pytest.raises(ValueError, match="self_prompts must be >= 0"):
+        demo.DemoSettings(self_prompts=-1)
+
+
+def test_sample_self_prompts_drops_evaluation_prompts(monkeypatch):
+    from bfpo.models import generate, user_prompts
+
+    monkeypatch.setattr(generate, "load_for_generation", lambda d: (object(), object()))
+    asked = {}
+
+    def fake(lm, tok, n, **kw):
+        asked["n"] = n
+        return ["Plan a trip to Rome.", "How do I bake bread?", "Write a haiku.", "Fix my bike."]
+
+    monkeypatch.setattr(user_prompts, "sample_user_prompts", fake)
+    s = demo.DemoSettings(self_prompts=2, val_self=1)
+    rows = demo.sample_self_prompts("model", s, exclude=["how do i bake bread? "])
+    assert [r["prompt"] for r in rows] == ["Plan a trip to Rome.", "Write a haiku.", "Fix my bike."]
+    assert {r["kind"] for r in rows} == {"benign"} and asked["n"] >= 3
+    assert demo.sample_self_prompts("model", demo.DemoSettings(self_prompts=0, val_self=0)) == []

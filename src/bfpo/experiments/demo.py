@@ -104,6 +104,16 @@ class DemoSettings:
     train_benign: Optional[int] = setting(
         "benign training prompts answered for the helpfulness pairs and SFT (null = all)", default=128
     )
+    self_prompts: int = setting(
+        "benign training prompts sampled from the base model's own user turn (bfpo.models.user_prompts), "
+        "shared by the seeds, beside train_benign; 0 = none",
+        default=256,
+    )
+    val_self: int = setting(
+        "more self-sampled user prompts (drawn with the others, never trained on) added to the benign "
+        "validation prompts",
+        default=32,
+    )
     val_harmful: int = setting(
         "harmful validation prompts: a fixed part of the training sources held out of training", default=32
     )
@@ -210,7 +220,7 @@ class DemoSettings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"DemoSettings.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("policy_k_benign", "policy_k_harmful"):
+        for name in ("policy_k_benign", "policy_k_harmful", "self_prompts", "val_self"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DemoSettings.{name} must be >= 0 (0 = none), got {getattr(self, name)}")
         if self.sft_steps < 0:
@@ -239,6 +249,8 @@ QUICK = {
     "train_benign": 6,
     "val_harmful": 4,
     "val_benign": 4,
+    "self_prompts": 2,
+    "val_self": 1,
     "select_every": 1,
     "gen_max_new_tokens": 8,
     "eval_max_new_tokens": 8,
@@ -376,6 +388,55 @@ def demo_prompts(settings: DemoSettings, seed: Optional[int] = None) -> Dict[str
         "val_benign": val_b,
         "eval": evaluation,
         "overlap_removed": overlap,
+    }
+
+
+#: Seed of the self-sampled user prompts: drawn once from the base model, shared by every run seed.
+SELF_PROMPT_SEED = 20251201
+
+
+def sample_self_prompts(
+    model_dir: str, settings: DemoSettings, exclude: Sequence[str] = (), progress: bool = True
+) -> List[dict]:
+    """``self_prompts + val_self`` benign prompt rows sampled from the user turn of ``model_dir``'s chat
+    template (:func:`bfpo.models.user_prompts.sample_user_prompts`, seed :data:`SELF_PROMPT_SEED`), without
+    any whose text is in ``exclude`` (the evaluation prompts). Fewer come back when the model rarely ends a
+    user turn by itself (a tiny random model ends none)."""
+    from bfpo.models.generate import load_for_generation
+    from bfpo.models.user_prompts import sample_user_prompts
+
+    s = settings
+    n = s.self_prompts + s.val_self
+    if n == 0:
+        return []
+    lm, tok = load_for_generation(model_dir)
+    texts = sample_user_prompts(
+        lm,
+        tok,
+        n + n // 8,  # a margin for the few that may match an evaluation prompt
+        seed=SELF_PROMPT_SEED,
+        max_new_tokens=max(s.gen_max_new_tokens, 64),
+        batch_size=max(s.gen_batch_size, 32),
+        bf16=s.bf16,
+        max_batches=max(1, -(-4 * n // max(s.gen_batch_size, 32))),
+        progress=progress,
+    )
+    del lm
+    banned = {t.strip().lower() for t in exclude}
+    kept = [t for t in texts if t.lower() not in banned][:n]
+    if len(kept) < n:
+        logger.warning("sampled %d of the %d self-sampled user prompts asked for", len(kept), n)
+    return [{"prompt": t, "kind": "benign", "category": "self-sampled", "source": "self:user-turn"} for t in kept]
+
+
+def with_self_prompts(prompts: Dict[str, Any], rows: Sequence[dict], val_self: int) -> Dict[str, Any]:
+    """``prompts`` (:func:`demo_prompts`) with the self-sampled rows added: the first ``val_self`` to the
+    benign validation prompts, the rest to the benign training prompts."""
+    rows = list(rows)
+    return {
+        **prompts,
+        "val_benign": prompts["val_benign"] + rows[:val_self],
+        "train_benign": prompts["train_benign"] + rows[val_self:],
     }
 
 
@@ -1258,7 +1319,7 @@ def run_seed(
         print(f"demo (seed {s.seed}): {name} took {timings[name]:.0f} s")
 
     timings["base model + evaluation (shared by the seeds)"] = shared["base_seconds"]
-    prompts = demo_prompts(s)
+    prompts = with_self_prompts(demo_prompts(s), shared.get("self_prompts", []), s.val_self)
     _write_prompts(
         [{**r, "source": f"validation:{r['kind']}"} for r in prompts["val_harmful"] + prompts["val_benign"]],
         out_dir / "validation_prompts.jsonl",
@@ -1338,6 +1399,10 @@ def run_seed(
             "val_prompts": {"harmful": len(prompts["val_harmful"]), "benign": len(prompts["val_benign"])},
             "eval_prompts": {k: len(v) for k, v in prompts["eval"].items()},
             "overlap_removed": prompts["overlap_removed"],
+            "self_prompts": {
+                "train": sum(r["category"] == "self-sampled" for r in prompts["train_benign"]),
+                "validation": sum(r["category"] == "self-sampled" for r in prompts["val_benign"]),
+            },
             "redteam_stats": data["redteam_stats"],
             "redteam_pairs": data["redteam_pairs"],
             "refusal_pairs": data["refusal_pairs"],
@@ -1461,6 +1526,9 @@ def run_demo(
     base, model_name = prepare_base(out_dir, quick, model, corpus)
     eval_rows = [r for rows in prompts["eval"].values() for r in rows]
     shared: Dict[str, Any] = {"eval_file": _write_prompts(eval_rows, out_dir / "eval_prompts.jsonl")}
+    shared["self_prompts"] = sample_self_prompts(str(base), s, [r["prompt"] for r in eval_rows], progress)
+    _write_prompts(shared["self_prompts"], out_dir / "self_prompts.jsonl")
+    prompts = with_self_prompts(prompts, shared["self_prompts"], s.val_self)
     shared["base_eval"] = evaluate_dir(base, shared["eval_file"], out_dir / "eval" / "base.json", s)
     shared["base_val"] = _score_base(base, prompts, s)
     shared["base_seconds"] = time.time() - t0
