@@ -192,3 +192,24 @@ def test_printed_alpha_puts_harmful_helpful_above_harmful_unhelpful():
     assert p[0] > p[2] > p[3] > p[1]
     q = _toy_optimum(-0.5)
     assert q[0] > q[2] > q[1] > q[3]
+
+
+def test_safe_response_nll_imitates_the_globally_first_safe_response():
+    from bfpo.objective import safe_response_nll
+
+    # cases 1, 2, 3, 4 (chosen = more helpful): sums of log-probs and response lengths
+    chosen, rejected = torch.tensor([-4.0, -6.0, -8.0, -10.0]), torch.tensor([-3.0, -9.0, -2.0, -12.0])
+    n_chosen, n_rejected = torch.tensor([2, 3, 4, 5]), torch.tensor([3, 3, 1, 4])
+    safe_chosen, safe_rejected = torch.tensor([1.0, 1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    nll = safe_response_nll(chosen, rejected, n_chosen, n_rejected, safe_chosen, safe_rejected)
+    # case 1 and 2: the chosen per token; case 3: nothing (both unsafe); case 4: the rejected (the safe refusal)
+    assert torch.allclose(nll, torch.tensor([2.0, 2.0, 0.0, 3.0]))
+    soft = safe_response_nll(chosen[:1], rejected[:1], n_chosen[:1], n_rejected[:1], 0.25, 1.0)
+    assert torch.allclose(soft, torch.tensor([0.25 * 2.0 + 0.75 * 1.0]))
+
+
+def test_safe_nll_weight_is_checked():
+    from bfpo.train.config import BFPOConfig
+
+    with pytest.raises(ValueError, match="safe_nll_weight must be >= 0"):
+        BFPOConfig(output_dir="/tmp/unused", safe_nll_weight=-1.0)

@@ -308,6 +308,36 @@ def ipo_loss(
     )
 
 
+def safe_response_nll(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    rejected_tokens: torch.Tensor,
+    safe_chosen: Label,
+    safe_rejected: Label,
+) -> torch.Tensor:
+    """Per-pair negative log-likelihood per token of the response the global ranking puts first, when it
+    is safe: an optional regulariser beside Eq. 15, *not part of the paper's objective*.
+
+    Section 3.1's global order is safe & helpful > safe & unhelpful > unsafe & unhelpful > unsafe &
+    helpful. With ``chosen`` = the more helpful response (y_hw) the response to imitate is y_hw in cases 1
+    and 2 (it is safe) and y_hl in case 4 (y_hw is unsafe, y_hl safe). In case 3 both are unsafe and nothing
+    is imitated (0). Soft labels weight the two sides by ``I_safe(y_hw)`` and ``(1 - I_safe(y_hw)) *
+    I_safe(y_hl)``.
+
+    Why: a preference loss on log-ratio differences can meet a case-4 target by lowering the unsafe
+    answer's likelihood alone, and a case-2 target by lowering a refusal that safety pairs need; the NLL
+    term keeps the safe response itself likely (the same idea as the NLL term of RPO, Pang et al. 2024,
+    ``rpo_alpha`` in TRL, there on the chosen response). Log-probs are sums over response tokens; the
+    token counts turn them into means, so long and short responses weigh alike.
+    """
+    hw = _as_label(safe_chosen, "safe_chosen (I_safe of the more helpful response)", like=policy_chosen_logps)
+    hl = _as_label(safe_rejected, "safe_rejected (I_safe of the less helpful response)", like=policy_chosen_logps)
+    nll_chosen = -policy_chosen_logps / chosen_tokens.clamp(min=1).to(policy_chosen_logps.dtype)
+    nll_rejected = -policy_rejected_logps / rejected_tokens.clamp(min=1).to(policy_rejected_logps.dtype)
+    return hw * nll_chosen + (1.0 - hw) * hl * nll_rejected
+
+
 LOSSES = ("bfpo", "dpo", "ipo", "safedpo")
 
 

@@ -177,6 +177,11 @@ class DemoSettings:
     learning_rate: float = setting("BFPO learning rate (constant)", default=1e-4)
     tau: float = setting("BFPO's tau (KL coefficient; the targets of Eq. 15 are g_I / tau nats)", default=0.1)
     alpha: float = setting("label shift alpha of Eq. 14", default=0.5)
+    safe_nll_weight: float = setting(
+        "weight of the NLL term on each pair's safe, globally first response (bfpo.objective.safe_response_nll; "
+        "not in the paper's Eq. 15; the same for every --compare method; 0 = off)",
+        default=0.0,
+    )
     safedpo_delta: float = setting("--compare: SafeDPO's safety margin Delta (Kim et al., Eq. 12)", default=10.0)
     trainable: List[str] = setting(
         "regexes of the parameters BFPO trains (default: the MLPs of SmolLM2-135M's top 10 of 30 layers)",
@@ -835,6 +840,7 @@ def run_preference(
         output_dir=str(out_dir),
         loss=loss or ("bfpo" if mode == "bfpo" else "dpo"),
         safedpo_delta=s.safedpo_delta,
+        safe_nll_weight=s.safe_nll_weight,
         tau=s.tau,
         alpha=s.alpha,
         trainable=s.trainable,

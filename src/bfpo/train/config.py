@@ -235,6 +235,13 @@ class BFPOConfig(TrainingArguments):
     safedpo_delta: float = field(
         default=0.0, metadata={"help": "loss safedpo only: SafeDPO's safety margin Delta (Kim et al., Eq. 12); >= 0"}
     )
+    safe_nll_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of an NLL term on the safe response the global ranking puts first "
+            "(bfpo.objective.safe_response_nll; not in the paper's Eq. 15, 0 = off); >= 0"
+        },
+    )
     enforce_label_signs: bool = field(
         default=True,
         metadata={
@@ -311,6 +318,8 @@ class BFPOConfig(TrainingArguments):
         if not self.tau > 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
         check_label_rules(*self.label_constants(), sign_rule=self.enforce_label_signs)
+        if not self.safe_nll_weight >= 0:
+            raise ValueError(f"safe_nll_weight must be >= 0, got {self.safe_nll_weight}")
         if self.buffered and self.per_device_train_batch_size % 2:
             raise ValueError(
                 "buffered training puts equal safety and helpful pairs in every batch, so "

@@ -32,7 +32,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from bfpo.errors import TrainingDivergedError
-from bfpo.objective import CASES, preference_loss
+from bfpo.objective import CASES, preference_loss, safe_response_nll
 from bfpo.train.collator import REF_KEYS, PairCollator, model_inputs
 from bfpo.train.config import BFPOConfig
 from bfpo.train.layers import disable_dropout, select_trainable, upcast_trainable
@@ -425,6 +425,17 @@ class BFPOTrainer(Trainer):
             delta=self.args.safedpo_delta,
         )
         loss = res.losses.mean()
+        if self.args.safe_nll_weight > 0:
+            nll = safe_response_nll(
+                policy_chosen,
+                policy_rejected,
+                out.num_tokens[:n],
+                out.num_tokens[n:],
+                inputs["safe_chosen"],
+                inputs["safe_rejected"],
+            )
+            loss = loss + self.args.safe_nll_weight * nll.mean()
+            self._metrics["train" if model.training else "eval"]["loss/safe_nll"].append(float(nll.detach().mean()))
         self._record(inputs, res, out.num_tokens, model.training)
         return (loss, {"losses": res.losses}) if return_outputs else loss
 
