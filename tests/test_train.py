@@ -172,6 +172,18 @@ def test_case_metrics_logged(tok, tmp_path):
     assert json.loads(lines[0])["step"] == 2
 
 
+def test_safe_nll_term_adds_the_logged_nll_to_the_first_step_loss(tok, tmp_path):
+    """Step 1 starts from the same weights, so the weighted run's loss is the plain loss + w * logged NLL."""
+    first = {}
+    for w in (0.0, 2.0):
+        cfg = config(tmp_path / str(w), max_steps=1, logging_steps=1, safe_nll_weight=w)
+        tr = BFPOTrainer(tiny_llama(tok), cfg, make_examples(tok), processing_class=tok)
+        tr.train()
+        first[w] = [h for h in tr.state.log_history if "loss" in h][0]
+    assert "loss/safe_nll" not in first[0.0] and first[2.0]["loss/safe_nll"] > 1.0  # a random model: high NLL
+    assert first[2.0]["loss"] == pytest.approx(first[0.0]["loss"] + 2.0 * first[2.0]["loss/safe_nll"], rel=1e-3)
+
+
 def test_odd_batch_with_buffer_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="must be even"):
         config(tmp_path, per_device_train_batch_size=3)

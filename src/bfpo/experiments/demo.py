@@ -7,7 +7,11 @@ the evidence kept apart: training, validation and evaluation prompts come from d
    ``DIR/base``. ``--quick`` uses a tiny random Llama from :mod:`bfpo.models.tiny` instead (for tests).
 2. **Prompts** (:func:`demo_prompts`). Training prompts come from ``train_sources`` (AdvBench, Do-Not-Answer
    and the train split of our handwritten prompts). A fixed part of them is held out as the validation set;
-   checkpoint selection reads only that. The models are scored on ``eval_sets`` (HarmBench, the
+   checkpoint selection reads only that. Beside them come ``self_prompts`` benign requests sampled from the
+   base model's own user turn (:func:`sample_self_prompts`, :mod:`bfpo.models.user_prompts`): writing,
+   planning and "Can you help me ..." requests that the handwritten questions lack and that the SFT stage
+   otherwise learns to refuse; ``val_self`` more of them join the benign validation prompts. The models
+   are scored on ``eval_sets`` (HarmBench, the
    benign-but-edgy over-refusal set, MT-Bench and our held-out everyday requests), which training and
    selection never see.
 3. **Red teaming** (section 4.3): ``k`` sampled answers per harmful training prompt, the refusal judge, the
@@ -99,7 +103,7 @@ class DemoSettings:
         "prompts per evaluation set, a fixed sample spread over its categories (null = all)", default=48
     )
     train_harmful: Optional[int] = setting(
-        "harmful training prompts red-teamed (null = all), a seeded sample spread over the categories", default=64
+        "harmful training prompts red-teamed (null = all), a seeded sample spread over the categories", default=128
     )
     train_benign: Optional[int] = setting(
         "benign training prompts answered for the helpfulness pairs and SFT (null = all)", default=128
@@ -112,10 +116,10 @@ class DemoSettings:
     val_self: int = setting(
         "more self-sampled user prompts (drawn with the others, never trained on) added to the benign "
         "validation prompts",
-        default=32,
+        default=48,
     )
     val_harmful: int = setting(
-        "harmful validation prompts: a fixed part of the training sources held out of training", default=32
+        "harmful validation prompts: a fixed part of the training sources held out of training", default=48
     )
     val_benign: int = setting(
         "benign validation prompts (held out of the training sources the same way; 32 under-read over-refusal)",
@@ -146,7 +150,7 @@ class DemoSettings:
     max_length: int = setting("prompt + answer tokens in training", default=160)
     max_prompt_length: int = setting("prompt tokens in training", default=96)
     # SFT stage (section 4.2)
-    sft_steps: int = setting("SFT steps (0 = no SFT stage: BFPO from the base model)", default=24)
+    sft_steps: int = setting("SFT steps (0 = no SFT stage: BFPO from the base model)", default=32)
     sft_batch_size: int = setting("SFT examples per step", default=8)
     sft_learning_rate: float = setting("SFT learning rate (constant)", default=1e-4)
     sft_trainable: Optional[List[str]] = setting(
@@ -164,12 +168,16 @@ class DemoSettings:
     policy_k_benign: int = setting(
         "answers sampled from the SFT model per benign training prompt: its refusals become the rejected side "
         "of helpfulness pairs (policy_pairs); 0 = no on-policy pairs, the base model's pairs only",
-        default=4,
+        default=2,
     )
     policy_k_harmful: int = setting(
         "answers sampled from the SFT model per harmful training prompt: those that are no refusal become "
         "safety pairs against the handwritten refusal (policy_pairs)",
-        default=2,
+        default=1,
+    )
+    policy_prompts: Optional[int] = setting(
+        "training prompts per kind the SFT model is sampled on for the on-policy pairs (a seeded sample; null = all)",
+        default=128,
     )
     # BFPO stage (Eq. 15)
     max_steps: int = setting("BFPO steps", default=16)
@@ -225,6 +233,8 @@ class DemoSettings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"DemoSettings.{name} must be >= 1, got {getattr(self, name)}")
+        if self.policy_prompts is not None and self.policy_prompts < 1:
+            raise ValueError(f"DemoSettings.policy_prompts must be >= 1 or null (all), got {self.policy_prompts}")
         for name in ("policy_k_benign", "policy_k_harmful", "self_prompts", "val_self"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DemoSettings.{name} must be >= 0 (0 = none), got {getattr(self, name)}")
@@ -684,6 +694,9 @@ def sample_policy_pairs(
         if k < 1:
             continue
         prompts = list(dict.fromkeys(r.prompt for r in records))
+        if s.policy_prompts and len(prompts) > s.policy_prompts:  # a seeded sample, in the pairs' order
+            keep = set(random.Random(s.seed).sample(prompts, s.policy_prompts))
+            prompts = [p for p in prompts if p in keep]
         answers = generate(
             lm,
             tok,
