@@ -559,3 +559,32 @@ def test_sample_self_prompts_drops_evaluation_prompts(monkeypatch):
     assert [r["prompt"] for r in rows] == ["Plan a trip to Rome.", "Write a haiku.", "Fix my bike."]
     assert {r["kind"] for r in rows} == {"benign"} and asked["n"] >= 3
     assert demo.sample_self_prompts("model", demo.DemoSettings(self_prompts=0, val_self=0)) == []
+
+
+def test_on_policy_sampling_reads_a_seeded_sample_of_policy_prompts_per_kind(monkeypatch):
+    from bfpo.data.records import PairRecord
+    from bfpo.models import generate as gen
+
+    asked = {}
+
+    def fake_generate(lm, tok, prompts, num_return_sequences=1, desc="", **kw):
+        asked[desc] = (list(prompts), num_return_sequences)
+        return [["I can't help with that."] * num_return_sequences for _ in prompts]
+
+    monkeypatch.setattr(gen, "load_for_generation", lambda d: (object(), object()))
+    monkeypatch.setattr(gen, "generate", fake_generate)
+
+    def pair(i, kind):
+        safe = (1.0, 1.0) if kind == "helpful" else (0.0, 1.0)
+        return PairRecord(f"{kind} prompt {i}", "an answer", "a refusal", *safe, kind=kind, source="t")
+
+    safety, helpful = [pair(i, "safety") for i in range(10)], [pair(i, "helpful") for i in range(10)]
+    s = demo.DemoSettings(policy_prompts=4, policy_k_benign=2, policy_k_harmful=1, max_steps=2, batch_size=4)
+    demo.sample_policy_pairs("model", safety, helpful, s, progress=False)
+    benign, harmful = asked["sampling the SFT model (benign)"], asked["sampling the SFT model (harmful)"]
+    assert (len(benign[0]), benign[1], len(harmful[0]), harmful[1]) == (4, 2, 4, 1)
+    assert set(benign[0]) <= {r.prompt for r in helpful} and benign[0] == sorted(benign[0], key=lambda p: int(p[-1]))
+    demo.sample_policy_pairs("model", safety, helpful, demo.DemoSettings(policy_prompts=None), progress=False)
+    assert len(asked["sampling the SFT model (benign)"][0]) == 10
+    with pytest.raises(ValueError, match="policy_prompts must be >= 1"):
+        demo.DemoSettings(policy_prompts=0)

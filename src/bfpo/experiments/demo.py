@@ -24,7 +24,8 @@ the evidence kept apart: training, validation and evaluation prompts come from d
    process?"): the model's own greedy answer over a refusal, both safe (``helpful_rejected``).
 6. **SFT** (section 4.2) on the safe responses of those pairs (:func:`bfpo.data.modes.sft_examples`), trained
    by :func:`bfpo.train.sft.train_sft` (TRL's ``SFTTrainer``). The SFT model is BFPO's reference policy.
-6b. **On-policy pairs** (:func:`policy_pairs`). The SFT model answers the training prompts again (sampled):
+6b. **On-policy pairs** (:func:`policy_pairs`). The SFT model answers ``policy_prompts`` training prompts
+   per kind again (sampled):
    where it refuses a benign prompt, the earlier helpful answer over its own refusal becomes a helpfulness
    pair, and its answers to harmful prompts that are no refusal become safety pairs against the handwritten
    refusal. They fill the pairs the preference stage sees first.
@@ -1201,7 +1202,10 @@ def write_report(out: Path, results: Dict[str, Any]) -> Path:
         f"Safe responses: {d['refusal_pairs']} pairs of the model's own answer to a harmful request (chosen, "
         "more helpful, unsafe) over a handwritten refusal of the same harm category (rejected, safe).",
         f"Helpfulness: {d['counts']['helpful']} pairs of the model's own answer to a benign training prompt "
-        f"over a refusal ({d['helpful_skipped']} benign answers skipped: empty or a refusal).",
+        f"over a refusal ({d['helpful_skipped']} benign answers skipped: empty or a refusal); "
+        f"{d.get('self_prompts', {}).get('train', 0)} of the benign training prompts and "
+        f"{d.get('self_prompts', {}).get('validation', 0)} benign validation prompts were sampled from the base "
+        "model's own user turn (`self_prompts.jsonl`).",
         *(
             [
                 f"On-policy (the SFT model sampled again): {d['own_answers']['own_unsafe']} unsafe answers to "
