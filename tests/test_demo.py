@@ -294,6 +294,10 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     assert len(back) == d["counts"]["safety"] and all(r.kind == "safety" for r in back)
     stages = {"base model + evaluation (shared by the seeds)", "red teaming + pairs", "sft", "bfpo", "evaluate aligned"}
     assert stages | {"total"} <= set(saved["timings"])
+    # the processor the numbers came from is on record, in results.json and in the report
+    machine = saved["machine"]
+    assert machine["cpu"] and machine["cpu_capability"] and machine["torch"]
+    assert f"Machine: {machine['cpu']} ({machine['cpu_capability']}" in (out / "report.md").read_text()
 
 
 def test_quick_demo_aligned_model_differs_and_works_with_pipeline(quick_run):
@@ -588,3 +592,16 @@ def test_on_policy_sampling_reads_a_seeded_sample_of_policy_prompts_per_kind(mon
     assert len(asked["sampling the SFT model (benign)"][0]) == 10
     with pytest.raises(ValueError, match="policy_prompts must be >= 1"):
         demo.DemoSettings(policy_prompts=0)
+
+
+def test_bf16_default_follows_the_hardware(monkeypatch):
+    """``bf16: null`` (the default) turns bf16 on only where it runs in hardware; an explicit value wins."""
+    import bfpo.models.generate as gen
+
+    monkeypatch.setattr(gen, "native_bf16", lambda device=None: False)
+    assert demo.DemoSettings().bf16 is False
+    monkeypatch.setattr(gen, "native_bf16", lambda device=None: True)
+    assert demo.DemoSettings().bf16 is True
+    assert demo.DemoSettings(bf16=False).bf16 is False
+    _, s = demo.parse_args(["--output_dir", "x", "--bf16", "false"])
+    assert s.bf16 is False

@@ -76,3 +76,17 @@ def test_vllm_backend_needs_vllm_and_bad_backend_fails(loaded, monkeypatch):
         load_for_generation(path, backend="vllm")
     with pytest.raises(ValueError, match="unknown backend 'tf'"):
         load_for_generation(path, backend="tf")
+
+
+def test_native_bf16_reads_the_device(monkeypatch):
+    import torch
+
+    from bfpo.models.generate import native_bf16
+
+    assert native_bf16("mps") is False
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert native_bf16("cpu") is False
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert native_bf16("cpu") is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert native_bf16("cuda:0") is False

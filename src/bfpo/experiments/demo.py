@@ -196,11 +196,19 @@ class DemoSettings:
         "regexes of the parameters BFPO trains (default: the MLPs of SmolLM2-135M's top 10 of 30 layers)",
         default_factory=lambda: [r"layers\.(2[0-9])\.mlp\."],
     )
-    bf16: bool = setting("bf16 autocast for generation and training", default=True)
+    bf16: Optional[bool] = setting(
+        "bf16 autocast for generation and training (null = where the device computes bf16 in hardware: a CUDA "
+        "GPU with bf16, a CPU with AVX-512; bfpo.models.generate.native_bf16). results.json records the choice",
+        default=None,
+    )
     seed: int = setting("seed of the prompt choice, sampling, SFT and BFPO", default=0)
     examples: int = setting("example responses per evaluation set kept in results.json", default=3)
 
     def __post_init__(self) -> None:
+        if self.bf16 is None:
+            from bfpo.models.generate import native_bf16
+
+            self.bf16 = native_bf16()
         self.validate()
 
     def validate(self) -> "DemoSettings":
@@ -1190,7 +1198,16 @@ def write_report(out: Path, results: Dict[str, Any]) -> Path:
             f"| {p['step']} | {_fmt(p['harmful_compliance'])} | {_fmt(p['benign_refusal'])} |" for p in sel["points"]
         ]
         lines.append("")
-    lines += ["## Time", "", "| stage | seconds |", "|---|---|"]
+    m = results.get("machine") or {}
+    lines += [
+        "## Time",
+        "",
+        f"Machine: {m.get('cpu')} ({m.get('cpu_capability')}, {m.get('cpu_threads')} threads), GPU "
+        f"{m.get('gpu') or 'none'}, torch {m.get('torch')}, bf16 {'on' if s['bf16'] else 'off'}.",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v:.0f} |" for k, v in results["timings"].items()]
     lines += [
         "",
@@ -1412,6 +1429,7 @@ def run_seed(
     results = {
         "model_name": model_name,
         "settings": asdict(s),
+        "machine": shared["machine"],
         "timings": timings,
         "metrics": {k: {**headline(per_key[k]), "sets": per_key[k]} for k in evals},
         "sets": sets,
@@ -1482,6 +1500,7 @@ def summarize(out: Path, runs: Dict[int, Dict[str, Any]], base_sets: Dict[str, D
         "targets_per_seed": {seed: r["targets"] for seed, r in runs.items()},
         "selected_step": {seed: (r.get("selection") or {}).get("chosen_step") for seed, r in runs.items()},
         "seconds": {seed: r["timings"]["total"] for seed, r in runs.items()},
+        "machine": next(iter(runs.values())).get("machine"),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     from bfpo.figures import markdown_table
@@ -1548,7 +1567,12 @@ def run_demo(
     corpus = [r["prompt"] for key in ("train_harmful", "train_benign") for r in prompts[key]]
     base, model_name = prepare_base(out_dir, quick, model, corpus)
     eval_rows = [r for rows in prompts["eval"].values() for r in rows]
-    shared: Dict[str, Any] = {"eval_file": _write_prompts(eval_rows, out_dir / "eval_prompts.jsonl")}
+    from bfpo.models.generate import machine_info
+
+    shared: Dict[str, Any] = {
+        "eval_file": _write_prompts(eval_rows, out_dir / "eval_prompts.jsonl"),
+        "machine": machine_info(),
+    }
     shared["self_prompts"] = sample_self_prompts(str(base), s, [r["prompt"] for r in eval_rows], progress)
     _write_prompts(shared["self_prompts"], out_dir / "self_prompts.jsonl")
     prompts = with_self_prompts(prompts, shared["self_prompts"], s.val_self)

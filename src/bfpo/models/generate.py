@@ -71,6 +71,47 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def native_bf16(device: Optional[str] = None) -> bool:
+    """True when ``device`` (default: :func:`default_device`) computes bf16 in hardware: a CUDA GPU that
+    supports it, or a CPU whose oneDNN build has bf16 kernels (AVX-512 and up). On a CPU without them (AVX2
+    only) bf16 autocast is emulated: on a 2-core AVX2 EPYC it made SmolLM2-135M's generation 3x slower than
+    float32 (docs/performance.md)."""
+    import torch
+
+    kind = (device or default_device()).split(":")[0]
+    if kind == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if kind != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
+def machine_info() -> Dict[str, Any]:
+    """What a run's numbers depend on beyond its settings: the processor, its kernel level, the GPU, torch.
+    bf16 kernels differ between processors, so the same seed can give another model on another machine."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_threads": torch.get_num_threads(),
+        "native_bf16_cpu": native_bf16("cpu"),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+    }
+
+
 def load_for_generation(
     model_dir_or_name: str,
     dtype: str = "auto",
