@@ -147,7 +147,9 @@ class DemoSettings:
     eval_max_new_tokens: int = setting(
         "new tokens of the greedy answers judged at validation and evaluation", default=48
     )
-    gen_batch_size: int = setting("prompts per generation batch", default=16)
+    gen_batch_size: int = setting(
+        "prompts per generation batch (64: 1.6x the answers per second of 16 on 2 AVX2 cores, float32)", default=64
+    )
     max_length: int = setting("prompt + answer tokens in training", default=160)
     max_prompt_length: int = setting("prompt tokens in training", default=96)
     # SFT stage (section 4.2)
