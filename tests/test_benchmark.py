@@ -147,3 +147,19 @@ def test_scaling_plan_covers_both_sweeps_for_both_trainers():
         batch = [p for p in pts if p["series"] == trainer and (p["sweep"] == "batch" or p["max_len"] == 1024)]
         assert sorted(p["pairs"] for p in batch) == [2, 4, 8]
     assert {p["model"] for p in pts if p["series"] == "bfpo_vocab8k"} == {"smollm2-135m-4l-v8k"}
+
+
+def test_generation_speed_times_every_cell_and_names_the_machine(tmp_path):
+    import generation_speed
+
+    from bfpo.testing import save_tiny_model
+
+    out = tmp_path / "speed.json"
+    argv = ["--model_name_or_path", str(save_tiny_model(tmp_path / "tiny")), "--prompts", "3", "--max_new_tokens"]
+    res = generation_speed.main(argv + ["2", "--batch_sizes", "1", "3", "--precisions", "float32", "--output_file", str(out)])
+    assert json.loads(out.read_text()) == res and res["prompts"] == 3
+    assert [(c["bf16"], c["batch_size"]) for c in res["cells"]] == [(False, 1), (False, 3)]
+    assert all(c["seconds"] > 0 and c["seconds_per_answer"] == c["seconds"] / 3 for c in res["cells"])
+    assert res["machine"]["cpu_capability"] and res["native_bf16"] in (True, False)
+    with pytest.raises(SystemExit, match="fp16"):
+        generation_speed.main(argv + ["2", "--precisions", "fp16", "--output_file", str(out)])
