@@ -444,7 +444,6 @@ def sample_self_prompts(
         max_new_tokens=max(s.gen_max_new_tokens, 64),
         batch_size=max(s.gen_batch_size, 32),
         bf16=s.bf16,
-        max_batches=max(1, -(-4 * n // max(s.gen_batch_size, 32))),
         progress=progress,
     )
     del lm

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any, List, Optional
 
+from bfpo.models.generate import _autocast
+
 #: placeholder rendered as the user's message to find where the user turn starts in the template
 _MARK = "\x00BFPO_USER_TURN\x00"
 
@@ -83,10 +85,9 @@ def sample_user_prompts(
     torch.manual_seed(seed)
     kept: List[str] = []
     seen = set()
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
     bar = tqdm(total=n, desc="sampling user prompts", disable=not progress)
     for _ in range(limit):
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), _autocast(device.type, bf16):
             seqs = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
