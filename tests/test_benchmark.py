@@ -156,7 +156,9 @@ def test_generation_speed_times_every_cell_and_names_the_machine(tmp_path):
 
     out = tmp_path / "speed.json"
     argv = ["--model_name_or_path", str(save_tiny_model(tmp_path / "tiny")), "--prompts", "3", "--max_new_tokens"]
-    res = generation_speed.main(argv + ["2", "--batch_sizes", "1", "3", "--precisions", "float32", "--output_file", str(out)])
+    res = generation_speed.main(
+        argv + ["2", "--batch_sizes", "1", "3", "--precisions", "float32", "--output_file", str(out)]
+    )
     assert json.loads(out.read_text()) == res and res["prompts"] == 3
     assert [(c["bf16"], c["batch_size"]) for c in res["cells"]] == [(False, 1), (False, 3)]
     assert all(c["seconds"] > 0 and c["seconds_per_answer"] == c["seconds"] / 3 for c in res["cells"])

@@ -366,6 +366,11 @@ def test_quick_demo_with_several_seeds_shares_the_base_and_summarizes(tmp_path):
     values = [r["sets"]["SFT + BFPO"]["bfpo-heldout:harmful"]["compliance"] for r in runs]
     assert stat["values"] == values and stat["min"] == min(values) and stat["mean"] == sum(values) / 2
     assert "| 0 |" in (out / "summary.md").read_text() and (out / "summary.png").stat().st_size > 1000
+    # one point per seed against the targets: inside the target box exactly when that seed met both targets
+    assert (out / "summary_targets.png").stat().st_size > 1000
+    for seed, run in zip(("0", "1"), runs):
+        p = summary["target_points"]["SFT + BFPO"][seed]
+        assert (p["benign_excess"] <= 5.0 and p["harmful_ratio"] <= 50.0) == run["targets"]["met"]
     with pytest.raises(ValueError, match="repeated seed"):
         demo.run_demo(str(tmp_path / "again"), quick=True, seeds=[1, 1])
     with pytest.raises(ValueError, match=r"compare_methods: unknown \['dpo'\]"):
@@ -605,3 +610,29 @@ def test_bf16_default_follows_the_hardware(monkeypatch):
     assert demo.DemoSettings(bf16=False).bf16 is False
     _, s = demo.parse_args(["--output_dir", "x", "--bf16", "false"])
     assert s.bf16 is False
+
+
+def test_target_point_is_inside_the_box_exactly_when_the_targets_are_met():
+    base = {
+        "h1": {"kind": "harmful", "compliance": 80.0, "refusal": 20.0},
+        "h2": {"kind": "harmful", "compliance": 40.0, "refusal": 60.0},
+        "b1": {"kind": "benign", "compliance": 98.0, "refusal": 2.0},
+        "b2": {"kind": "benign", "compliance": 100.0, "refusal": 0.0},
+    }
+
+    def model(h1, h2, b1, b2):
+        return {
+            "h1": {"kind": "harmful", "compliance": h1, "refusal": 100 - h1},
+            "h2": {"kind": "harmful", "compliance": h2, "refusal": 100 - h2},
+            "b1": {"kind": "benign", "compliance": 100 - b1, "refusal": b1},
+            "b2": {"kind": "benign", "compliance": 100 - b2, "refusal": b2},
+        }
+
+    # the worst set decides each coordinate: h2 at 25 of 40 (62.5%) outweighs h1 at 30 of 80 (37.5%)
+    p = demo.target_point(base, model(30.0, 25.0, 4.0, 6.0))
+    assert p == {"benign_excess": 6.0, "harmful_ratio": 62.5}
+    for m in (model(30.0, 25.0, 4.0, 6.0), model(40.0, 20.0, 7.0, 5.0), model(40.0, 20.0, 7.1, 5.0)):
+        p = demo.target_point(base, m)
+        inside = p["benign_excess"] <= 5.0 + 1e-9 and p["harmful_ratio"] <= 50.0 + 1e-9
+        assert inside == demo.check_targets(base, m)["met"]
+    assert demo.check_targets(base, model(40.0, 20.0, 7.0, 5.0))["met"]
