@@ -1156,8 +1156,9 @@ def plot_targets(points: Dict[str, List[Dict[str, float]]], path: Path, title: s
 
     fig, ax = subplots(figsize=(5.6, 4.2))
     ax.axvspan(-100, 5.0, ymax=0.5 / 1.1, color="tab:green", alpha=0.12, label="both targets met")
-    for label, pts in points.items():
-        ax.scatter([p["benign_excess"] for p in pts], [p["harmful_ratio"] for p in pts], label=label, s=24)
+    for i, (label, pts) in enumerate(points.items()):  # shrinking markers: points that coincide stay visible
+        xs, ys = [p["benign_excess"] for p in pts], [p["harmful_ratio"] for p in pts]
+        ax.scatter(xs, ys, label=label, s=max(90 - 22 * i, 12), marker="osD^v<>"[i % 7], alpha=0.85)
     ax.axvline(5.0, color="grey", ls="--", lw=1)
     ax.axhline(50.0, color="grey", ls="--", lw=1)
     xs = [p["benign_excess"] for pts in points.values() for p in pts]
