@@ -600,3 +600,19 @@ def test_readme_trl_switch_snippet_runs(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102 - the documented snippet itself
     assert (tmp_path / "runs" / "trl-style").is_dir()
+
+
+def test_parse_reads_a_list_of_booleans_as_written():
+    """HfArgumentParser alone turns each ``List[bool]`` item with ``bool(text)``: "false" would read True."""
+    from dataclasses import dataclass, field
+    from typing import List
+
+    from bfpo.args import ConfigError, parse
+
+    @dataclass
+    class Flags:
+        flags: List[bool] = field(default_factory=lambda: [True], metadata={"help": "switches"})
+
+    assert parse([Flags], ["--flags", "false", "true", "no"], prog="t")[0].flags == [False, True, False]
+    with pytest.raises(ConfigError, match="--flags: expected a list of bool"):
+        parse([Flags], ["--flags", "maybe"], prog="t")

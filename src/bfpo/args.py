@@ -394,7 +394,7 @@ def _text_values(parser: argparse.ArgumentParser, specs: Dict[str, Any]) -> None
     from transformers.hf_argparser import string_to_bool
 
     for action in parser._actions:
-        if action.dest in specs and action.type in (int, float, string_to_bool):
+        if action.dest in specs and action.type in (int, float, bool, string_to_bool):  # bool: List[bool] items
             action.type = None
 
 
