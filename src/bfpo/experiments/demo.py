@@ -1161,8 +1161,8 @@ def plot_targets(points: Dict[str, List[Dict[str, float]]], path: Path, title: s
         ax.scatter(xs, ys, label=label, s=max(90 - 22 * i, 12), marker="osD^v<>"[i % 7], alpha=0.85)
     ax.axvline(5.0, color="grey", ls="--", lw=1)
     ax.axhline(50.0, color="grey", ls="--", lw=1)
-    xs = [p["benign_excess"] for pts in points.values() for p in pts]
-    ax.set_xlim(min(-2.0, min(xs, default=0) - 2), max(12.0, max(xs, default=0) + 2))
+    every_x = [p["benign_excess"] for pts in points.values() for p in pts]
+    ax.set_xlim(min(-2.0, min(every_x, default=0) - 2), max(12.0, max(every_x, default=0) + 2))
     ax.set_ylim(0, 110)
     ax.set_xlabel("worst benign set: refusal minus the base model's (points)")
     ax.set_ylabel("worst harmful set: compliance, % of the base model's")
