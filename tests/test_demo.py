@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -568,6 +569,43 @@ def test_sample_self_prompts_drops_evaluation_prompts(monkeypatch):
     assert [r["prompt"] for r in rows] == ["Plan a trip to Rome.", "Write a haiku.", "Fix my bike."]
     assert {r["kind"] for r in rows} == {"benign"} and asked["n"] >= 3
     assert demo.sample_self_prompts("model", demo.DemoSettings(self_prompts=0, val_self=0)) == []
+
+
+def test_shipped_self_prompts_cover_the_default_settings_and_share_no_evaluation_prompt():
+    s = demo.DemoSettings()
+    eval_texts = [r["prompt"] for rows in demo.demo_prompts(s)["eval"].values() for r in rows]
+    everything = demo.read_self_prompts(demo.SHIPPED_SELF_PROMPTS)
+    assert len(everything) == s.self_prompts + s.val_self == 304
+    assert len(demo.read_self_prompts(demo.SHIPPED_SELF_PROMPTS, exclude=eval_texts)) == 304
+    rows, source = demo.self_prompt_rows("unused", s, default_model=True)
+    assert source == "shipped" and rows == everything
+
+
+def test_self_prompt_rows_sample_for_another_model_and_refuse_a_short_or_bad_file(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(demo, "sample_self_prompts", lambda d, s, ex, pr: calls.append(d) or [{"prompt": "x"}])
+    s = demo.DemoSettings(self_prompts=2, val_self=1)
+    assert demo.self_prompt_rows("other-model", s, default_model=False) == ([{"prompt": "x"}], "sample")
+    assert demo.self_prompt_rows("m", replace(s, self_prompts_file="sample"), True)[1] == "sample"
+    assert calls == ["other-model", "m"]
+    short = tmp_path / "mine.jsonl"
+    short.write_text('{"prompt": "Plan a trip."}\n\n{"prompt": "Bake bread."}\n')
+    with pytest.raises(ValueError, match=r"mine.jsonl: 2 usable prompts .* self_prompts \+ val_self = 3"):
+        demo.self_prompt_rows("m", demo.DemoSettings(self_prompts=2, val_self=1, self_prompts_file=str(short)), True)
+    rows, source = demo.self_prompt_rows(
+        "m", demo.DemoSettings(self_prompts=1, val_self=0, self_prompts_file=str(short)), True, exclude=["plan a trip."]
+    )
+    assert [r["prompt"] for r in rows] == ["Bake bread."] and source == str(short)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"text": "no prompt field"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 2: no non-empty 'prompt'"):
+        demo.read_self_prompts(bad)
+    bad.write_text("{not json\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 1: not JSON"):
+        demo.read_self_prompts(bad)
+    with pytest.raises(ValueError, match=r"self_prompts_file: '.*missing.jsonl' is no file"):
+        demo.DemoSettings(self_prompts_file=str(tmp_path / "missing.jsonl"))
+    assert calls == ["other-model", "m"]  # no file read ever fell back to sampling
 
 
 def test_on_policy_sampling_reads_a_seeded_sample_of_policy_prompts_per_kind(monkeypatch):

@@ -119,6 +119,12 @@ class DemoSettings:
         "validation prompts",
         default=48,
     )
+    self_prompts_file: str = setting(
+        "where the self-sampled prompts come from: 'shipped' = the 304 drawn once from SmolLM2-135M-Instruct "
+        "(bfpo/data/prompts/self_smollm2.jsonl; for any other base model they are sampled), 'sample' = draw "
+        "them again from the base model, or a JSONL file of rows with a 'prompt' field",
+        default="shipped",
+    )
     val_harmful: int = setting(
         "harmful validation prompts: a fixed part of the training sources held out of training", default=48
     )
@@ -249,6 +255,11 @@ class DemoSettings:
         for name in ("policy_k_benign", "policy_k_harmful", "self_prompts", "val_self"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DemoSettings.{name} must be >= 0 (0 = none), got {getattr(self, name)}")
+        if self.self_prompts_file not in ("shipped", "sample") and not Path(self.self_prompts_file).is_file():
+            raise ValueError(
+                f"DemoSettings.self_prompts_file: {self.self_prompts_file!r} is no file "
+                "(give 'shipped', 'sample' or a JSONL file of rows with a 'prompt' field)"
+            )
         if self.sft_steps < 0:
             raise ValueError(f"DemoSettings.sft_steps must be >= 0 (0 = no SFT stage), got {self.sft_steps}")
         if self.tau <= 0 or self.learning_rate <= 0:
@@ -452,6 +463,58 @@ def sample_self_prompts(
     if len(kept) < n:
         logger.warning("sampled %d of the %d self-sampled user prompts asked for", len(kept), n)
     return [{"prompt": t, "kind": "benign", "category": "self-sampled", "source": "self:user-turn"} for t in kept]
+
+
+#: The self-sampled prompts shipped with bfpo: ``sample_self_prompts`` of SmolLM2-135M-Instruct with the
+#: default settings (304 rows; bf16, batch 64, 2 cores of an AMD EPYC with avx512_bf16), none of them an
+#: evaluation prompt. Reading them makes the demo's data the same on every processor, and saves the sampling.
+SHIPPED_SELF_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "prompts" / "self_smollm2.jsonl"
+
+
+def read_self_prompts(path: Path, exclude: Sequence[str] = ()) -> List[dict]:
+    """The benign prompt rows of a JSONL file (each line an object with a non-empty ``prompt`` string), in file
+    order, without any whose text is in ``exclude``. Raises ValueError naming the file and line of a bad row."""
+    banned = {t.strip().lower() for t in exclude}
+    rows: List[dict] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {n}: not JSON ({e.msg})") from None
+            text = row.get("prompt") if isinstance(row, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{path}, line {n}: no non-empty 'prompt' string")
+            if text.strip().lower() not in banned:
+                rows.append({"prompt": text, "kind": "benign", "category": "self-sampled", "source": "self:user-turn"})
+    return rows
+
+
+def self_prompt_rows(
+    model_dir: str, settings: DemoSettings, default_model: bool, exclude: Sequence[str] = (), progress: bool = True
+) -> Tuple[List[dict], str]:
+    """The ``self_prompts + val_self`` self-sampled rows and where they came from: the shipped file when
+    ``settings.self_prompts_file`` is ``'shipped'`` and the base model is the default (``default_model``),
+    a sample of ``model_dir`` for ``'sample'`` or another base model, else the file given."""
+    s = settings
+    n = s.self_prompts + s.val_self
+    source = s.self_prompts_file
+    if source == "shipped" and not default_model:
+        source = "sample"
+    if n == 0:
+        return [], source
+    if source == "sample":
+        return sample_self_prompts(model_dir, s, exclude, progress), source
+    path = SHIPPED_SELF_PROMPTS if source == "shipped" else Path(source)
+    rows = read_self_prompts(path, exclude)
+    if len(rows) < n:
+        raise ValueError(
+            f"{path}: {len(rows)} usable prompts (evaluation prompts left out), but self_prompts + val_self = {n}; "
+            "ask for fewer, or give --self_prompts_file sample"
+        )
+    return rows[:n], str(path) if source != "shipped" else "shipped"
 
 
 def with_self_prompts(prompts: Dict[str, Any], rows: Sequence[dict], val_self: int) -> Dict[str, Any]:
@@ -1259,7 +1322,12 @@ def write_report(out: Path, results: Dict[str, Any]) -> Path:
         f"over a refusal ({d['helpful_skipped']} benign answers skipped: empty or a refusal); "
         f"{d.get('self_prompts', {}).get('train', 0)} of the benign training prompts and "
         f"{d.get('self_prompts', {}).get('validation', 0)} benign validation prompts were sampled from the base "
-        "model's own user turn (`self_prompts.jsonl`).",
+        "model's own user turn (`self_prompts.jsonl`; "
+        + {"shipped": "the set shipped with bfpo", "sample": "sampled in this run"}.get(
+            d.get("self_prompts", {}).get("source", "sample"),
+            "read from " + str(d.get("self_prompts", {}).get("source")),
+        )
+        + ").",
         *(
             [
                 f"On-policy (the SFT model sampled again): {d['own_answers']['own_unsafe']} unsafe answers to "
@@ -1480,6 +1548,7 @@ def run_seed(
             "self_prompts": {
                 "train": sum(r["category"] == "self-sampled" for r in prompts["train_benign"]),
                 "validation": sum(r["category"] == "self-sampled" for r in prompts["val_benign"]),
+                "source": shared.get("self_prompts_source", "sample"),
             },
             "redteam_stats": data["redteam_stats"],
             "redteam_pairs": data["redteam_pairs"],
@@ -1620,7 +1689,9 @@ def run_demo(
         "eval_file": _write_prompts(eval_rows, out_dir / "eval_prompts.jsonl"),
         "machine": machine_info(),
     }
-    shared["self_prompts"] = sample_self_prompts(str(base), s, [r["prompt"] for r in eval_rows], progress)
+    shared["self_prompts"], shared["self_prompts_source"] = self_prompt_rows(
+        str(base), s, not quick and model is None, [r["prompt"] for r in eval_rows], progress
+    )
     _write_prompts(shared["self_prompts"], out_dir / "self_prompts.jsonl")
     prompts = with_self_prompts(prompts, shared["self_prompts"], s.val_self)
     shared["base_eval"] = evaluate_dir(base, shared["eval_file"], out_dir / "eval" / "base.json", s)
