@@ -466,7 +466,7 @@ def sample_self_prompts(
 
 
 #: The self-sampled prompts shipped with bfpo: ``sample_self_prompts`` of SmolLM2-135M-Instruct with the
-#: default settings (304 rows; bf16, batch 64, 2 cores of an AMD EPYC with avx512_bf16), none of them an
+#: default settings (304 rows; bf16, batch 64, 2 cores of an Intel Xeon with AMX, session 10), none of them an
 #: evaluation prompt. Reading them makes the demo's data the same on every processor, and saves the sampling.
 SHIPPED_SELF_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "prompts" / "self_smollm2.jsonl"
 
