@@ -601,7 +601,7 @@ def test_self_prompt_rows_sample_for_another_model_and_refuse_a_short_or_bad_fil
     with pytest.raises(ValueError, match=r"bad.jsonl, line 2: no non-empty 'prompt'"):
         demo.read_self_prompts(bad)
     bad.write_text("{not json\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl, line 1: not JSON"):
+    with pytest.raises(ValueError, match=r"bad.jsonl line 1: not valid JSON"):
         demo.read_self_prompts(bad)
     with pytest.raises(ValueError, match=r"self_prompts_file: '.*missing.jsonl' is no file"):
         demo.DemoSettings(self_prompts_file=str(tmp_path / "missing.jsonl"))

@@ -458,11 +458,21 @@ def sample_self_prompts(
         progress=progress,
     )
     del lm
-    banned = {t.strip().lower() for t in exclude}
-    kept = [t for t in texts if t.lower() not in banned][:n]
+    kept = _self_rows(texts, exclude)[:n]
     if len(kept) < n:
         logger.warning("sampled %d of the %d self-sampled user prompts asked for", len(kept), n)
-    return [{"prompt": t, "kind": "benign", "category": "self-sampled", "source": "self:user-turn"} for t in kept]
+    return kept
+
+
+def _self_rows(texts: Sequence[str], exclude: Sequence[str]) -> List[dict]:
+    """Benign prompt rows of the self-sampled ``texts``, in order, without any whose text (case and outer
+    spaces ignored) is in ``exclude``."""
+    banned = {t.strip().lower() for t in exclude}
+    return [
+        {"prompt": t, "kind": "benign", "category": "self-sampled", "source": "self:user-turn"}
+        for t in texts
+        if t.strip().lower() not in banned
+    ]
 
 
 #: The self-sampled prompts shipped with bfpo: ``sample_self_prompts`` of SmolLM2-135M-Instruct with the
@@ -474,22 +484,15 @@ SHIPPED_SELF_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "prompt
 def read_self_prompts(path: Path, exclude: Sequence[str] = ()) -> List[dict]:
     """The benign prompt rows of a JSONL file (each line an object with a non-empty ``prompt`` string), in file
     order, without any whose text is in ``exclude``. Raises ValueError naming the file and line of a bad row."""
-    banned = {t.strip().lower() for t in exclude}
-    rows: List[dict] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {n}: not JSON ({e.msg})") from None
-            text = row.get("prompt") if isinstance(row, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{path}, line {n}: no non-empty 'prompt' string")
-            if text.strip().lower() not in banned:
-                rows.append({"prompt": text, "kind": "benign", "category": "self-sampled", "source": "self:user-turn"})
-    return rows
+    from bfpo.files import iter_jsonl
+
+    texts = []
+    for n, row in iter_jsonl(path):
+        text = row.get("prompt")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{path}, line {n}: no non-empty 'prompt' string")
+        texts.append(text)
+    return _self_rows(texts, exclude)
 
 
 def self_prompt_rows(
@@ -514,7 +517,7 @@ def self_prompt_rows(
             f"{path}: {len(rows)} usable prompts (evaluation prompts left out), but self_prompts + val_self = {n}; "
             "ask for fewer, or give --self_prompts_file sample"
         )
-    return rows[:n], str(path) if source != "shipped" else "shipped"
+    return rows[:n], source
 
 
 def with_self_prompts(prompts: Dict[str, Any], rows: Sequence[dict], val_self: int) -> Dict[str, Any]:
