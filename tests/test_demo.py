@@ -267,6 +267,12 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     assert sel["chosen_step"] in (0, 1, 2) and (out / "aligned" / "selection.json").is_file()
     assert all(saved["compare"][m]["selection"]["points"] for m in ("dpo_s", "dpo_h", "mix", "safedpo"))
     assert (out / "tradeoff.png").stat().st_size > 1000 and saved["paths"]["tradeoff"] == str(out / "tradeoff.png")
+    # --quick selects on the SFT stage too (sft_select_every 1): the base model is its reference and step 0
+    sft_sel = saved["sft"]["selection"]
+    assert [p["step"] for p in sft_sel["points"]] == [0, 1, 2] and sft_sel["reference"]["step"] == -1
+    assert (out / "work" / "sft" / "selection.json").is_file() and "Checkpoint selection: SFT stage" in (
+        out / "report.md"
+    ).read_text()
     d = saved["data"]
     # every case-4 pair comes from an unsafe sample; red teaming adds at most one pair per prompt
     assert d["counts"]["by_source"]["demo:own-unsafe-vs-refusal"] == d["refusal_pairs"] <= d["sampled_unsafe"]
@@ -391,6 +397,7 @@ def test_demo_refuses_a_non_empty_out_dir(tmp_path):
         ("helpful_rejected", "mixd", "helpful_rejected must be"),
         ("max_steps", 0, "max_steps must be >= 1"),
         ("trainable", [], "trainable must name"),
+        ("sft_select_every", -1, "sft_select_every must be >= 0"),
     ],
 )
 def test_bad_settings_fail_before_anything_is_written(tmp_path, field, value, match):
@@ -413,6 +420,13 @@ def test_quick_demo_stages_are_model_folders_written_by_the_training_driver(quic
     sft = yaml.safe_load((out / "work" / "sft" / "config.yaml").read_text())
     assert sft["max_steps"] == q.sft_steps and sft["learning_rate"] == q.sft_learning_rate
     assert (out / "work" / "sft" / "model.safetensors").is_file()
+    # the SFT folder holds the weights the SFT selection chose: the base model's exactly when it chose step 0
+    import torch
+    from safetensors.torch import load_file
+
+    base_w, sft_w = (load_file(str(out / name / "model.safetensors")) for name in ("base", "work/sft"))
+    same = all(torch.equal(base_w[k].float(), sft_w[k].float()) for k in sft_w.keys() & base_w.keys())
+    assert same == (res["sft"]["selection"]["chosen_step"] == 0)
     stages = [(out / "aligned", "bfpo"), (out / "work" / "dpo_s", "dpo"), (out / "work" / "mix", "dpo")]
     for folder, loss in stages + [(out / "work" / "safedpo", "safedpo")]:
         summary = json.loads((folder / "train_summary.json").read_text())

@@ -167,6 +167,11 @@ class DemoSettings:
         default_factory=lambda: [r"layers\.(2[0-9])\."],
     )
     sft_refusal_ratio: float = setting("refusal examples per benign answer in the SFT data", default=0.4)
+    sft_select_every: int = setting(
+        "score the validation prompts every N SFT steps and keep the best SFT checkpoint by the same rule as "
+        "select_every (reference: the base model); 0 = keep the last SFT step",
+        default=0,
+    )
     helpful_rejected: str = choices(
         "generic",
         "mixed",
@@ -233,8 +238,9 @@ class DemoSettings:
             raise ValueError(
                 f"DemoSettings.val_harmful and val_benign must be >= 1, got {self.val_harmful}, {self.val_benign}"
             )
-        if self.select_every < 0:
-            raise ValueError(f"DemoSettings.select_every must be >= 0 (0 = last step), got {self.select_every}")
+        for name in ("select_every", "sft_select_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"DemoSettings.{name} must be >= 0 (0 = last step), got {getattr(self, name)}")
         if self.helpful_rejected not in ("generic", "mixed"):
             raise ValueError(
                 f"DemoSettings.helpful_rejected must be 'generic' or 'mixed', got {self.helpful_rejected!r}"
@@ -289,6 +295,7 @@ QUICK = {
     "self_prompts": 2,
     "val_self": 1,
     "select_every": 1,
+    "sft_select_every": 1,
     "gen_max_new_tokens": 8,
     "eval_max_new_tokens": 8,
     "gen_batch_size": 8,
@@ -842,10 +849,16 @@ def balanced_sft_examples(
 
 
 def run_sft(
-    model_dir: str, safety: List[PairRecord], helpful: List[PairRecord], out_dir: Path, settings: DemoSettings
+    model_dir: str,
+    safety: List[PairRecord],
+    helpful: List[PairRecord],
+    out_dir: Path,
+    settings: DemoSettings,
+    callbacks: Sequence = (),
 ) -> Dict[str, Any]:
     """Section 4.2's SFT stage on the safe responses, through :func:`bfpo.train.sft.train_sft` (TRL's
-    ``SFTTrainer``, loss on the completion only), which writes the model folder ``out_dir``."""
+    ``SFTTrainer``, loss on the completion only), which writes the model folder ``out_dir``. ``callbacks``
+    go to the trainer (the demo's checkpoint selection, ``sft_select_every``)."""
     from trl import SFTConfig
 
     from bfpo.train.config import ModelArguments
@@ -881,7 +894,14 @@ def run_sft(
         disable_tqdm=False,
         dataset_num_proc=None,
     )
-    trainer = train_sft(model_args, config, examples=examples, model=model, card_title="bfpo demo: SFT stage")
+    trainer = train_sft(
+        model_args,
+        config,
+        examples=examples,
+        model=model,
+        callbacks=list(callbacks),
+        card_title="bfpo demo: SFT stage",
+    )
     logs = [r for r in trainer.state.log_history if "loss" in r]
     return {"examples": len(examples), "from_helpful": len(helpful), "loss": [(r["step"], r["loss"]) for r in logs]}
 
@@ -1249,6 +1269,40 @@ def _targets_lines(t: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _fmt_step(step: Optional[int]) -> str:
+    return "last" if step is None else str(step)
+
+
+def _selection_lines(sel: Dict[str, Any], stage: str, steps: int, d: Dict[str, Any], s: Dict[str, Any]) -> List[str]:
+    """The report's section on one stage's checkpoint selection: the rule, the chosen step and the walk."""
+    chosen = sel.get("chosen") or {}
+    start = "the base model" if stage == "SFT" else "the SFT model"
+    lines = [
+        f"## Checkpoint selection: {stage} stage",
+        "",
+        f"Rule: {sel['rule']} (validation: {d['val_prompts']['harmful']} harmful, "
+        f"{d['val_prompts']['benign']} benign prompts held out of {', '.join(s['train_sources'])}). "
+        f"Chosen step: {sel.get('chosen_step')} of {steps} (validation: "
+        f"{_fmt(chosen.get('harmful_compliance'))}% answered, {_fmt(chosen.get('benign_refusal'))}% refused; "
+        f"within the rule: {sel.get('admissible')}).",
+        "",
+    ]
+    if sel.get("chosen_step") == 0:
+        lines += [f"**No {stage} step passed the rule, so the stage's output is {start} (step 0).**", ""]
+    if not sel.get("admissible"):
+        lines += [
+            "No scored step kept benign validation refusal within the limit; the rule fell back to the lowest "
+            "benign refusal.",
+            "",
+        ]
+    lines += ["| step | harmful answered % | benign refused % |", "|---|---|---|"]
+    ref = sel.get("reference")
+    if ref:
+        lines.append(f"| base model | {_fmt(ref['harmful_compliance'])} | {_fmt(ref['benign_refusal'])} |")
+    lines += [f"| {p['step']} | {_fmt(p['harmful_compliance'])} | {_fmt(p['benign_refusal'])} |" for p in sel["points"]]
+    return lines + [""]
+
+
 def write_report(out: Path, results: Dict[str, Any]) -> Path:
     """``DIR/report.md``: per-set table, targets, selection, timings, data (pairs per Figure-3 case), examples."""
     d = results["data"]
@@ -1270,37 +1324,11 @@ def write_report(out: Path, results: Dict[str, Any]) -> Path:
         *_targets_lines(t),
         "",
     ]
+    sft_sel = (results.get("sft") or {}).get("selection")
+    if sft_sel:
+        lines += _selection_lines(sft_sel, "SFT", s["sft_steps"], d, s)
     if sel:
-        chosen = sel.get("chosen") or {}
-        lines += [
-            "## Checkpoint selection",
-            "",
-            f"Rule: {sel['rule']} (validation: {d['val_prompts']['harmful']} harmful, "
-            f"{d['val_prompts']['benign']} benign prompts held out of {', '.join(s['train_sources'])}). "
-            f"Chosen step: {sel.get('chosen_step')} of {s['max_steps']} (validation: "
-            f"{_fmt(chosen.get('harmful_compliance'))}% answered, {_fmt(chosen.get('benign_refusal'))}% refused; "
-            f"within the rule: {sel.get('admissible')}).",
-            "",
-        ]
-        if sel.get("chosen_step") == 0:
-            lines += [
-                "**No BFPO step passed the rule, so `aligned/` holds the SFT model (step 0).**",
-                "",
-            ]
-        if not sel.get("admissible"):
-            lines += [
-                "No scored step kept benign validation refusal within the limit; the rule fell back to the lowest "
-                "benign refusal.",
-                "",
-            ]
-        lines += ["| step | harmful answered % | benign refused % |", "|---|---|---|"]
-        ref = sel.get("reference")
-        if ref:
-            lines.append(f"| base model | {_fmt(ref['harmful_compliance'])} | {_fmt(ref['benign_refusal'])} |")
-        lines += [
-            f"| {p['step']} | {_fmt(p['harmful_compliance'])} | {_fmt(p['benign_refusal'])} |" for p in sel["points"]
-        ]
-        lines.append("")
+        lines += _selection_lines(sel, "BFPO", s["max_steps"], d, s)
     m = results.get("machine") or {}
     lines += [
         "## Time",
@@ -1406,9 +1434,12 @@ def prepare_base(out: Path, quick: bool, model: Optional[str], corpus: Sequence[
     return base, name
 
 
-def _selector(base: Path, prompts: Dict[str, Any], s: DemoSettings, reference=None):
-    """A :class:`bfpo.eval.selection.SelectBySafety` on the validation prompts (scores every ``select_every``
-    steps; with ``select_every == 0`` it is only used to score a model once)."""
+def _selector(base: Path, prompts: Dict[str, Any], s: DemoSettings, reference=None, every: Optional[int] = None):
+    """A :class:`bfpo.eval.selection.SelectBySafety` on the validation prompts that scores every ``every``
+    steps (left out: ``select_every``, at least 1, as when it only scores a model once in :func:`_score_base`),
+    or None when ``every == 0``: keep the last step."""
+    if every == 0:
+        return None
     from bfpo.eval.judges import get_judge
     from bfpo.eval.selection import SelectBySafety
     from bfpo.models.generate import load_generation_tokenizer
@@ -1417,7 +1448,7 @@ def _selector(base: Path, prompts: Dict[str, Any], s: DemoSettings, reference=No
         load_generation_tokenizer(str(base)),
         [r["prompt"] for r in prompts["val_harmful"]],
         [r["prompt"] for r in prompts["val_benign"]],
-        every=max(1, s.select_every),
+        every=max(1, s.select_every) if every is None else every,
         judge=get_judge(s.judge),
         max_benign_increase=s.max_benign_increase,
         max_new_tokens=s.eval_max_new_tokens,
@@ -1486,7 +1517,10 @@ def run_seed(
     t0 = time.time()
     if s.sft_steps > 0:
         sft_dir = work / "sft"
-        sft_info = run_sft(str(base), safety, helpful, sft_dir, s)
+        sft_sel = _selector(base, prompts, s, reference=shared["base_val"], every=s.sft_select_every)
+        sft_info = run_sft(str(base), safety, helpful, sft_dir, s, callbacks=[sft_sel] if sft_sel else [])
+        # train_sft saves after the callbacks' on_train_end: the folder holds the chosen SFT weights
+        sft_info["selection"] = sft_sel.summary() if sft_sel else None
     else:  # BFPO straight from the base model (no SFT stage)
         sft_dir, sft_info = base, {"examples": 0, "loss": []}
     lap("sft", t0)
@@ -1500,7 +1534,7 @@ def run_seed(
         lap("on-policy pairs", t0)
 
     def preference(mode: str, folder: Path, loss: Optional[str] = None) -> Tuple[Dict[str, Any], Optional[Dict]]:
-        sel = _selector(base, prompts, s, reference=shared["base_val"]) if s.select_every else None
+        sel = _selector(base, prompts, s, reference=shared["base_val"], every=s.select_every)
         callbacks = [sel] if sel else []
         info = run_preference(str(sft_dir), safety, helpful, mode, folder, s, ref_cache, callbacks=callbacks, loss=loss)
         # train_preference saves the model after the callbacks' on_train_end: the folder holds the chosen weights
@@ -1608,6 +1642,9 @@ def summarize(out: Path, runs: Dict[int, Dict[str, Any]], base_sets: Dict[str, D
         "targets_met": met,
         "targets_per_seed": {seed: r["targets"] for seed, r in runs.items()},
         "selected_step": {seed: (r.get("selection") or {}).get("chosen_step") for seed, r in runs.items()},
+        "sft_selected_step": {
+            seed: ((r.get("sft") or {}).get("selection") or {}).get("chosen_step") for seed, r in runs.items()
+        },
         "seconds": {seed: r["timings"]["total"] for seed, r in runs.items()},
         "machine": next(iter(runs.values())).get("machine"),
         "target_points": {
@@ -1631,16 +1668,15 @@ def summarize(out: Path, runs: Dict[int, Dict[str, Any]], base_sets: Dict[str, D
         "",
         markdown_table(header, rows, align="l" + "r" * len(sets)),
         "",
-        "| seed | targets met | chosen step | " + " | ".join(sets) + " | seconds |",
+        "| seed | targets met | chosen step (SFT, BFPO) | " + " | ".join(sets) + " | seconds |",
         "|---|---|---|" + "---|" * len(sets) + "---|",
     ]
     for seed, r in runs.items():
         per = r["targets"]["sets"]
         cells = [f"{_fmt(per[k]['aligned'])} ({'ok' if per[k]['met'] else 'missed'})" for k in sets]
         lines.append(
-            f"| {seed} | {r['targets']['met']} | {summary['selected_step'][seed]} | "
-            + " | ".join(cells)
-            + f" | {r['timings']['total']:.0f} |"
+            f"| {seed} | {r['targets']['met']} | {_fmt_step(summary['sft_selected_step'][seed])}, "
+            f"{_fmt_step(summary['selected_step'][seed])} | " + " | ".join(cells) + f" | {r['timings']['total']:.0f} |"
         )
     (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plot(values, summary["kinds"], out / "summary.png", f"seeds {', '.join(map(str, runs))}: mean and range")
