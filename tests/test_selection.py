@@ -128,3 +128,27 @@ def test_margin_curves_against_targets(tmp_path):
     assert d["unsafe_safe"]["progress"] == pytest.approx(-0.25)  # moved away from -1
     png = plot_margins(log, targets, tmp_path / "m.png")
     assert png.stat().st_size > 1000
+
+
+def test_a_known_start_score_is_not_generated_again(tmp_path):
+    """With ``start`` given, the first point is that score (at the trainer's step) and the judge is only
+    called for the later steps; the start's weights are still the ones restored when no step beats it."""
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    start = refusal_rates([True, True, False, False], [False] * 4, step=-1)  # 50% answered, 0% refused
+    judge = ScriptedJudge([(1, 2)])  # the one scoring call: 75% answered, 50% refused: worse on both
+    cb = SelectBySafety(
+        tok, ["h1", "h2", "h3", "h4"], ["b1", "b2", "b3", "b4"], every=2, judge=judge, max_new_tokens=2, start=start
+    )
+    cb.on_train_begin(Args(tmp_path), State(0), None, model=model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    cb.on_step_end(Args(tmp_path), State(2), None, model=model)
+    cb.on_train_end(Args(tmp_path), State(2), None, model=model)
+    assert judge.script == []  # exactly one call: step 2
+    assert [(q.step, q.harmful_compliance, q.benign_refusal) for q in cb.points] == [(0, 50.0, 0.0), (2, 75.0, 50.0)]
+    assert cb.best.step == 0
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n

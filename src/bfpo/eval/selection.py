@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
 from transformers import TrainerCallback
@@ -86,7 +86,9 @@ class SelectBySafety(TrainerCallback):
 
     ``harmful`` and ``benign`` are plain prompts; ``judge`` is any :class:`bfpo.eval.judges.Judge` (default
     the offline ``refusal`` judge). Only parameters that require grad are copied when a step becomes the
-    best, so the cost is the trainable set's size, once per improvement.
+    best, so the cost is the trainable set's size, once per improvement. ``start`` is the starting model's
+    score when it is already known (e.g. the base model's, before an SFT stage that starts from it): it
+    stands for the first scored step instead of answering the prompts again.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class SelectBySafety(TrainerCallback):
         progress: bool = False,
         reference: Optional[SelectionPoint] = None,
         bf16: bool = False,
+        start: Optional[SelectionPoint] = None,
     ):
         if every < 1:
             raise UserInputError(f"checkpoint selection: every must be >= 1, got {every}")
@@ -117,6 +120,7 @@ class SelectBySafety(TrainerCallback):
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.restore_best, self.progress = restore_best, progress
         self.reference, self.bf16 = reference, bf16
+        self.start = start
         self.points: List[SelectionPoint] = []
         self.best: Optional[SelectionPoint] = None
         self._best_state: Optional[Dict[str, "object"]] = None
@@ -149,8 +153,8 @@ class SelectBySafety(TrainerCallback):
         refused = [v.refusal for v in verdicts]
         return refusal_rates(refused[: len(self.harmful)], refused[len(self.harmful) :], step)
 
-    def _consider(self, model, step: int) -> None:
-        point = self.score(model, step)
+    def _consider(self, model, step: int, point: Optional[SelectionPoint] = None) -> None:
+        point = point or self.score(model, step)
         self.points.append(point)
         logger.info(
             "validation at step %d: harmful compliance %.1f%%, benign refusal %.1f%%",
@@ -168,7 +172,8 @@ class SelectBySafety(TrainerCallback):
     # ------------------------------------------------------------------------------------ callbacks
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is not None and not self.points:
-            self._consider(model, state.global_step)
+            known = replace(self.start, step=state.global_step) if self.start is not None else None
+            self._consider(model, state.global_step, known)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if model is not None and state.global_step % self.every == 0:

@@ -1434,10 +1434,12 @@ def prepare_base(out: Path, quick: bool, model: Optional[str], corpus: Sequence[
     return base, name
 
 
-def _selector(base: Path, prompts: Dict[str, Any], s: DemoSettings, reference=None, every: Optional[int] = None):
+def _selector(
+    base: Path, prompts: Dict[str, Any], s: DemoSettings, reference=None, every: Optional[int] = None, start=None
+):
     """A :class:`bfpo.eval.selection.SelectBySafety` on the validation prompts that scores every ``every``
     steps (left out: ``select_every``, at least 1, as when it only scores a model once in :func:`_score_base`),
-    or None when ``every == 0``: keep the last step."""
+    or None when ``every == 0``: keep the last step. ``start``: the starting model's known score."""
     if every == 0:
         return None
     from bfpo.eval.judges import get_judge
@@ -1455,6 +1457,7 @@ def _selector(base: Path, prompts: Dict[str, Any], s: DemoSettings, reference=No
         batch_size=s.gen_batch_size,
         reference=reference,
         bf16=s.bf16,
+        start=start,
     )
 
 
@@ -1517,7 +1520,8 @@ def run_seed(
     t0 = time.time()
     if s.sft_steps > 0:
         sft_dir = work / "sft"
-        sft_sel = _selector(base, prompts, s, reference=shared["base_val"], every=s.sft_select_every)
+        base_val = shared["base_val"]  # SFT starts from the base model: its validation score is step 0's
+        sft_sel = _selector(base, prompts, s, reference=base_val, every=s.sft_select_every, start=base_val)
         sft_info = run_sft(str(base), safety, helpful, sft_dir, s, callbacks=[sft_sel] if sft_sel else [])
         # train_sft saves after the callbacks' on_train_end: the folder holds the chosen SFT weights
         sft_info["selection"] = sft_sel.summary() if sft_sel else None
