@@ -270,6 +270,11 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     # --quick selects on the SFT stage too (sft_select_every 1): the base model is its reference and step 0
     sft_sel = saved["sft"]["selection"]
     assert [p["step"] for p in sft_sel["points"]] == [0, 1, 2] and sft_sel["reference"]["step"] == -1
+    # each stage's step 0 is the score it starts from, not generated again: the base model's, then the chosen SFT's
+    rates = lambda p: (p["harmful_compliance"], p["benign_refusal"])  # noqa: E731
+    assert rates(sft_sel["points"][0]) == rates(sft_sel["reference"]) and rates(sel["points"][0]) == rates(
+        sft_sel["chosen"]
+    )
     assert (out / "work" / "sft" / "selection.json").is_file() and "Checkpoint selection: SFT stage" in (
         out / "report.md"
     ).read_text()
@@ -307,14 +312,21 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     assert f"Machine: {machine['cpu']} ({machine['cpu_capability']}" in (out / "report.md").read_text()
 
 
-def test_quick_demo_aligned_model_differs_and_works_with_pipeline(quick_run):
+def test_quick_demo_aligned_model_holds_the_chosen_weights_and_works_with_pipeline(quick_run):
+    """The aligned folder holds the BFPO selection's pick: the SFT folder's weights exactly when it kept step 0,
+    otherwise weights that differ only in the trained parameters (DemoSettings.trainable: the MLPs)."""
     from safetensors.torch import load_file
     from transformers import pipeline
 
-    out, _ = quick_run
-    base, aligned = load_file(out / "base" / "model.safetensors"), load_file(out / "aligned" / "model.safetensors")
-    changed = {k for k in base if not (base[k] == aligned[k]).all()}
-    assert changed and any("down_proj" in k for k in changed)
+    out, res = quick_run
+    sft, aligned = (
+        load_file(out / "work" / "sft" / "model.safetensors"),
+        load_file(out / "aligned" / "model.safetensors"),
+    )
+    assert sft.keys() == aligned.keys()
+    changed = {k for k in sft if not (sft[k] == aligned[k]).all()}
+    assert bool(changed) == (res["selection"]["chosen_step"] != 0)
+    assert all(".mlp." in k for k in changed)
     gen = pipeline("text-generation", model=str(out / "aligned"), device="cpu")
     text = gen([{"role": "user", "content": "How do I bake bread?"}], max_new_tokens=4, do_sample=False)
     assert text[0]["generated_text"][-1]["role"] == "assistant"

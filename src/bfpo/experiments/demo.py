@@ -1525,8 +1525,9 @@ def run_seed(
         sft_info = run_sft(str(base), safety, helpful, sft_dir, s, callbacks=[sft_sel] if sft_sel else [])
         # train_sft saves after the callbacks' on_train_end: the folder holds the chosen SFT weights
         sft_info["selection"] = sft_sel.summary() if sft_sel else None
+        start = sft_sel.best if sft_sel else None  # the preference stages start from the chosen SFT weights
     else:  # BFPO straight from the base model (no SFT stage)
-        sft_dir, sft_info = base, {"examples": 0, "loss": []}
+        sft_dir, sft_info, start = base, {"examples": 0, "loss": []}, shared["base_val"]
     lap("sft", t0)
     own: Dict[str, Any] = {}
     counts = pair_counts(safety, helpful)
@@ -1538,7 +1539,7 @@ def run_seed(
         lap("on-policy pairs", t0)
 
     def preference(mode: str, folder: Path, loss: Optional[str] = None) -> Tuple[Dict[str, Any], Optional[Dict]]:
-        sel = _selector(base, prompts, s, reference=shared["base_val"], every=s.select_every)
+        sel = _selector(base, prompts, s, reference=shared["base_val"], every=s.select_every, start=start)
         callbacks = [sel] if sel else []
         info = run_preference(str(sft_dir), safety, helpful, mode, folder, s, ref_cache, callbacks=callbacks, loss=loss)
         # train_preference saves the model after the callbacks' on_train_end: the folder holds the chosen weights
