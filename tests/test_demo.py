@@ -278,6 +278,20 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     assert (out / "work" / "sft" / "selection.json").is_file() and "Checkpoint selection: SFT stage" in (
         out / "report.md"
     ).read_text()
+    # --quick records every method's curve on the evaluation sets (curve_every 1): step 0 is the SFT model's
+    # evaluation, and the chosen step's point is the evaluation of the saved folder (same answers, same rates)
+    curve = saved["curve"]
+    assert set(curve) == set(saved["sets"]) - {"base", "SFT only"}
+    for label, c in curve.items():
+        assert [p["step"] for p in c["points"]] == [0, 1, 2] and c["judge"] == "refusal"
+        assert c["points"][0]["sets"] == saved["sets"]["SFT only"]
+        chosen = next(p for p in c["points"] if p["step"] == c["chosen_step"])
+        assert chosen["sets"] == saved["sets"][label], label
+        assert (
+            chosen["benign_excess"] == demo.target_point(saved["sets"]["base"], saved["sets"][label])["benign_excess"]
+        )
+    assert (out / "curve.png").stat().st_size > 1000 and (out / "aligned" / "curve.json").is_file()
+    assert "## Trade-off curve on the evaluation sets" in (out / "report.md").read_text()
     d = saved["data"]
     # every case-4 pair comes from an unsafe sample; red teaming adds at most one pair per prompt
     assert d["counts"]["by_source"]["demo:own-unsafe-vs-refusal"] == d["refusal_pairs"] <= d["sampled_unsafe"]
@@ -310,6 +324,18 @@ def test_quick_demo_writes_loadable_models_report_and_results(quick_run):
     machine = saved["machine"]
     assert machine["cpu"] and machine["cpu_capability"] and machine["torch"]
     assert f"Machine: {machine['cpu']} ({machine['cpu_capability']}" in (out / "report.md").read_text()
+
+
+def test_the_curve_scores_the_training_model_as_bfpo_evaluate_scores_the_saved_one(tmp_path):
+    """Without selection the aligned folder holds the last step: the curve's last point, scored inside the
+    Trainer, is the same per-set evaluation that bfpo evaluate gives the saved folder."""
+    from dataclasses import replace
+
+    s = replace(demo.DemoSettings.quick(), select_every=0, sft_select_every=0, max_steps=3, curve_every=2)
+    res = demo.run_demo(str(tmp_path / "run"), quick=True, settings=s, progress=False)
+    c = res["curve"]["SFT + BFPO"]
+    assert [p["step"] for p in c["points"]] == [0, 2, 3] and c["chosen_step"] is None
+    assert c["points"][-1]["sets"] == res["sets"]["SFT + BFPO"] and c["points"][0]["sets"] == res["sets"]["SFT only"]
 
 
 def test_quick_demo_aligned_model_holds_the_chosen_weights_and_works_with_pipeline(quick_run):
@@ -386,7 +412,7 @@ def test_quick_demo_with_several_seeds_shares_the_base_and_summarizes(tmp_path):
     assert stat["values"] == values and stat["min"] == min(values) and stat["mean"] == sum(values) / 2
     assert "| 0 |" in (out / "summary.md").read_text() and (out / "summary.png").stat().st_size > 1000
     # one point per seed against the targets: inside the target box exactly when that seed met both targets
-    assert (out / "summary_targets.png").stat().st_size > 1000
+    assert (out / "summary_targets.png").stat().st_size > 1000 and (out / "summary_curve.png").stat().st_size > 1000
     for seed, run in zip(("0", "1"), runs):
         p = summary["target_points"]["SFT + BFPO"][seed]
         assert (p["benign_excess"] <= 5.0 and p["harmful_ratio"] <= 50.0) == run["targets"]["met"]

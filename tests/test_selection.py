@@ -9,6 +9,7 @@ from bfpo.errors import UserInputError
 from bfpo.eval.judges import Judge, Verdict
 from bfpo.eval.selection import SelectBySafety, SelectionPoint, choose, refusal_rates
 from bfpo.models.tiny import tiny_llama, tiny_tokenizer
+from callback_stubs import Args, State
 
 
 def P(step, harm, benign):
@@ -55,16 +56,6 @@ class ScriptedJudge(Judge):
             refused = seen[k] <= (n_harm if k == "harmful" else n_benign)
             out.append(Verdict(harmful=not refused and k == "harmful", refusal=refused, raw="scripted"))
         return out
-
-
-class Args:
-    def __init__(self, out):
-        self.output_dir = str(out)
-
-
-class State:
-    def __init__(self, step):
-        self.global_step, self.is_world_process_zero = step, True
 
 
 def test_callback_restores_the_chosen_weights_and_writes_its_history(tmp_path):
