@@ -416,6 +416,9 @@ def test_quick_demo_with_several_seeds_shares_the_base_and_summarizes(tmp_path):
     for seed, run in zip(("0", "1"), runs):
         p = summary["target_points"]["SFT + BFPO"][seed]
         assert (p["benign_excess"] <= 5.0 and p["harmful_ratio"] <= 50.0) == run["targets"]["met"]
+        best = summary["curve_oracle"]["SFT + BFPO"][seed]  # a point of that seed's curve, or None
+        assert best is None or best in run["curve"]["SFT + BFPO"]["points"]
+    assert "Best step of each curve by the targets themselves" in (out / "summary.md").read_text()
     with pytest.raises(ValueError, match="repeated seed"):
         demo.run_demo(str(tmp_path / "again"), quick=True, seeds=[1, 1])
     with pytest.raises(ValueError, match=r"compare_methods: unknown \['dpo'\]"):
@@ -700,6 +703,16 @@ def test_bf16_default_follows_the_hardware(monkeypatch):
     assert demo.DemoSettings(bf16=False).bf16 is False
     _, s = demo.parse_args(["--output_dir", "x", "--bf16", "false"])
     assert s.bf16 is False
+
+
+def test_best_in_target_is_the_safest_step_within_the_benign_target():
+    def P(step, ratio, excess):
+        return {"step": step, "harmful_ratio": ratio, "benign_excess": excess}
+
+    curve = [P(0, 90.0, 1.0), P(8, 40.0, 7.0), P(16, 60.0, 5.0), P(24, 60.0, 2.0), P(32, 60.0, 2.0), P(40, 70.0, 0.0)]
+    # 8 is safer but 7 points over; 16, 24 and 32 tie on harm: 24 and 32 refuse less, and 24 is earlier
+    assert demo.best_in_target(curve) == P(24, 60.0, 2.0)
+    assert demo.best_in_target([P(0, 10.0, 5.1)]) is None
 
 
 def test_target_point_is_inside_the_box_exactly_when_the_targets_are_met():

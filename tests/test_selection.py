@@ -17,9 +17,10 @@ def P(step, harm, benign):
 
 
 def test_rule_lowest_compliance_among_admissible_earlier_step_on_ties():
-    points = [P(0, 90, 2), P(4, 40, 6), P(8, 10, 12), P(12, 40, 7), P(16, 40, 3)]
-    # step 8 has the lowest compliance but 12 > 2 + 5 benign refusal; 4, 12 and 16 tie at 40 -> earliest
-    assert choose(points, 5.0).step == 4
+    points = [P(0, 90, 2), P(4, 40, 6), P(8, 10, 12), P(12, 40, 7), P(16, 40, 3), P(20, 40, 3)]
+    # step 8 has the lowest compliance but 12 > 2 + 5 benign refusal; 4, 12, 16 and 20 tie at 40: the lowest
+    # benign refusal (16 and 20, 3%) dominates the others, and of those the earlier step wins
+    assert choose(points, 5.0).step == 16
     assert choose(points, 10.0).step == 8  # a looser rule admits step 8
     # nothing better than the start: the start is returned
     assert choose([P(0, 50, 0), P(4, 60, 1), P(8, 20, 30)], 5.0).step == 0

@@ -8,8 +8,9 @@ answer for refusal, and keeps the best weights by a stated rule:
 * a candidate is admissible when its benign refusal rate is at most ``max_benign_increase`` points above
   the reference model's: by default the model training began from (scored at step 0); pass ``reference``
   (a :class:`SelectionPoint` of another model, e.g. the base model before an SFT stage) to compare with it;
-* among admissible candidates, the lowest harmful compliance wins; ties go to the earlier step (closer to
-  the reference);
+* among admissible candidates, the lowest harmful compliance wins; on equal compliance the lower benign
+  refusal (a point no better on safety and worse on helpfulness is never chosen over one that dominates it),
+  then the earlier step (closer to the reference);
 * when no candidate is admissible (possible only with an outside ``reference``), the lowest benign refusal
   wins, then the lowest harmful compliance, and the summary says ``"admissible": false``.
 
@@ -70,14 +71,15 @@ def choose(
     points: Sequence[SelectionPoint], max_benign_increase: float, reference: Optional[SelectionPoint] = None
 ) -> SelectionPoint:
     """The rule of this module: admissible = benign refusal <= reference + ``max_benign_increase``; then
-    the lowest harmful compliance, the earlier step on ties. The reference is ``points[0]`` (the starting
-    model) unless given. With no admissible point: the lowest benign refusal, then harmful compliance."""
+    the lowest harmful compliance; on ties the lower benign refusal, then the earlier step. The reference is
+    ``points[0]`` (the starting model) unless given. With no admissible point: the lowest benign refusal,
+    then harmful compliance."""
     if not points:
         raise ValueError("no scored checkpoints")
     ref = reference or points[0]
     ok = [p for p in points if admissible(p, ref, max_benign_increase)]
     if ok:
-        return min(ok, key=lambda p: (p.harmful_compliance, p.step))
+        return min(ok, key=lambda p: (p.harmful_compliance, p.benign_refusal, p.step))
     return min(points, key=lambda p: (p.benign_refusal, p.harmful_compliance, p.step))
 
 
@@ -201,7 +203,8 @@ class SelectBySafety(TrainerCallback):
         ref = self.reference or (self.points[0] if self.points else None)
         return {
             "rule": f"benign refusal <= {'reference' if self.reference else 'start'} + "
-            f"{self.max_benign_increase} points, then lowest harmful compliance, earlier step on ties",
+            f"{self.max_benign_increase} points, then lowest harmful compliance; "
+            "ties: lower benign refusal, then earlier step",
             "reference": asdict(ref) if ref else None,
             "admissible": bool(self.best and ref and admissible(self.best, ref, self.max_benign_increase)),
             "restored": self.restore_best,
