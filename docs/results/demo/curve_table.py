@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from bfpo.eval.selection import SelectionPoint, choose
+from bfpo.experiments.demo import in_target
 
 run = Path(sys.argv[1])
 print(
@@ -38,8 +39,7 @@ for path in sorted(run.glob("seed_*/results.json")):
         cells = []
         for p in c["points"]:
             v = val.get(p["step"])
-            inside = p["harmful_ratio"] <= 50.0 + 1e-9 and p["benign_excess"] <= 5.0 + 1e-9
-            cell = f"{p['step']}: {p['harmful_ratio']:.1f}/{p['benign_excess']:+.1f}{' (in)' if inside else ''}"
+            cell = f"{p['step']}: {p['harmful_ratio']:.1f}/{p['benign_excess']:+.1f}{' (in)' if in_target(p) else ''}"
             if v:
                 cell += f" [{v['harmful_compliance']:.1f}/{v['benign_refusal']:.1f}]"
             cells.append(cell)

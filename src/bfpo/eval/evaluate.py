@@ -383,7 +383,8 @@ def evaluate_model(
     answers = answer(lm, tok, rows, max_new_tokens, batch_size, bf16, system_prompt, progress)
     del lm
     _release_memory()
-    samples = judged_samples(rows, answers, judge_obj or get_judge(judge, judge_model))
+    judge_obj = judge_obj or get_judge(judge, judge_model)
+    samples = judged_samples(rows, answers, judge_obj)
 
     result: Dict[str, Any] = {"model": model, "judge": getattr(judge_obj, "name", judge), "judge_model": judge_model}
     result["suite" if suite else "prompts"] = suite or prompts
